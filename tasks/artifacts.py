@@ -1,0 +1,226 @@
+"""Artifacts: content-addressed folders under ``<data_dir>/artifacts/<stage>/<key>/``.
+
+A key is derived from everything that determines an artifact's content (stage, stage
+version, parameters, parents' keys), so the same inputs find the same folder and nothing
+is recomputed, while a changed parameter moves every downstream key. Folders are built
+under a temporary name and renamed into place only when complete, with a manifest that
+records parameters, parents, rows, schema, file checksums and timings: a folder without a
+valid manifest is simply not an artifact, so a crash never leaves a half-written one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+CODE_VERSION = "0.1.0"
+
+
+@dataclass(frozen=True)
+class ArtifactRef:
+    """What tasks pass to each other: small, hashable, and checkable against disk."""
+
+    stage: str
+    key: str
+    path: str
+    rows: int | None = None
+    cached: bool = field(default=False, compare=False)
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.path)
+
+
+def artifacts_root(data_dir: str | Path) -> Path:
+    return Path(data_dir) / "artifacts"
+
+
+def artifact_key(stage: str, version: int, params: dict[str, Any], parents: Sequence[ArtifactRef]) -> str:
+    """A short stable hash of the stage, its version, its parameters and its parents' keys."""
+    payload = json.dumps(
+        {"stage": stage, "version": version, "params": params, "parents": [(p.stage, p.key) for p in parents]},
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_parquet(table: pa.Table | Any, path: Path) -> int:
+    """Write a pandas frame or Arrow table as Parquet (zstd); returns the row count."""
+    if not isinstance(table, pa.Table):
+        table = pa.Table.from_pandas(table, preserve_index=False)
+    pq.write_table(table, path, compression="zstd")
+    return table.num_rows
+
+
+def read_manifest(folder: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _is_intact(folder: Path, manifest: dict[str, Any]) -> bool:
+    """Every file the manifest lists is there with its recorded size and checksum."""
+    for rel, info in manifest.get("files", {}).items():
+        target = folder / rel
+        if not target.is_file() or target.stat().st_size != info["bytes"] or file_sha256(target) != info["sha256"]:
+            return False
+    return True
+
+
+def find(data_dir: str | Path, stage: str, key: str) -> ArtifactRef | None:
+    """The finished artifact for (stage, key), or None if it is missing or damaged."""
+    folder = artifacts_root(data_dir) / stage / key
+    manifest = read_manifest(folder)
+    if manifest is None:
+        return None
+    if not _is_intact(folder, manifest):
+        log.warning("artifact %s is damaged (files missing, truncated or changed); recomputing it", folder)
+        return None
+    return ArtifactRef(stage, key, str(folder), manifest.get("rows"), cached=True)
+
+
+def _schema_of(folder: Path) -> dict[str, dict[str, str]]:
+    return {
+        str(p.relative_to(folder)): {f.name: str(f.type) for f in pq.read_schema(p)}
+        for p in sorted(folder.rglob("*.parquet"))
+    }
+
+
+def _checksums(folder: Path) -> dict[str, dict[str, Any]]:
+    return {
+        str(p.relative_to(folder)): {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@contextlib.contextmanager
+def _staging(final: Path) -> Iterator[Path]:
+    """A temporary sibling folder, removed on failure, never seen as an artifact."""
+    tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def materialize(
+    data_dir: str | Path,
+    stage: str,
+    version: int,
+    params: dict[str, Any],
+    parents: Sequence[ArtifactRef],
+    build: Callable[[Path], int | None],
+    extra: dict[str, Any] | None = None,
+) -> ArtifactRef:
+    """Return the artifact for these inputs, building it with ``build(folder) -> rows`` only if absent.
+
+    ``build`` writes into an empty temporary folder; the folder is renamed into place with
+    its manifest only after ``build`` returns, so readers never see partial output.
+    ``extra`` is merged into the manifest after ``build`` ran, so ``build`` may fill it in.
+    """
+    key = artifact_key(stage, version, params, parents)
+    found = find(data_dir, stage, key)
+    if found is not None:
+        return found
+    final = artifacts_root(data_dir) / stage / key
+    started = time.perf_counter()
+    with _staging(final) as tmp:
+        rows = build(tmp)
+        manifest = {
+            "stage": stage,
+            "key": key,
+            "version": version,
+            "code_version": CODE_VERSION,
+            "params": params,
+            "parents": [{"stage": p.stage, "key": p.key, "path": p.path} for p in parents],
+            "rows": rows,
+            "schema": _schema_of(tmp),
+            "files": _checksums(tmp),
+            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "seconds": round(time.perf_counter() - started, 3),
+            **(extra or {}),
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+        return _publish(tmp, final, ArtifactRef(stage, key, str(final), rows, cached=False))
+
+
+def _publish(tmp: Path, final: Path, ref: ArtifactRef) -> ArtifactRef:
+    """Rename the finished folder into place; if a concurrent run got there first, keep theirs."""
+    theirs = find(final.parent.parent.parent, ref.stage, ref.key)
+    if theirs is not None:  # same key, same inputs: identical content, and readers may hold it
+        shutil.rmtree(tmp, ignore_errors=True)
+        return theirs
+    if final.exists():  # a damaged copy: move it aside atomically before ours goes in
+        trash = final.parent / f".trash-{final.name}-{uuid.uuid4().hex[:8]}"
+        os.rename(final, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+    try:
+        os.rename(tmp, final)
+    except OSError:  # lost a race with a concurrent writer between the check and the rename
+        shutil.rmtree(tmp, ignore_errors=True)
+        return find(final.parent.parent.parent, ref.stage, ref.key) or ref
+    return ref
+
+
+def verify(ref: ArtifactRef) -> list[str]:
+    """Files whose checksum no longer matches the manifest (empty when intact)."""
+    manifest = read_manifest(ref.folder) or {}
+    return [
+        rel
+        for rel, info in manifest.get("files", {}).items()
+        if not (ref.folder / rel).is_file() or file_sha256(ref.folder / rel) != info["sha256"]
+    ]
+
+
+def list_artifacts(data_dir: str | Path) -> list[dict[str, Any]]:
+    """One row per finished artifact, for the inspect command."""
+    rows = []
+    for manifest_path in sorted(artifacts_root(data_dir).glob(f"*/*/{MANIFEST}")):
+        manifest = read_manifest(manifest_path.parent) or {}
+        size = sum(p.stat().st_size for p in manifest_path.parent.rglob("*") if p.is_file())
+        rows.append(
+            {
+                "stage": manifest.get("stage"),
+                "key": manifest.get("key"),
+                "rows": manifest.get("rows"),
+                "bytes": size,
+                "created": manifest.get("created"),
+                "parents": ",".join(f"{p['stage']}/{p['key']}" for p in manifest.get("parents", [])),
+                "path": str(manifest_path.parent),
+            }
+        )
+    return rows
+
+
+def ref_dict(ref: ArtifactRef) -> dict[str, Any]:
+    return asdict(ref)

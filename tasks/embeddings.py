@@ -1,0 +1,81 @@
+"""Encode texts with a cache keyed by the model's fingerprint and the text's hash.
+
+MNLI premises repeat and re-mining with other settings re-uses the same texts, so each
+distinct text is encoded once per model and kept as Parquet shards under
+``artifacts/embeddings/<model fingerprint>/``. Shards are written atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tasks.artifacts import artifacts_root
+from tasks.models import ResolvedModel, load_model
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+def _store(data_dir: str | Path, model: ResolvedModel) -> Path:
+    return artifacts_root(data_dir) / "embeddings" / model.fingerprint
+
+
+def _read_store(store: Path) -> tuple[dict[str, int], np.ndarray | None]:
+    index: dict[str, int] = {}
+    blocks = []
+    for shard in sorted(store.glob("shard-*.parquet")):
+        table = pq.read_table(shard)
+        vectors = np.asarray(table.column("vector").combine_chunks().values, dtype=np.float32)
+        dim = table.schema.field("vector").type.list_size
+        offset = sum(len(b) for b in blocks)
+        blocks.append(vectors.reshape(-1, dim))
+        for i, h in enumerate(table.column("text_hash").to_pylist()):
+            index.setdefault(h, offset + i)
+    return index, (np.concatenate(blocks) if blocks else None)
+
+
+def _write_shard(store: Path, hashes: list[str], vectors: np.ndarray) -> None:
+    store.mkdir(parents=True, exist_ok=True)
+    flat = pa.array(vectors.astype(np.float32).ravel())
+    table = pa.table(
+        {"text_hash": hashes, "vector": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])},
+    )
+    name = f"shard-{uuid.uuid4().hex}.parquet"
+    tmp = store / f".tmp-{name}"
+    pq.write_table(table, tmp)
+    os.replace(tmp, store / name)
+
+
+def encode_cached(
+    data_dir: str | Path,
+    model: ResolvedModel,
+    texts: Sequence[str],
+    batch_size: int = 64,
+) -> tuple[np.ndarray, int]:
+    """Normalised embeddings for ``texts`` (in order) and how many distinct texts were encoded now."""
+    store = _store(data_dir, model)
+    index, matrix = _read_store(store)
+    hashes = [text_hash(t) for t in texts]
+    missing = {h: t for h, t in zip(hashes, texts) if h not in index}
+    if missing:
+        encoder = load_model(model)
+        fresh = encoder.encode(
+            list(missing.values()),
+            batch_size=batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=True,
+        ).astype(np.float32)
+        _write_shard(store, list(missing), fresh)
+        index, matrix = _read_store(store)
+    assert matrix is not None
+    return matrix[[index[h] for h in hashes]], len(missing)

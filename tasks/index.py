@@ -1,0 +1,78 @@
+"""FAISS nearest-neighbour search over normalised vectors (inner product = cosine).
+
+Exact (flat) search up to ``exact_limit`` candidates; above it an IVF index trained on a
+sample, whose recall against exact search is measured on a query sample and reported.
+Queries go in batches, so memory is O(batch × k), never N × N. GPU FAISS is used when the
+installed faiss has GPU support and a GPU is present.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+from tqdm.auto import tqdm
+
+EXACT_LIMIT = 200_000
+
+
+@dataclass
+class SearchIndex:
+    index: faiss.Index
+    kind: str  # "flat", "ivf<nlist>,nprobe<n>", with "+gpu" when on a GPU
+    vectors: np.ndarray
+
+    def search(
+        self, queries: np.ndarray, k: int, batch_size: int = 1024
+    ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """Yield (start row, scores, ids) per batch of queries."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        for start in tqdm(range(0, len(queries), batch_size), desc=f"FAISS {self.kind}", unit="batch"):
+            scores, ids = self.index.search(queries[start : start + batch_size], k)
+            yield start, scores, ids
+
+
+def _to_gpu(index: faiss.Index) -> tuple[faiss.Index, bool]:
+    if hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
+        return faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index), True
+    return index, False
+
+
+def build_index(vectors: np.ndarray, exact_limit: int = EXACT_LIMIT, seed: int = 0) -> SearchIndex:
+    """Flat inner-product index for small corpora, IVF (trained on a sample) for large ones."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    n, dim = vectors.shape
+    if n == 0:
+        raise ValueError("cannot build a search index over an empty corpus")
+    if n <= exact_limit:
+        index, on_gpu = _to_gpu(faiss.IndexFlatIP(dim))
+        index.add(vectors)
+        return SearchIndex(index, "flat" + ("+gpu" if on_gpu else ""), vectors)
+    nlist = int(4 * math.sqrt(n))
+    nprobe = max(8, nlist // 16)
+    quantizer = faiss.IndexFlatIP(dim)
+    index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    rng = np.random.default_rng(seed)
+    sample = vectors[rng.choice(n, size=min(n, 64 * nlist), replace=False)]
+    index.train(sample)
+    index.add(vectors)
+    index.nprobe = nprobe
+    index, on_gpu = _to_gpu(index)
+    return SearchIndex(index, f"ivf{nlist},nprobe{nprobe}" + ("+gpu" if on_gpu else ""), vectors)
+
+
+def recall_at_k(index: SearchIndex, queries: np.ndarray, k: int = 10, sample: int = 500, seed: int = 0) -> float:
+    """Share of the exact top-k that the index returns, on a sample of queries (1.0 for flat)."""
+    if index.kind.startswith("flat"):
+        return 1.0
+    rng = np.random.default_rng(seed)
+    chosen = np.ascontiguousarray(queries[rng.choice(len(queries), size=min(sample, len(queries)), replace=False)])
+    exact = faiss.IndexFlatIP(index.vectors.shape[1])
+    exact.add(index.vectors)
+    _, truth = exact.search(chosen, k)
+    _, found = index.index.search(chosen, k)
+    hits = sum(len(set(t) & set(f)) for t, f in zip(truth, found))
+    return hits / truth.size

@@ -1,0 +1,46 @@
+"""NLI labels → the training format each loss needs.
+
+sentence-transformers matches inputs by column *order* and treats only columns named
+``label`` or ``score`` as targets, so each format below fixes both names and order.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+ENTAILMENT, NEUTRAL, CONTRADICTION = 0, 1, 2
+LOSSES = ("softmax", "cosine", "mnr")
+COLUMNS = {
+    "softmax": ["premise", "hypothesis", "label"],
+    "cosine": ["sentence1", "sentence2", "score"],
+    "mnr": ["anchor", "positive"],
+}
+
+
+def softmax_pairs(pairs: pd.DataFrame) -> pd.DataFrame:
+    """SoftmaxLoss(num_labels=3): the three NLI labels as they are."""
+    return pairs[["premise", "hypothesis", "label"]].reset_index(drop=True)
+
+
+def cosine_pairs(pairs: pd.DataFrame) -> pd.DataFrame:
+    """CosineSimilarityLoss: entailment → 1.0, neutral and contradiction → 0.0."""
+    return pd.DataFrame(
+        {
+            "sentence1": pairs["premise"].to_numpy(),
+            "sentence2": pairs["hypothesis"].to_numpy(),
+            "score": (pairs["label"] == ENTAILMENT).astype("float64").to_numpy(),
+        }
+    )
+
+
+def mnr_pairs(pairs: pd.DataFrame) -> pd.DataFrame:
+    """MultipleNegativesRankingLoss: entailment rows as (anchor = premise, positive = hypothesis)."""
+    entailed = pairs[pairs["label"] == ENTAILMENT]
+    return pd.DataFrame({"anchor": entailed["premise"].to_numpy(), "positive": entailed["hypothesis"].to_numpy()})
+
+
+def pairs_for_loss(pairs: pd.DataFrame, loss: str) -> pd.DataFrame:
+    mappers = {"softmax": softmax_pairs, "cosine": cosine_pairs, "mnr": mnr_pairs}
+    if loss not in mappers:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    return mappers[loss](pairs)

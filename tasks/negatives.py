@@ -1,0 +1,213 @@
+"""Negatives for MultipleNegativesRankingLoss: soft (random), semi-hard (miner + FAISS), contradiction.
+
+Candidates are all hypotheses of the source. A text equal to the anchor or to any
+hypothesis the source pairs with the same premise (after normalising case and whitespace)
+is never a negative, whatever the strategy. Semi-hard negatives must also score below the
+anchor's positive minus ``margin`` (a guard against unlabelled positives) and below
+``max_score`` when set. Several negatives per anchor come out as extra rows or columns.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from tasks.index import EXACT_LIMIT, build_index, recall_at_k
+
+STRATEGIES = ("none", "soft", "semi-hard", "contradiction")
+CONTRADICTION = 2
+
+
+@dataclass(frozen=True)
+class MiningConfig:
+    """How to choose negatives; ``check`` refuses impossible settings before anything is encoded."""
+
+    strategy: str = "soft"
+    num_negatives: int = 1
+    range_min: int = 0
+    range_max: int = 50
+    max_score: float | None = None
+    margin: float = 0.05
+    sampling: str = "top"  # "top": the highest-ranked admissible; "random": a seeded draw among them
+    layout: str = "rows"  # "rows": one (anchor, positive, negative) row each; "columns": negative_1..n
+    seed: int = 42
+    exact_limit: int = EXACT_LIMIT
+
+    def check(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"parameter negatives: {self.strategy!r} is not one of {STRATEGIES}")
+        if self.num_negatives < 1:
+            raise ValueError(f"parameter num_negatives: must be at least 1, got {self.num_negatives}")
+        if self.sampling not in ("top", "random"):
+            raise ValueError(f"parameter sampling: {self.sampling!r} is not 'top' or 'random'")
+        if self.layout not in ("rows", "columns"):
+            raise ValueError(f"parameter negatives_layout: {self.layout!r} is not 'rows' or 'columns'")
+        if self.strategy == "semi-hard":
+            if not 0 <= self.range_min < self.range_max:
+                raise ValueError(
+                    f"parameters range_min, range_max: need 0 <= range_min < range_max, "
+                    f"got range_min={self.range_min}, range_max={self.range_max}"
+                )
+            if self.num_negatives > self.range_max - self.range_min:
+                raise ValueError(
+                    f"parameter num_negatives: {self.num_negatives} is larger than the window "
+                    f"range_max - range_min = {self.range_max - self.range_min}"
+                )
+
+
+def normalise(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def forbidden_texts(raw_pairs: pd.DataFrame) -> dict[str, set[str]]:
+    """Per normalised premise: itself and every hypothesis paired with it (its positives among them)."""
+    forbidden: dict[str, set[str]] = defaultdict(set)
+    for premise, hypothesis in zip(raw_pairs["premise"], raw_pairs["hypothesis"]):
+        key = normalise(premise)
+        forbidden[key].update((key, normalise(hypothesis)))
+    return forbidden
+
+
+def candidate_pool(raw_pairs: pd.DataFrame) -> list[str]:
+    """Distinct hypotheses of the source, in first-seen order."""
+    pool = list(dict.fromkeys(raw_pairs["hypothesis"]))
+    if not pool:
+        raise ValueError("the candidate corpus is empty: the source has no hypotheses")
+    return pool
+
+
+def _arrange(mnr: pd.DataFrame, picks: list[list[tuple]], config: MiningConfig, scored: bool) -> pd.DataFrame:
+    """Turn per-anchor picks [(text, score, rank), ...] into rows or columns (scores when ``scored``)."""
+    out = _layout(mnr, picks, config)
+    if not scored:
+        out = out.drop(columns=[c for c in out.columns if c.endswith(("_score", "_rank"))])
+    return out
+
+
+def _layout(mnr: pd.DataFrame, picks: list[list[tuple]], config: MiningConfig) -> pd.DataFrame:
+    if config.layout == "rows":
+        rows = [
+            {"anchor": a, "positive": p, "negative": text, "negative_score": score, "negative_rank": rank}
+            for a, p, chosen in zip(mnr["anchor"], mnr["positive"], picks)
+            for text, score, rank in chosen
+        ]
+        columns = ["anchor", "positive", "negative", "negative_score", "negative_rank"]
+        return pd.DataFrame(rows, columns=columns)
+    n = config.num_negatives
+    full = [(a, p, chosen) for a, p, chosen in zip(mnr["anchor"], mnr["positive"], picks) if len(chosen) == n]
+    data: dict[str, list] = {"anchor": [a for a, _, _ in full], "positive": [p for _, p, _ in full]}
+    for i in range(n):
+        data[f"negative_{i + 1}"] = [chosen[i][0] for _, _, chosen in full]
+    for i in range(n):
+        data[f"negative_{i + 1}_score"] = [chosen[i][1] for _, _, chosen in full]
+    return pd.DataFrame(data)
+
+
+def soft_negatives(mnr: pd.DataFrame, raw_pairs: pd.DataFrame, config: MiningConfig) -> pd.DataFrame:
+    """Random hypotheses of other premises for each (anchor, positive), reproducible by seed."""
+    candidates = candidate_pool(raw_pairs)
+    normalised = [normalise(c) for c in candidates]
+    forbidden = forbidden_texts(raw_pairs)
+    rng = np.random.default_rng(config.seed)
+    picks = []
+    for anchor in mnr["anchor"]:
+        banned = forbidden[normalise(anchor)]
+        chosen: list[tuple] = []
+        seen: set[str] = set()
+        for index in rng.integers(0, len(candidates), size=100 * config.num_negatives):
+            if normalised[index] not in banned and normalised[index] not in seen:
+                chosen.append((candidates[index], float("nan"), -1))
+                seen.add(normalised[index])
+                if len(chosen) == config.num_negatives:
+                    break
+        picks.append(chosen)
+    return _arrange(mnr, picks, config, scored=False)
+
+
+def contradiction_negatives(mnr: pd.DataFrame, raw_pairs: pd.DataFrame, config: MiningConfig) -> pd.DataFrame:
+    """MNLI's own hard negative: a hypothesis labelled contradiction for the same premise."""
+    by_premise: dict[str, list[str]] = defaultdict(list)
+    contradicted = raw_pairs[raw_pairs["label"] == CONTRADICTION]
+    for premise, hypothesis in zip(contradicted["premise"], contradicted["hypothesis"]):
+        if hypothesis not in by_premise[normalise(premise)]:
+            by_premise[normalise(premise)].append(hypothesis)
+    positives: dict[str, set[str]] = defaultdict(set)
+    for anchor, positive in zip(mnr["anchor"], mnr["positive"]):
+        positives[normalise(anchor)].add(normalise(positive))
+    rng = np.random.default_rng(config.seed)
+    picks = []
+    for anchor in mnr["anchor"]:
+        options = [h for h in by_premise.get(normalise(anchor), []) if normalise(h) not in positives[normalise(anchor)]]
+        if config.sampling == "random" and len(options) > config.num_negatives:
+            options = [options[i] for i in sorted(rng.choice(len(options), config.num_negatives, replace=False))]
+        picks.append([(h, float("nan"), -1) for h in options[: config.num_negatives]])
+    return _arrange(mnr, picks, config, scored=False)
+
+
+def semi_hard_negatives(
+    mnr: pd.DataFrame,
+    raw_pairs: pd.DataFrame,
+    anchor_vectors: np.ndarray,
+    positive_vectors: np.ndarray,
+    candidate_vectors: np.ndarray,
+    config: MiningConfig,
+    batch_size: int = 1024,
+) -> tuple[pd.DataFrame, dict]:
+    """Candidates ranked by similarity to the anchor: skip the top ``range_min``, look up to ``range_max``,
+    keep those below ``max_score`` and below the positive's score minus ``margin``, pick ``num_negatives``.
+
+    Returns the negatives and search facts (index kind, recall of an approximate index).
+    """
+    config.check()
+    candidates = candidate_pool(raw_pairs)
+    normalised = [normalise(c) for c in candidates]
+    forbidden = forbidden_texts(raw_pairs)
+    index = build_index(candidate_vectors, config.exact_limit, config.seed)
+    positive_scores = np.einsum("ij,ij->i", anchor_vectors, positive_vectors)
+    k = min(config.range_max, len(candidates))
+    anchors = mnr["anchor"].tolist()
+    rng = np.random.default_rng(config.seed)
+    picks: list[list[tuple]] = []
+    for start, scores, ids in index.search(anchor_vectors, k, batch_size):
+        for row in range(len(ids)):
+            i = start + row
+            banned = forbidden[normalise(anchors[i])]
+            ceiling = positive_scores[i] - config.margin
+            if config.max_score is not None:
+                ceiling = min(ceiling, config.max_score)
+            admissible = [
+                (candidates[c], float(s), rank)
+                for rank, (c, s) in enumerate(zip(ids[row], scores[row]))
+                if rank >= config.range_min and c >= 0 and s <= ceiling and normalised[c] not in banned
+            ]
+            if config.sampling == "random" and len(admissible) > config.num_negatives:
+                chosen = sorted(rng.choice(len(admissible), config.num_negatives, replace=False))
+                admissible = [admissible[j] for j in chosen]
+            picks.append(admissible[: config.num_negatives])
+    out = _arrange(mnr, picks, config, scored=True)
+    positive_by_anchor = dict(zip(zip(mnr["anchor"], mnr["positive"]), positive_scores.astype("float64")))
+    out.insert(2, "positive_score", [positive_by_anchor[(a, p)] for a, p in zip(out["anchor"], out["positive"])])
+    facts = {"index": index.kind, "recall_at_10": recall_at_k(index, anchor_vectors, k=min(10, k))}
+    return out, facts
+
+
+def diagnostics(mnr: pd.DataFrame, triplets: pd.DataFrame, config: MiningConfig) -> dict:
+    """What a practitioner checks first: coverage, shortfall, and the similarity gap."""
+    per_anchor = triplets.groupby(["anchor", "positive"]).size() if config.layout == "rows" else None
+    got = len(per_anchor) if per_anchor is not None else len(triplets)
+    short = len(mnr) - (int((per_anchor >= config.num_negatives).sum()) if per_anchor is not None else got)
+    facts: dict = {
+        "strategy": config.strategy,
+        "pairs": len(mnr),
+        "rows": len(triplets),
+        "pairs_with_negatives": got,
+        "share_short_of_negatives": round(short / max(1, len(mnr)), 4),
+    }
+    score_columns = [c for c in triplets.columns if c.startswith("negative") and c.endswith("score")]
+    if "positive_score" in triplets and len(triplets):
+        facts["mean_positive_score"] = round(float(triplets["positive_score"].mean()), 4)
+        facts["mean_negative_score"] = round(float(triplets[score_columns].stack().mean()), 4)
+    return facts

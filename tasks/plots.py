@@ -1,0 +1,45 @@
+"""Pictures people would rather look at than tables: similarity histograms, metric comparisons."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+
+def similarity_histogram(triplets: pd.DataFrame, path: Path) -> None:
+    """Anchor–positive against anchor–negative cosine similarities of mined triplets."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    bins = [i / 50 for i in range(-10, 51)]
+    ax.hist(triplets["positive_score"], bins=bins, alpha=0.6, label="anchor–positive")
+    ax.hist(triplets["negative_score"], bins=bins, alpha=0.6, label="anchor–negative")
+    ax.set_xlabel("cosine similarity (miner model)")
+    ax.set_ylabel("triplets")
+    ax.set_title(f"Mined negatives: {len(triplets)} triplets")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def metric_comparison(table: pd.DataFrame, path: Path) -> None:
+    """Grouped bars: base against trained model for every metric."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    x = range(len(table))
+    width = 0.38
+    ax.bar([i - width / 2 for i in x], table["base"], width, label="base")
+    ax.bar([i + width / 2 for i in x], table["trained"], width, label="trained")
+    for i, (b, t) in enumerate(zip(table["base"], table["trained"])):
+        ax.text(i - width / 2, b, f"{b:.3f}", ha="center", va="bottom", fontsize=8)
+        ax.text(i + width / 2, t, f"{t:.3f}", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(list(x), table["metric"], rotation=10)
+    ax.set_ylim(0, 1.05)
+    ax.set_title("Base → trained")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

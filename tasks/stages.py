@@ -1,0 +1,158 @@
+"""The pipeline's stages as thin Prefect tasks: parent artifacts in, one artifact out.
+
+Each stage only states what determines its artifact (parameters, parents, a version to bump
+when its code changes meaning) and calls the plain functions that do the work. The artifact
+store is the cache: a finished artifact with the same key is returned as is (``cached``),
+a missing or damaged one is rebuilt, so a deleted file never crashes a re-run. Prefect's own
+result cache is off (NO_CACHE) because it cannot see a deleted file; the store can.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+import pandas as pd
+from prefect import get_run_logger, task
+from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from tasks import champion, embeddings, evaluation, labels, negatives, plots, sources, training
+from tasks.artifacts import ArtifactRef, materialize, read_manifest, write_parquet
+from tasks.models import ResolvedModel, load_model
+
+# Bump a stage's version when its code changes what it writes: its key and those downstream move.
+VERSIONS = {"raw": 1, "pairs": 1, "triplets": 2, "models": 1, "metrics": 1}
+
+
+def _read(ref: ArtifactRef, name: str) -> pd.DataFrame:
+    return pd.read_parquet(ref.folder / name)
+
+
+def _logged(ref: ArtifactRef) -> ArtifactRef:
+    get_run_logger().info(
+        "%s/%s: %s (%s rows) at %s", ref.stage, ref.key, "cached" if ref.cached else "computed", ref.rows, ref.path
+    )
+    return ref
+
+
+@task(name="load-nli-pairs", cache_policy=NO_CACHE)
+def load_pairs(source: str, max_pairs: int | None, data_dir: str) -> ArtifactRef:
+    """Validated NLI pairs (premise, hypothesis, label) from the hub or a local file."""
+    fingerprint = sources.source_fingerprint(source)
+    info: dict = {}
+
+    def build(folder):
+        pairs, info["origin"] = sources.load_nli_pairs(source, max_pairs)
+        info["labels"] = json.loads(sources.describe_nli(pairs))
+        return write_parquet(pairs, folder / "pairs.parquet")
+
+    params = {"source": fingerprint, "max_pairs": max_pairs}
+    return _logged(materialize(data_dir, "raw", VERSIONS["raw"], params, [], build, extra=info))
+
+
+@task(name="map-labels", cache_policy=NO_CACHE)
+def map_labels(raw: ArtifactRef, loss: str, data_dir: str) -> ArtifactRef:
+    """The training format for the loss: softmax 3 labels, cosine 1/0 scores, mnr (anchor, positive)."""
+
+    def build(folder):
+        return write_parquet(labels.pairs_for_loss(_read(raw, "pairs.parquet"), loss), folder / "pairs.parquet")
+
+    return _logged(materialize(data_dir, "pairs", VERSIONS["pairs"], {"loss": loss}, [raw], build))
+
+
+@task(name="mine-negatives", cache_policy=NO_CACHE)
+def mine_negatives(
+    pairs: ArtifactRef, raw: ArtifactRef, config: negatives.MiningConfig, miner: ResolvedModel | None, data_dir: str
+) -> ArtifactRef:
+    """Triplets (or n-tuples) with negatives, a diagnostics table, a sample to eyeball, a histogram."""
+    config.check()
+    params = asdict(config)
+    if config.strategy == "semi-hard":
+        assert miner is not None
+        params["miner"] = miner.fingerprint
+    info: dict = {}
+
+    def build(folder):
+        mnr, raw_pairs = _read(pairs, "pairs.parquet"), _read(raw, "pairs.parquet")
+        if config.strategy == "soft":
+            triplets = negatives.soft_negatives(mnr, raw_pairs, config)
+        elif config.strategy == "contradiction":
+            triplets = negatives.contradiction_negatives(mnr, raw_pairs, config)
+        else:
+            info["miner"] = asdict(miner)
+            pool = negatives.candidate_pool(raw_pairs)
+            texts = list(dict.fromkeys([*mnr["anchor"], *mnr["positive"], *pool]))
+            vectors, info["encoded_texts"] = embeddings.encode_cached(data_dir, miner, texts)
+            row = {t: i for i, t in enumerate(texts)}
+            triplets, info["search"] = negatives.semi_hard_negatives(
+                mnr,
+                raw_pairs,
+                vectors[[row[t] for t in mnr["anchor"]]],
+                vectors[[row[t] for t in mnr["positive"]]],
+                vectors[[row[t] for t in pool]],
+                config,
+            )
+            if len(triplets) and "negative_score" in triplets:
+                plots.similarity_histogram(triplets, folder / "similarities.png")
+        if triplets.empty:
+            raise ValueError(f"negatives={config.strategy!r} found no negative for any of {len(mnr)} pairs")
+        info["diagnostics"] = negatives.diagnostics(mnr, triplets, config) | info.get("search", {})
+        write_parquet(triplets.sample(min(200, len(triplets)), random_state=config.seed), folder / "sample.parquet")
+        return write_parquet(triplets, folder / "triplets.parquet")
+
+    ref = materialize(data_dir, "triplets", VERSIONS["triplets"], params, [pairs, raw], build, extra=info)
+    diagnostics = (read_manifest(ref.folder) or {}).get("diagnostics", {})
+    create_table_artifact(
+        key="mining-diagnostics",
+        table=[{"measure": k, "value": v} for k, v in diagnostics.items()],
+        description=f"negatives: {config.strategy} ({ref.stage}/{ref.key})",
+    )
+    return _logged(ref)
+
+
+@task(name="train-model", cache_policy=NO_CACHE)
+def train(data: ArtifactRef, base: ResolvedModel, config: training.TrainConfig, data_dir: str) -> ArtifactRef:
+    """A sentence-transformers model trained on the stage's Parquet with the configured loss."""
+    file = "triplets.parquet" if data.stage == "triplets" else "pairs.parquet"
+    info: dict = {"base_model": asdict(base)}
+
+    def build(folder):
+        get_run_logger().info("training %s with %s loss on %s", base.name, config.loss, training.device_name())
+        summary = training.train_model(base.location, _read(data, file), evaluation.sts_validation(), config, folder)
+        info["training"] = {k: v for k, v in summary.items() if k != "log_history"}
+        return summary["rows"]
+
+    params = {"base_model": base.fingerprint, **asdict(config)}
+    return _logged(materialize(data_dir, "models", VERSIONS["models"], params, [data], build, extra=info))
+
+
+def trained_model(ref: ArtifactRef) -> ResolvedModel:
+    return ResolvedModel(f"models/{ref.key}", str(ref.folder / "model"), "local", ref.key)
+
+
+@task(name="evaluate-model", cache_policy=NO_CACHE)
+def evaluate(model: ResolvedModel, parents: list[ArtifactRef], limit: int | None, data_dir: str) -> ArtifactRef:
+    """STS-B validation/test Spearman and MTEB Banking77 accuracy, as metrics.json and Parquet."""
+
+    def build(folder):
+        metrics = evaluation.evaluate_model(load_model(model), limit, folder)
+        (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        table = pd.DataFrame({"metric": list(metrics), "value": list(metrics.values())})
+        return write_parquet(table, folder / "metrics.parquet")
+
+    params = {"model": model.fingerprint, "limit": limit}
+    extra = {"model": asdict(model)}
+    return _logged(materialize(data_dir, "metrics", VERSIONS["metrics"], params, parents, build, extra=extra))
+
+
+def read_metrics(ref: ArtifactRef) -> dict[str, float]:
+    return json.loads((ref.folder / "metrics.json").read_text())
+
+
+@task(name="promote-champion", cache_policy=NO_CACHE)
+def promote(model: ArtifactRef, metrics: ArtifactRef, metric: str, data_dir: str) -> dict:
+    """Make the trained model the champion only if it beats the current one on ``metric``."""
+    decision = champion.promote_if_better(data_dir, model, read_metrics(metrics), metric)
+    get_run_logger().info("champion on %s: %s", metric, decision["reason"])
+    return decision

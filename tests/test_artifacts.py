@@ -1,0 +1,126 @@
+"""Keys, atomic builds, manifests, and recovery from damaged artifacts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tasks.artifacts import ArtifactRef, artifact_key, find, list_artifacts, materialize, verify, write_parquet
+
+FRAME = pd.DataFrame({"a": [1, 2, 3], "b": ["x", "y", "z"]})
+
+
+def _build(calls: list):
+    def build(folder):
+        calls.append(folder)
+        return write_parquet(FRAME, folder / "data.parquet")
+
+    return build
+
+
+def test_key_depends_on_stage_version_params_and_parents():
+    parent = ArtifactRef("raw", "k1", "/x")
+    base = artifact_key("pairs", 1, {"loss": "mnr"}, [parent])
+    assert base == artifact_key("pairs", 1, {"loss": "mnr"}, [ArtifactRef("raw", "k1", "/elsewhere")])
+    assert base != artifact_key("pairs", 2, {"loss": "mnr"}, [parent])
+    assert base != artifact_key("pairs", 1, {"loss": "cosine"}, [parent])
+    assert base != artifact_key("pairs", 1, {"loss": "mnr"}, [ArtifactRef("raw", "k2", "/x")])
+    assert base != artifact_key("triplets", 1, {"loss": "mnr"}, [parent])
+
+
+def test_second_materialize_is_served_from_the_store(tmp_path):
+    calls: list = []
+    first = materialize(tmp_path, "pairs", 1, {"p": 1}, [], _build(calls))
+    second = materialize(tmp_path, "pairs", 1, {"p": 1}, [], _build(calls))
+    assert (first.cached, second.cached) == (False, True)
+    assert len(calls) == 1
+    assert first.path == second.path and first.rows == second.rows == 3
+
+
+def test_manifest_records_params_parents_schema_and_checksums(tmp_path):
+    parent = materialize(tmp_path, "raw", 1, {}, [], _build([]))
+    ref = materialize(tmp_path, "pairs", 1, {"loss": "mnr"}, [parent], _build([]), extra={"note": "hi"})
+    manifest = json.loads((ref.folder / "manifest.json").read_text())
+    assert manifest["params"] == {"loss": "mnr"}
+    assert manifest["parents"][0]["key"] == parent.key
+    assert manifest["rows"] == 3
+    schema = manifest["schema"]["data.parquet"]
+    assert schema["a"] == "int64" and schema["b"] in ("string", "large_string")
+    assert len(manifest["files"]["data.parquet"]["sha256"]) == 64
+    assert manifest["note"] == "hi"
+    assert verify(ref) == []
+    assert {row["key"] for row in list_artifacts(tmp_path)} == {parent.key, ref.key}
+
+
+def test_a_failed_build_leaves_nothing_and_keeps_earlier_artifacts(tmp_path):
+    earlier = materialize(tmp_path, "pairs", 1, {"p": 1}, [], _build([]))
+
+    def failing(folder):
+        write_parquet(FRAME, folder / "data.parquet")
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        materialize(tmp_path, "pairs", 1, {"p": 2}, [], failing)
+    stage_dir = tmp_path / "artifacts" / "pairs"
+    assert sorted(p.name for p in stage_dir.iterdir()) == [earlier.key]
+    assert verify(earlier) == []
+
+
+def test_deleted_or_truncated_files_are_rebuilt(tmp_path):
+    calls: list = []
+    ref = materialize(tmp_path, "pairs", 1, {}, [], _build(calls))
+    (ref.folder / "data.parquet").write_bytes(b"trunc")
+    assert find(tmp_path, "pairs", ref.key) is None
+    again = materialize(tmp_path, "pairs", 1, {}, [], _build(calls))
+    assert not again.cached and len(calls) == 2
+    assert pd.read_parquet(again.folder / "data.parquet").equals(FRAME)
+    (again.folder / "data.parquet").unlink()
+    assert not materialize(tmp_path, "pairs", 1, {}, [], _build(calls)).cached
+
+
+def test_checksum_mismatch_is_reported(tmp_path):
+    ref = materialize(tmp_path, "pairs", 1, {}, [], _build([]))
+    data = (ref.folder / "data.parquet").read_bytes()
+    (ref.folder / "data.parquet").write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    assert verify(ref) == ["data.parquet"]
+
+
+def _slow_build(folder):
+    import time
+
+    time.sleep(0.5)
+    return write_parquet(FRAME, folder / "data.parquet")
+
+
+def _materialize_in_child(data_dir, queue):
+    ref = materialize(data_dir, "pairs", 1, {"same": True}, [], _slow_build)
+    queue.put(ref.path)
+
+
+def test_concurrent_builds_of_one_key_agree_and_never_expose_partial_output(tmp_path):
+    import multiprocessing as mp
+    import time
+
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    workers = [ctx.Process(target=_materialize_in_child, args=(tmp_path, queue)) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    stage = tmp_path / "artifacts" / "pairs"
+    deadline = time.monotonic() + 30
+    while any(w.is_alive() for w in workers) and time.monotonic() < deadline:
+        for folder in stage.glob("[!.]*") if stage.exists() else []:
+            # a visible artifact folder is always complete: manifest and data together
+            assert (folder / "manifest.json").exists() and (folder / "data.parquet").exists()
+        time.sleep(0.01)
+    for worker in workers:
+        worker.join()
+        assert worker.exitcode == 0
+    paths = {queue.get(), queue.get()}
+    assert len(paths) == 1
+    assert [p.name for p in stage.iterdir()] == [Path(paths.pop()).name]
+    ref = find(tmp_path, "pairs", artifact_key("pairs", 1, {"same": True}, []))
+    assert ref is not None and verify(ref) == []

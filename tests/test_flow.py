@@ -1,0 +1,232 @@
+"""The whole flow under a real (temporary) Prefect server: real FAISS, training, mteb; a small slice."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from prefect.testing.utilities import prefect_test_harness
+
+from flows.train_embeddings import train_embeddings
+from tasks import cli
+from tasks.sources import DataError
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def prefect_api():
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="module")
+def run(prefect_api, tiny_bert, nli_sample, tmp_path_factory):
+    """Run the flow with small settings; extra keyword arguments override them."""
+    root = tmp_path_factory.mktemp("flow")
+    source = root / "nli.parquet"
+    nli_sample[["premise", "hypothesis", "label"]].to_parquet(source)
+    defaults = dict(
+        loss="mnr",
+        negatives="semi-hard",
+        nli_source=str(source),
+        max_pairs=240,
+        base_model=str(tiny_bert),
+        epochs=1,
+        batch_size=16,
+        warmup_steps=1,
+        eval_steps=2,
+        max_steps=3,
+        eval_limit=100,
+        data_dir=str(root / "data"),
+    )
+
+    def _run(**overrides):
+        return train_embeddings(**(defaults | overrides))
+
+    _run.data_dir = root / "data"
+    _run.source = source
+    return _run
+
+
+def _manifest(ref: dict) -> dict:
+    return json.loads(open(f"{ref['path']}/manifest.json").read())
+
+
+def _cached(summary: dict) -> dict[str, bool]:
+    return {step: ref["cached"] for step, ref in summary["artifacts"].items()}
+
+
+def test_cold_run_writes_every_artifact(run):
+    summary = run()
+    assert not any(_cached(summary).values())
+    arts = summary["artifacts"]
+
+    raw = pd.read_parquet(f"{arts['pairs']['path']}/pairs.parquet")
+    assert list(raw.columns) == ["premise", "hypothesis", "label"] and len(raw) == 240
+    pairs = pd.read_parquet(f"{arts['loss-format']['path']}/pairs.parquet")
+    assert list(pairs.columns) == ["anchor", "positive"] and len(pairs) == int((raw["label"] == 0).sum())
+    triplets = pd.read_parquet(f"{arts['train-data']['path']}/triplets.parquet")
+    sample = pd.read_parquet(f"{arts['train-data']['path']}/sample.parquet")
+    assert list(sample.columns) == list(triplets.columns) and 0 < len(sample) <= 200
+    assert list(triplets.columns) == [
+        *["anchor", "positive", "positive_score"],
+        *["negative", "negative_score", "negative_rank"],
+    ]
+    assert 0 < len(triplets) <= len(pairs)
+    positives = set(zip(pairs["anchor"], pairs["positive"]))
+    assert not any((a, n) in positives for a, n in zip(triplets["anchor"], triplets["negative"]))
+    assert (triplets["negative_score"] < triplets["positive_score"]).all()
+
+    diagnostics = _manifest(arts["train-data"])["diagnostics"]
+    assert diagnostics["strategy"] == "semi-hard" and diagnostics["index"] == "flat"
+    assert diagnostics["pairs_with_negatives"] == len(triplets)
+    assert (Path(arts["train-data"]["path"]) / "similarities.png").stat().st_size > 0
+    manifest = json.loads(open(f"{arts['pairs']['path']}/manifest.json").read())
+    assert manifest["origin"] == f"local:{run.source}"
+    model_manifest = json.loads(open(f"{arts['model']['path']}/manifest.json").read())
+    assert model_manifest["base_model"]["source"] == "local"
+    assert model_manifest["training"]["steps"] == 3 and model_manifest["training"]["device"] == "cpu"
+    assert summary["miner_model"] == {"name": "sentence-transformers/all-MiniLM-L6-v2", "source": "bundled"}
+
+    assert set(summary["metrics"]) == {"stsb_validation_spearman", "stsb_test_spearman", "banking77_accuracy"}
+    for pair in summary["metrics"].values():
+        assert -1 <= pair["base"] <= 1 and -1 <= pair["trained"] <= 1
+    assert 0 <= summary["metrics"]["banking77_accuracy"]["trained"] <= 1
+    report = pd.read_parquet(f"{arts['report']['path']}/comparison.parquet")
+    assert list(report.columns) == ["metric", "base", "trained", "delta"] and len(report) == 3
+    assert (run.data_dir / "artifacts" / "reports" / arts["report"]["key"] / "comparison.png").stat().st_size > 0
+    assert json.loads(open(summary["run_record"]).read())["metrics"] == summary["metrics"]
+    assert summary["champion"]["promoted"] is True
+    assert summary["champion"]["champion_after"]["model_key"] == arts["model"]["key"]
+
+
+def test_prefect_artifacts_are_published(run):
+    from prefect.client.orchestration import get_client
+
+    async def keys():
+        async with get_client() as client:
+            return {a.key for a in await client.read_artifacts() if a.key}
+
+    assert {"train-embeddings-metrics", "train-embeddings-lineage", "mining-diagnostics"} <= asyncio.run(keys())
+
+
+def test_second_run_is_served_from_cache(run):
+    first = run()
+    created = {s: _manifest(r)["created"] for s, r in first["artifacts"].items()}
+    again = run()
+    assert all(_cached(again).values())
+    assert again["metrics"] == first["metrics"]
+    assert again["champion"]["promoted"] is False
+    for step, ref in again["artifacts"].items():
+        assert _manifest(ref)["created"] == created[step]
+
+
+def test_changed_learning_rate_recomputes_only_downstream(run):
+    before = run()
+    after = run(learning_rate=1e-4)
+    cached = _cached(after)
+    assert cached == {
+        "pairs": True,
+        "loss-format": True,
+        "train-data": True,
+        "model": False,
+        "base-metrics": True,
+        "trained-metrics": False,
+        "report": False,
+    }
+    assert after["artifacts"]["model"]["key"] != before["artifacts"]["model"]["key"]
+    assert after["artifacts"]["train-data"]["key"] == before["artifacts"]["train-data"]["key"]
+
+
+def test_deleted_artifact_is_recomputed_not_a_crash(run):
+    before = run()
+    triplets = before["artifacts"]["train-data"]["path"]
+    (run.data_dir / "artifacts" / "triplets" / before["artifacts"]["train-data"]["key"] / "triplets.parquet").unlink()
+    after = run()
+    assert after["artifacts"]["train-data"]["cached"] is False
+    assert after["artifacts"]["train-data"]["path"] == triplets
+    assert after["artifacts"]["model"]["cached"] is True  # same triplets, same key: the model is reused
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (pd.DataFrame({"premise": ["a"], "hypothesis": ["b"], "label": [7]}), "column 'label' row 0"),
+        (pd.DataFrame({"premise": ["a"], "label": [0]}), "missing column"),
+    ],
+)
+def test_bad_input_fails_before_any_model_and_harms_nothing(run, tmp_path, content, message):
+    run()
+    before = sorted(p.relative_to(run.data_dir) for p in run.data_dir.rglob("*") if "runs" not in p.parts)
+    bad = tmp_path / "bad.parquet"
+    content.to_parquet(bad)
+    with pytest.raises(DataError, match=message) as error:
+        run(nli_source=str(bad))
+    assert str(bad) in str(error.value)
+    after = sorted(p.relative_to(run.data_dir) for p in run.data_dir.rglob("*") if "runs" not in p.parts)
+    assert after == before
+
+
+def test_bad_parameters_are_refused(run):
+    with pytest.raises(ValueError, match="parameter loss"):
+        run(loss="triplet")
+    with pytest.raises(ValueError, match="applies to loss 'mnr' only"):
+        run(loss="cosine", negatives="semi-hard")
+
+
+@pytest.mark.parametrize("loss", ["softmax", "cosine"])
+def test_other_losses_run_end_to_end(run, loss):
+    summary = run(loss=loss, negatives=None)
+    assert summary["artifacts"]["train-data"]["path"] == summary["artifacts"]["loss-format"]["path"]
+    assert summary["artifacts"]["pairs"]["cached"] is True
+    columns = list(pd.read_parquet(f"{summary['artifacts']['loss-format']['path']}/pairs.parquet").columns)
+    assert columns == (["premise", "hypothesis", "label"] if loss == "softmax" else ["sentence1", "sentence2", "score"])
+
+
+def test_inspect_lists_and_shows_artifacts(run, capsys):
+    summary = run()
+    cli.main(["inspect", "--data-dir", str(run.data_dir)])
+    listing = capsys.readouterr().out
+    for stage in ("raw", "pairs", "triplets", "models", "metrics", "reports"):
+        assert f"\n{stage} " in listing or listing.startswith(f"{stage} ") or f" {stage} " in listing
+    key = summary["artifacts"]["train-data"]["key"]
+    cli.main(["inspect", f"triplets/{key}", "--data-dir", str(run.data_dir)])
+    shown = capsys.readouterr().out
+    assert "triplets.parquet" in shown and "negative_score" in shown and key in shown
+
+
+def test_a_token_in_the_environment_is_never_written(run, monkeypatch):
+    from prefect.client.orchestration import get_client
+
+    marker = "hf_TESTSECRETdoNotLeak0123456789"
+    monkeypatch.setenv("HF_TOKEN", marker)
+    run(seed=7)
+    for path in run.data_dir.rglob("*"):
+        if path.is_file():
+            assert marker.encode() not in path.read_bytes(), path
+
+    async def logs():
+        async with get_client() as client:
+            return [entry.message for entry in await client.read_logs()]
+
+    assert all(marker not in message for message in asyncio.run(logs()))
+
+
+def test_gc_removes_only_what_recent_runs_and_the_champion_do_not_use(run):
+    from tasks import cleanup
+    from tasks.champion import read_champion
+
+    last = run()
+    stale = cleanup.unreferenced(run.data_dir, keep_runs=1, min_age_hours=0)
+    in_use = {Path(ref["path"]).resolve() for ref in last["artifacts"].values()}
+    champion = Path(read_champion(run.data_dir)["model_path"]).parent.resolve()
+    assert stale, "other losses' artifacts are not referenced by the last run"
+    assert not {p.resolve() for p in stale} & (in_use | {champion})
+    assert cleanup.unreferenced(run.data_dir, keep_runs=1, min_age_hours=1000) == []
+    cleanup.remove(stale)
+    again = run()
+    assert all(ref["cached"] for ref in again["artifacts"].values())

@@ -7,6 +7,7 @@ message that names the file, the column or row, and what is wrong.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -16,7 +17,7 @@ from tasks.artifacts import file_sha256
 NLI_COLUMNS = ("premise", "hypothesis", "label")
 NLI_LABELS = {0: "entailment", 1: "neutral", 2: "contradiction"}
 LOCAL_SUFFIXES = (".parquet", ".tsv", ".csv", ".jsonl", ".json")
-HUB_SOURCES = {"glue/mnli": ("nyu-mll/glue", "mnli")}
+HUB_SOURCES = {"glue/mnli": "mnli"}  # source name → config of the GLUE dataset repo
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = REPO_ROOT / "data" / "samples"
 DEFAULT_NLI_SAMPLE = SAMPLES / "mnli" / "train.parquet"
@@ -28,6 +29,11 @@ class DataError(ValueError):
 
 def is_hub_source(source: str) -> bool:
     return source in HUB_SOURCES
+
+
+def glue_repo() -> str:
+    """The hub dataset holding GLUE; a mirror or a local copy in the hub's layout can stand in."""
+    return os.environ.get("TRAIN_EMBEDDINGS_GLUE_REPO", "nyu-mll/glue")
 
 
 def resolve_local(source: str | Path) -> Path:
@@ -53,8 +59,7 @@ def resolve_local(source: str | Path) -> Path:
 def source_fingerprint(source: str) -> dict[str, str]:
     """What identifies a source's content: the hub id, or the local file's checksum."""
     if is_hub_source(source):
-        repo, config = HUB_SOURCES[source]
-        return {"kind": "hub", "repo": repo, "config": config, "split": "train"}
+        return {"kind": "hub", "repo": glue_repo(), "config": HUB_SOURCES[source], "split": "train"}
     path = resolve_local(source)
     return {"kind": "local", "file": path.name, "sha256": file_sha256(path)}
 
@@ -127,7 +132,7 @@ def load_hub_nli(repo: str, config: str, split: str, max_pairs: int | None) -> p
 def load_nli_pairs(source: str, max_pairs: int | None) -> tuple[pd.DataFrame, str]:
     """Validated NLI pairs and a description of where they came from."""
     if is_hub_source(source):
-        repo, config = HUB_SOURCES[source]
+        repo, config = glue_repo(), HUB_SOURCES[source]
         df = load_hub_nli(repo, config, "train", max_pairs)
         return validate_nli(df, f"hub {repo}/{config}"), f"hub:{repo}/{config}"
     path = resolve_local(source)

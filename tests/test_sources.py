@@ -127,3 +127,30 @@ def test_validate_keeps_only_the_three_columns():
     out = validate_nli(df, "x")
     assert list(out.columns) == ["premise", "hypothesis", "label"]
     assert out["label"].tolist() == [2]
+
+
+@pytest.fixture()
+def glue_hub_copy(tmp_path, monkeypatch):
+    """A local copy of the GLUE dataset repo in the hub's layout (the hub itself is unreachable)."""
+    first5 = pd.read_parquet("data/samples/mnli/glue_train_first5.parquet")
+    (tmp_path / "mnli").mkdir()
+    first5.to_parquet(tmp_path / "mnli" / "train-00000-of-00001.parquet")
+    (tmp_path / "README.md").write_text(
+        "---\nconfigs:\n- config_name: mnli\n  data_files:\n  - split: train\n    path: mnli/train-*\n---\n"
+    )
+    monkeypatch.setenv("TRAIN_EMBEDDINGS_GLUE_REPO", str(tmp_path))
+    return tmp_path
+
+
+def test_hub_source_loads_through_datasets_like_the_seed(glue_hub_copy):
+    pairs, origin = load_nli_pairs("glue/mnli", max_pairs=3)
+    assert origin == f"hub:{glue_hub_copy}/mnli"
+    assert list(pairs.columns) == ["premise", "hypothesis", "label"]
+    assert pairs["label"].tolist() == [1, 0, 0]
+    assert pairs.loc[2, "hypothesis"].startswith("A member of my team will execute your orders")
+    assert source_fingerprint("glue/mnli") == {
+        "kind": "hub",
+        "repo": str(glue_hub_copy),
+        "config": "mnli",
+        "split": "train",
+    }

@@ -7,6 +7,7 @@ artifacts and a changed parameter recomputes only what lies downstream of it.
 
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 
@@ -14,10 +15,12 @@ from prefect import flow, get_run_logger
 
 from tasks import report as reporting
 from tasks import stages
+from tasks.artifacts import read_manifest
 from tasks.evaluation import METRICS
 from tasks.labels import LOSSES
 from tasks.models import resolve_model
 from tasks.negatives import MiningConfig
+from tasks.recipes import apply_recipe
 from tasks.sources import DEFAULT_NLI_SAMPLE, REPO_ROOT
 from tasks.training import TrainConfig
 
@@ -63,42 +66,71 @@ def train_embeddings(
     num_negatives: int = 1,
     sampling: str = "top",
     negatives_layout: str = "rows",
+    precision: str = "fp16",
+    batch_sampler: str = "batch_sampler",
+    mini_batch_size: int = 0,
+    checkpoint_steps: int = 500,
+    recipe: str | None = None,
     promote_metric: str = "stsb_test_spearman",
 ) -> dict:
     """Train a sentence-embedding model on NLI pairs and compare it with its base model.
 
     Offline by default: the bundled MNLI sample and the bundled all-MiniLM-L6-v2. With network,
-    ``nli_source="glue/mnli"`` and ``base_model="bert-base-uncased"`` give the seed's recipe.
+    ``recipe="seed"`` is the notebook's setting (glue/mnli, bert-base-uncased) and ``recipe="strong"``
+    the best we know; a recipe sets every parameter left at its default.
     ``eval_limit`` caps evaluation rows per split (for quick runs); ``max_steps`` caps training.
     The trained model becomes the champion only if it beats the current one on ``promote_metric``.
     """
-    log = get_run_logger()
-    negatives = negatives or ("soft" if loss == "mnr" else "none")  # the seed's MNR uses soft negatives
+    p = apply_recipe(recipe, dict(locals()), FLOW_DEFAULTS)
+    negatives = p["negatives"] or ("soft" if p["loss"] == "mnr" else "none")  # the seed's MNR: soft negatives
     mining = MiningConfig(
-        negatives, num_negatives, range_min, range_max, max_score, margin, sampling, negatives_layout, seed
+        negatives,
+        p["num_negatives"],
+        p["range_min"],
+        p["range_max"],
+        p["max_score"],
+        p["margin"],
+        p["sampling"],
+        p["negatives_layout"],
+        p["seed"],
     )
-    check_parameters(loss, mining, max_pairs, promote_metric)
+    config = TrainConfig(
+        p["loss"],
+        p["epochs"],
+        p["batch_size"],
+        p["learning_rate"],
+        p["warmup_steps"],
+        p["eval_steps"],
+        p["max_steps"],
+        p["seed"],
+        precision=p["precision"],
+        batch_sampler=p["batch_sampler"],
+        mini_batch_size=p["mini_batch_size"],
+        checkpoint_steps=p["checkpoint_steps"],
+    )
+    check_parameters(p["loss"], mining, p["max_pairs"], p["promote_metric"])
+    config.check()
+    log = get_run_logger()
     os.environ.setdefault("WANDB_DISABLED", "true")
-    data_dir = str(Path(data_dir).resolve())
+    data_dir = str(Path(p["data_dir"]).resolve())
 
     # 1. Load and validate the NLI pairs (before any model is touched)
-    raw = stages.load_pairs(nli_source, max_pairs, data_dir)
+    raw = stages.load_pairs(p["nli_source"], p["max_pairs"], data_dir)
     # 2. Map labels to the loss's format
-    pairs = stages.map_labels(raw, loss, data_dir)
+    pairs = stages.map_labels(raw, p["loss"], data_dir)
     # 3. Negatives for MNR
     train_data = pairs
-    miner = resolve_model(miner_model) if negatives == "semi-hard" else None
+    miner = resolve_model(p["miner_model"]) if negatives == "semi-hard" else None
     if negatives != "none":
         train_data = stages.mine_negatives(pairs, raw, mining, miner, data_dir)
     # 4. Train
-    base = resolve_model(base_model)
-    config = TrainConfig(loss, epochs, batch_size, learning_rate, warmup_steps, eval_steps, max_steps, seed)
+    base = resolve_model(p["base_model"])
     model = stages.train(train_data, base, config, data_dir)
     # 5. Evaluate the base and the trained model
-    base_metrics = stages.evaluate(base, [], eval_limit, data_dir)
-    trained_metrics = stages.evaluate(stages.trained_model(model), [model], eval_limit, data_dir)
+    base_metrics = stages.evaluate(base, [], p["eval_limit"], data_dir)
+    trained_metrics = stages.evaluate(stages.trained_model(model), [model], p["eval_limit"], data_dir)
     # 6. Promote to champion only if it beats the current one
-    decision = stages.promote(model, trained_metrics, promote_metric, data_dir)
+    decision = stages.promote(model, trained_metrics, p["promote_metric"], data_dir)
     # 7. Report
     refs = {"pairs": raw, "loss-format": pairs, "train-data": train_data, "model": model}
     refs |= {"base-metrics": base_metrics, "trained-metrics": trained_metrics}
@@ -106,10 +138,11 @@ def train_embeddings(
 
     base_scores, trained_scores = stages.read_metrics(base_metrics), stages.read_metrics(trained_metrics)
     summary = {
-        "parameters": {"loss": loss, "negatives": negatives, "nli_source": nli_source, "max_pairs": max_pairs},
+        "parameters": p | {"negatives": negatives},
         "base_model": {"name": base.name, "source": base.source, "location": base.location},
         "miner_model": None if miner is None else {"name": miner.name, "source": miner.source},
         "model_path": str(model.folder / "model"),
+        "training": (read_manifest(model.folder) or {}).get("training"),
         "artifacts": {
             step: {"path": r.path, "key": r.key, "rows": r.rows, "cached": r.cached} for step, r in refs.items()
         },
@@ -121,6 +154,8 @@ def train_embeddings(
         log.info("%s: %.4f → %.4f", metric, pair["base"], pair["trained"])
     return summary
 
+
+FLOW_DEFAULTS = {name: param.default for name, param in inspect.signature(train_embeddings.fn).parameters.items()}
 
 if __name__ == "__main__":
     train_embeddings()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import fcntl
 import hashlib
 import json
 import logging
@@ -122,8 +123,25 @@ def _checksums(folder: Path) -> dict[str, dict[str, Any]]:
 
 
 @contextlib.contextmanager
-def _staging(final: Path) -> Iterator[Path]:
-    """A temporary sibling folder, removed on failure, never seen as an artifact."""
+def _staging(final: Path, resumable: bool) -> Iterator[Path]:
+    """A hidden sibling folder, never seen as an artifact.
+
+    Normally temporary and removed on failure. ``resumable`` stages keep a fixed folder,
+    ``.partial-<key>``, across failures so the next run can resume from what it holds; a lock
+    keeps two runs out of the same one (the second gets a temporary folder instead).
+    """
+    if resumable:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        with open(final.parent / f".partial-{final.name}.lock", "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pass  # another run is building this artifact: build privately, publish races as usual
+            else:
+                partial = final.parent / f".partial-{final.name}"
+                partial.mkdir(exist_ok=True)
+                yield partial
+                return
     tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True)
     try:
@@ -141,12 +159,14 @@ def materialize(
     parents: Sequence[ArtifactRef],
     build: Callable[[Path], int | None],
     extra: dict[str, Any] | None = None,
+    resumable: bool = False,
 ) -> ArtifactRef:
     """Return the artifact for these inputs, building it with ``build(folder) -> rows`` only if absent.
 
     ``build`` writes into an empty temporary folder; the folder is renamed into place with
     its manifest only after ``build`` returns, so readers never see partial output.
     ``extra`` is merged into the manifest after ``build`` ran, so ``build`` may fill it in.
+    ``resumable``: a failed build leaves its folder for the next build of the same key to resume.
     """
     key = artifact_key(stage, version, params, parents)
     found = find(data_dir, stage, key)
@@ -154,7 +174,7 @@ def materialize(
         return found
     final = artifacts_root(data_dir) / stage / key
     started = time.perf_counter()
-    with _staging(final) as tmp:
+    with _staging(final, resumable) as tmp:
         rows = build(tmp)
         manifest = {
             "stage": stage,

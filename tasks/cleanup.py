@@ -58,7 +58,11 @@ def unreferenced(data_dir: str | Path, keep_runs: int = 5, min_age_hours: float 
         for p in candidates
         if p.resolve() not in kept
         and _age_hours(p) >= min_age_hours
-        and (p.name.startswith((".tmp-", ".trash-")) or (p / MANIFEST).exists() or p.parent.name == "embeddings")
+        and (
+            p.name.startswith((".tmp-", ".trash-", ".partial-"))
+            or (p / MANIFEST).exists()
+            or p.parent.name == "embeddings"
+        )
     ]
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -60,22 +60,33 @@ def encode_cached(
     model: ResolvedModel,
     texts: Sequence[str],
     batch_size: int = 64,
+    progress: Callable[[float], None] | None = None,
+    chunk: int = 4096,
 ) -> tuple[np.ndarray, int]:
-    """Normalised embeddings for ``texts`` (in order) and how many distinct texts were encoded now."""
+    """Normalised embeddings for ``texts`` (in order) and how many distinct texts were encoded now.
+
+    New texts are encoded in chunks, each written as a shard when done, so an interrupted run
+    keeps what it encoded and ``progress(fraction)`` can report as it goes.
+    """
     store = _store(data_dir, model)
     index, matrix = _read_store(store)
     hashes = [text_hash(t) for t in texts]
     missing = {h: t for h, t in zip(hashes, texts) if h not in index}
     if missing:
         encoder = load_model(model)
-        fresh = encoder.encode(
-            list(missing.values()),
-            batch_size=batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=True,
-        ).astype(np.float32)
-        _write_shard(store, list(missing), fresh)
+        todo = list(missing.items())
+        for start in range(0, len(todo), chunk):
+            part = todo[start : start + chunk]
+            fresh = encoder.encode(
+                [t for _, t in part],
+                batch_size=batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=True,
+            )
+            _write_shard(store, [h for h, _ in part], fresh.astype(np.float32))
+            if progress:
+                progress((start + len(part)) / len(todo))
         index, matrix = _read_store(store)
     assert matrix is not None
     return matrix[[index[h] for h in hashes]], len(missing)

@@ -43,3 +43,20 @@ def metric_comparison(table: pd.DataFrame, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def grid_comparison(table: pd.DataFrame, path: Path) -> None:
+    """One group of bars per metric, one bar per model (base first)."""
+    metrics = [c for c in table.columns if c not in ("model", "train_rows")]
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    width = 0.8 / len(table)
+    for i, row in enumerate(table.itertuples(index=False)):
+        values = [getattr(row, m) for m in metrics]
+        ax.bar([j + i * width for j in range(len(metrics))], values, width, label=row.model)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(metrics))], metrics)
+    ax.set_ylim(0, 1.0)
+    ax.set_title("Loss × negatives, same data")
+    ax.legend(fontsize=8, ncol=3, loc="lower center")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

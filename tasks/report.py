@@ -25,6 +25,13 @@ def comparison(base: dict[str, float], trained: dict[str, float], champion: dict
     return pd.DataFrame(rows)
 
 
+def markdown_table(df: pd.DataFrame) -> str:
+    """A GitHub-style markdown table (pandas' own needs the tabulate package)."""
+    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
 def lineage_markdown(refs: dict[str, ArtifactRef], decision: dict) -> str:
     """Each step's artifact, key, rows, whether it was cached, and the time it took to build."""
     lines = ["| step | stage/key | rows | cached | build seconds | path |", "|---|---|---|---|---|---|"]

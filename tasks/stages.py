@@ -20,6 +20,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks import champion, embeddings, evaluation, labels, negatives, plots, sources, training
 from tasks.artifacts import ArtifactRef, materialize, read_manifest, write_parquet
 from tasks.models import ResolvedModel, load_model
+from tasks.progress import StageProgress, TrainingProgress
 
 # Bump a stage's version when its code changes what it writes: its key and those downstream move.
 VERSIONS = {"raw": 1, "pairs": 1, "triplets": 2, "models": 1, "metrics": 1}
@@ -83,7 +84,8 @@ def mine_negatives(
             info["miner"] = asdict(miner)
             pool = negatives.candidate_pool(raw_pairs)
             texts = list(dict.fromkeys([*mnr["anchor"], *mnr["positive"], *pool]))
-            vectors, info["encoded_texts"] = embeddings.encode_cached(data_dir, miner, texts)
+            progress = StageProgress(f"encoding {len(texts)} texts with {miner.name}")
+            vectors, info["encoded_texts"] = embeddings.encode_cached(data_dir, miner, texts, progress=progress.update)
             row = {t: i for i, t in enumerate(texts)}
             triplets, info["search"] = negatives.semi_hard_negatives(
                 mnr,
@@ -119,12 +121,28 @@ def train(data: ArtifactRef, base: ResolvedModel, config: training.TrainConfig, 
 
     def build(folder):
         get_run_logger().info("training %s with %s loss on %s", base.name, config.loss, training.device_name())
-        summary = training.train_model(base.location, _read(data, file), evaluation.sts_validation(), config, folder)
+        summary = training.train_model(
+            base.location,
+            _read(data, file),
+            evaluation.sts_validation(),
+            config,
+            folder,
+            callbacks=[TrainingProgress(f"training {config.loss} on {training.device_name()}")],
+        )
         info["training"] = {k: v for k, v in summary.items() if k != "log_history"}
+        get_run_logger().info(
+            "trained %s steps on %s: %s samples/s, %s tokens/s, MFU %s",
+            summary["steps"],
+            summary["device"],
+            summary["samples_per_second"],
+            summary["tokens_per_second"],
+            summary["mfu"],
+        )
         return summary["rows"]
 
     params = {"base_model": base.fingerprint, **asdict(config)}
-    return _logged(materialize(data_dir, "models", VERSIONS["models"], params, [data], build, extra=info))
+    ref = materialize(data_dir, "models", VERSIONS["models"], params, [data], build, extra=info, resumable=True)
+    return _logged(ref)
 
 
 def trained_model(ref: ArtifactRef) -> ResolvedModel:

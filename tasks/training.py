@@ -16,10 +16,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
+from safetensors.torch import load_file, save_file
+from transformers import TrainerCallback, set_seed
+from transformers.trainer_utils import get_last_checkpoint
 
 from tasks.labels import COLUMNS
 
 log = logging.getLogger(__name__)
+LOSS_HEAD = "loss_head.safetensors"
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,31 @@ class TrainConfig:
     max_steps: int = -1
     seed: int = 42
     report_to: str = "none"
+    precision: str = "fp16"  # on CUDA: "fp16", "bf16" (fp16 where bf16 is unsupported) or "fp32"; CPU: fp32
+    batch_sampler: str = "batch_sampler"  # or "no_duplicates": no text twice in a batch (MNR)
+    mini_batch_size: int = 0  # > 0 with mnr: CachedMultipleNegativesRankingLoss with this mini batch
+    checkpoint_steps: int = 500  # a checkpoint every N steps, to resume an interrupted run (0: none)
+
+    def check(self) -> None:
+        if self.precision not in ("fp16", "bf16", "fp32"):
+            raise ValueError(f"parameter precision: {self.precision!r} is not 'fp16', 'bf16' or 'fp32'")
+        if self.batch_sampler not in ("batch_sampler", "no_duplicates"):
+            raise ValueError(
+                f"parameter batch_sampler: {self.batch_sampler!r} is not 'batch_sampler' or 'no_duplicates'"
+            )
+        if self.mini_batch_size and self.loss != "mnr":
+            raise ValueError("parameter mini_batch_size: the cached loss applies to loss 'mnr' only")
+
+
+def mixed_precision(precision: str) -> str:
+    """What actually runs: mixed precision only on CUDA, bf16 only where the GPU supports it."""
+    import torch
+
+    if not torch.cuda.is_available() or precision == "fp32":
+        return "no"
+    if precision == "bf16" and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "fp16"
 
 
 def device_name() -> str:
@@ -43,9 +72,12 @@ def device_name() -> str:
     return f"cuda ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "cpu"
 
 
-def build_loss(model, loss: str):
-    """SoftmaxLoss(3 labels), CosineSimilarityLoss or MultipleNegativesRankingLoss."""
+def build_loss(model, loss: str, mini_batch_size: int = 0):
+    """SoftmaxLoss(3 labels), CosineSimilarityLoss or (Cached)MultipleNegativesRankingLoss."""
     from sentence_transformers import losses
+
+    if loss == "mnr" and mini_batch_size > 0:
+        return losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=mini_batch_size)
 
     if loss == "softmax":
         return losses.SoftmaxLoss(model, embedding_dimension=model.get_embedding_dimension(), num_labels=3)
@@ -64,12 +96,65 @@ def training_columns(train: pd.DataFrame, loss: str) -> list[str]:
     return columns
 
 
+# Dense fp16/bf16 tensor-core peak, TFLOP/s, by GPU name: the denominator of model FLOPs utilisation.
+PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10": 125.0, "V100": 125.0}
+
+
+def throughput(model, train: pd.DataFrame, columns: list[str], samples: int, seconds: float) -> dict:
+    """Samples and tokens per second, and on a known GPU an estimate of model FLOPs utilisation.
+
+    Tokens are counted with the model's tokenizer, truncated as in training; training FLOPs are
+    estimated as 6 × parameters × tokens (forward and backward).
+    """
+    import torch
+
+    lengths = 0
+    for column in columns:
+        if train[column].dtype == object or pd.api.types.is_string_dtype(train[column]):
+            encoded = model.tokenizer(
+                train[column].astype(str).tolist(), truncation=True, max_length=model.max_seq_length
+            )
+            lengths += sum(len(ids) for ids in encoded["input_ids"])
+    tokens_per_sample = lengths / max(1, len(train))
+    out = {
+        "samples_per_second": round(samples / seconds, 2),
+        "tokens_per_second": round(samples * tokens_per_sample / seconds, 1),
+        "tokens_per_sample": round(tokens_per_sample, 1),
+        "mfu": None,
+    }
+    if torch.cuda.is_available():
+        name = torch.cuda.get_device_name(0)
+        peak = next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
+        if peak:
+            params = sum(p.numel() for p in model.parameters())
+            out["mfu"] = round(6 * params * out["tokens_per_second"] / (peak * 1e12), 4)
+    return out
+
+
+class LossHeadCheckpoint(TrainerCallback):
+    """SoftmaxLoss's classifier is not part of the model, so checkpoints lack it: save it beside them."""
+
+    def __init__(self, loss) -> None:
+        self.loss = loss
+
+    def on_save(self, args, state, control, **kwargs):
+        head = loss_head(self.loss)
+        if head:
+            save_file(head, str(Path(args.output_dir) / f"checkpoint-{state.global_step}" / LOSS_HEAD))
+
+
+def loss_head(loss) -> dict:
+    """The loss's own weights (SoftmaxLoss's classifier), without the model's."""
+    return {k: v.detach().contiguous() for k, v in loss.state_dict().items() if not k.startswith("model.")}
+
+
 def train_model(
     model_location: str,
     train: pd.DataFrame,
     sts_validation: pd.DataFrame,
     config: TrainConfig,
     out_dir: Path,
+    callbacks: list | None = None,
 ) -> dict:
     """Train and save to ``out_dir/model``; returns the log history and throughput."""
     import torch
@@ -80,6 +165,7 @@ def train_model(
 
     os.environ.setdefault("WANDB_DISABLED", "true")
     cuda = torch.cuda.is_available()
+    precision = mixed_precision(config.precision)
 
     # Model: the base model, on the GPU when there is one
     model = SentenceTransformer(model_location, trust_remote_code=False)
@@ -87,8 +173,9 @@ def train_model(
     # Data: exactly the loss's columns, in its order
     dataset = Dataset.from_pandas(train[training_columns(train, config.loss)], preserve_index=False)
 
-    # Loss
-    loss = build_loss(model, config.loss)
+    # Loss (seeded first: SoftmaxLoss draws its classifier's initial weights)
+    set_seed(config.seed)
+    loss = build_loss(model, config.loss, config.mini_batch_size)
 
     # Evaluator: STS-B validation, Spearman of cosine similarity against gold / 5
     evaluator = EmbeddingSimilarityEvaluator(
@@ -100,7 +187,7 @@ def train_model(
         write_csv=False,
     )
 
-    # Arguments: the seed's recipe; mixed precision on CUDA only; checkpoints stay out of the artifact
+    # Arguments: the seed's recipe by default; mixed precision on CUDA only; checkpoints for resuming
     args = SentenceTransformerTrainingArguments(
         output_dir=str(out_dir / "_trainer"),
         num_train_epochs=config.epochs,
@@ -108,12 +195,16 @@ def train_model(
         per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.batch_size,
         learning_rate=config.learning_rate,
-        warmup_steps=config.warmup_steps,
-        fp16=cuda,
+        warmup_steps=0.1 if config.warmup_steps < 0 else config.warmup_steps,  # below 1: a share of all steps
+        fp16=precision == "fp16",
+        bf16=precision == "bf16",
+        batch_sampler=config.batch_sampler,
         eval_strategy="steps" if config.eval_steps > 0 else "no",
         eval_steps=config.eval_steps if config.eval_steps > 0 else None,
         logging_steps=max(1, min(config.eval_steps or 100, 100)),
-        save_strategy="no",
+        save_strategy="steps" if config.checkpoint_steps > 0 else "no",
+        save_steps=config.checkpoint_steps or None,
+        save_total_limit=1,
         seed=config.seed,
         data_seed=config.seed,
         report_to=config.report_to,
@@ -121,21 +212,39 @@ def train_model(
     )
 
     # Trainer, train
-    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss, evaluator=evaluator)
+    trainer = SentenceTransformerTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        loss=loss,
+        evaluator=evaluator,
+        callbacks=[*(callbacks or []), LossHeadCheckpoint(loss)],
+    )
+    # Resume: an earlier, interrupted build of this artifact left checkpoints behind
+    last = get_last_checkpoint(args.output_dir) if Path(args.output_dir).is_dir() else None
+    if last and (Path(last) / LOSS_HEAD).exists():
+        loss.load_state_dict(load_file(str(Path(last) / LOSS_HEAD)), strict=False)
     started = time.perf_counter()
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=last)
     seconds = time.perf_counter() - started
 
     # Save in sentence-transformers format; the SoftmaxLoss head is not part of the model
     model.save(str(out_dir / "model"))
     summary = {
         "device": device_name(),
-        "mixed_precision": "fp16" if cuda else "no",
+        "mixed_precision": precision,
         "steps": result.global_step,
         "train_loss": result.training_loss,
         "seconds": round(seconds, 2),
-        "samples_per_second": result.metrics.get("train_samples_per_second"),
         "rows": len(dataset),
+        "resumed_from": Path(last).name if last else None,
+        **throughput(
+            model,
+            train,
+            training_columns(train, config.loss),
+            min(result.global_step * config.batch_size, int(len(dataset) * config.epochs)),
+            seconds,
+        ),
         "config": asdict(config),
         "log_history": trainer.state.log_history,
     }

@@ -124,3 +124,11 @@ def test_concurrent_builds_of_one_key_agree_and_never_expose_partial_output(tmp_
     assert [p.name for p in stage.iterdir()] == [Path(paths.pop()).name]
     ref = find(tmp_path, "pairs", artifact_key("pairs", 1, {"same": True}, []))
     assert ref is not None and verify(ref) == []
+
+
+def test_a_damaged_artifact_is_named_in_a_warning(tmp_path, caplog):
+    ref = materialize(tmp_path, "pairs", 1, {}, [], _build([]))
+    (ref.folder / "data.parquet").write_bytes(b"x" * (ref.folder / "data.parquet").stat().st_size)
+    with caplog.at_level("WARNING"):
+        assert find(tmp_path, "pairs", ref.key) is None
+    assert str(ref.folder) in caplog.text and "damaged" in caplog.text

@@ -128,3 +128,20 @@ def test_sigkill_then_rerun_completes_reuses_and_matches(server, flow_args, refe
     assert running is None or running not in cached
     assert _data_bytes(summary) == _data_bytes(reference)
     assert summary["metrics"].keys() == reference["metrics"].keys()
+
+
+def test_two_runs_at_once_both_complete_and_agree(server, flow_args, reference, tmp_path):
+    data_dir = tmp_path / "data"
+    procs = [_start(server, flow_args, data_dir, tmp_path / f"run{i}.log") for i in range(2)]
+    for i, proc in enumerate(procs):
+        assert proc.wait(timeout=900) == 0, (tmp_path / f"run{i}.log").read_text()[-3000:]
+    records = [json.loads(p.read_text()) for p in sorted((data_dir / "artifacts" / "runs").glob("*.json"))]
+    assert len(records) == 2
+    keys = [{step: ref["key"] for step, ref in r["artifacts"].items()} for r in records]
+    assert keys[0] == keys[1]
+    assert records[0]["metrics"] == records[1]["metrics"]
+    assert _data_bytes(records[0]) == _data_bytes(reference)
+    leftovers = [p for p in (data_dir / "artifacts").glob("*/.tmp-*")] + list(
+        (data_dir / "artifacts").glob("*/.trash-*")
+    )
+    assert leftovers == []

@@ -230,3 +230,65 @@ def test_gc_removes_only_what_recent_runs_and_the_champion_do_not_use(run):
     cleanup.remove(stale)
     again = run()
     assert all(ref["cached"] for ref in again["artifacts"].values())
+
+
+def test_re_mining_with_another_window_encodes_nothing(run):
+    first = run()
+    again = run(range_min=3, range_max=30)
+    assert again["artifacts"]["train-data"]["cached"] is False
+    assert again["artifacts"]["train-data"]["key"] != first["artifacts"]["train-data"]["key"]
+    assert _manifest(again["artifacts"]["train-data"])["encoded_texts"] == 0
+    triplets = pd.read_parquet(f"{again['artifacts']['train-data']['path']}/triplets.parquet")
+    assert triplets["negative_rank"].between(3, 29).all()
+
+
+def test_a_miner_that_cannot_be_loaded_fails_before_encoding(run, tmp_path):
+    from tasks.models import ModelError
+
+    not_a_model = tmp_path / "empty-model"
+    not_a_model.mkdir()
+    with pytest.raises(ModelError, match="not a local folder and the Hugging Face Hub cannot be reached"):
+        run(miner_model="someone/missing-model", range_max=40)
+    with pytest.raises(ModelError, match="cannot be loaded"):
+        run(miner_model=str(not_a_model), range_max=41)
+    assert not list((run.data_dir / "artifacts" / "embeddings").glob(f"*{not_a_model.name}*"))
+
+
+def test_artifacts_open_with_duckdb(run):
+    import duckdb
+
+    summary = run()
+    path = Path(summary["artifacts"]["train-data"]["path"]) / "triplets.parquet"
+    count = duckdb.sql(f"SELECT count(*) FROM '{path}'").fetchone()[0]
+    assert count == summary["artifacts"]["train-data"]["rows"]
+
+
+def test_compare_losses_grid_writes_one_complete_table(prefect_api, tiny_bert, tmp_path):
+    from flows.compare_losses import GRID, compare_losses
+    from tasks.sources import DEFAULT_NLI_SAMPLE
+
+    full = pd.read_parquet(DEFAULT_NLI_SAMPLE)[["premise", "hypothesis", "label"]]
+    labels = full.groupby("premise")["label"].agg(set)
+    with_contradictions = full[full["premise"].isin(labels[labels.map(lambda s: {0, 2} <= s)].index)]
+    source = tmp_path / "nli.parquet"
+    pd.concat([with_contradictions, full.head(100)]).to_parquet(source)
+    result = compare_losses(
+        nli_source=str(source),
+        base_model=str(tiny_bert),
+        max_steps=2,
+        eval_limit=100,
+        batch_size=16,
+        data_dir=str(tmp_path / "data"),
+    )
+    table = pd.read_parquet(Path(result["path"]) / "comparison.parquet")
+    assert table["model"].tolist() == ["base", *GRID]
+    assert list(table.columns) == [
+        "model",
+        "train_rows",
+        "stsb_validation_spearman",
+        "stsb_test_spearman",
+        "banking77_accuracy",
+    ]
+    assert table.drop(columns="model").notna().all().all()
+    assert (table["train_rows"][1:] > 0).all()
+    assert (Path(result["path"]) / "comparison.png").stat().st_size > 0

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from sentence_transformers import SentenceTransformer
+from transformers import TrainerCallback
 
 from tasks.evaluation import sts_validation
 from tasks.labels import pairs_for_loss
 from tasks.negatives import MiningConfig, soft_negatives
-from tasks.training import TrainConfig, train_model, training_columns
+from tasks.training import LOSS_HEAD, TrainConfig, train_model, training_columns
 
 
 @pytest.mark.parametrize("loss", ["softmax", "cosine", "mnr"])
@@ -23,6 +25,8 @@ def test_each_loss_trains_and_saves_a_loadable_model(tmp_path, tiny_bert, nli_sa
 
     assert summary["steps"] == 4
     assert summary["device"] == "cpu" and summary["mixed_precision"] == "no"
+    assert summary["samples_per_second"] > 0 and summary["tokens_per_second"] > summary["samples_per_second"]
+    assert summary["mfu"] is None  # only estimated on a known GPU
     assert any("eval_sts-dev_spearman_cosine" in entry for entry in summary["log_history"])
     assert json.loads((tmp_path / "training.json").read_text())["steps"] == 4
     assert not (tmp_path / "_trainer").exists()
@@ -36,3 +40,66 @@ def test_columns_follow_the_loss_order(nli_sample):
     mnr = soft_negatives(pairs_for_loss(nli_sample, "mnr"), nli_sample, MiningConfig())
     assert training_columns(mnr.assign(positive_score=0.0), "mnr") == ["anchor", "positive", "negative"]
     assert training_columns(pairs_for_loss(nli_sample, "cosine"), "cosine") == ["sentence1", "sentence2", "score"]
+
+
+def test_strong_settings_train_on_cpu(tmp_path, tiny_bert, nli_sample):
+    from tasks.negatives import MiningConfig as Mining
+
+    data = soft_negatives(pairs_for_loss(nli_sample, "mnr"), nli_sample, Mining())
+    config = TrainConfig(
+        loss="mnr",
+        batch_size=16,
+        mini_batch_size=4,
+        batch_sampler="no_duplicates",
+        precision="bf16",
+        warmup_steps=-1,
+        eval_steps=0,
+        max_steps=3,
+    )
+    summary = train_model(str(tiny_bert), data, sts_validation(20), config, tmp_path)
+    assert summary["steps"] == 3 and summary["mixed_precision"] == "no"
+
+
+class _Interrupt(TrainerCallback):
+    """Stops training with an error right after step ``at`` (as a killed worker would)."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.at:
+            raise RuntimeError("interrupted")
+
+
+class _CountSteps(TrainerCallback):
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.steps.append(state.global_step)
+
+
+@pytest.mark.parametrize("loss", ["softmax", "mnr"])
+def test_an_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, tiny_bert, nli_sample, loss):
+    data = pairs_for_loss(nli_sample, loss)
+    config = TrainConfig(loss=loss, batch_size=8, warmup_steps=1, eval_steps=0, max_steps=10, checkpoint_steps=3)
+    sts = sts_validation(20)
+
+    straight = train_model(str(tiny_bert), data, sts, config, tmp_path / "straight")
+    assert straight["resumed_from"] is None
+
+    with pytest.raises(RuntimeError, match="interrupted"):
+        train_model(str(tiny_bert), data, sts, config, tmp_path / "resumed", callbacks=[_Interrupt(7)])
+    checkpoint = tmp_path / "resumed" / "_trainer" / "checkpoint-6"
+    assert checkpoint.is_dir()
+    assert (checkpoint / LOSS_HEAD).exists() == (loss == "softmax")  # only SoftmaxLoss has its own weights
+
+    counter = _CountSteps()
+    resumed = train_model(str(tiny_bert), data, sts, config, tmp_path / "resumed", callbacks=[counter])
+    assert resumed["resumed_from"] == "checkpoint-6"
+    assert resumed["steps"] == 10 and counter.steps == [7, 8, 9, 10]  # the step counter continued
+    # same data order, same optimizer state and (for softmax) the same classifier head: same weights
+    texts = ["a man is playing a guitar", "the cat sleeps"]
+    after_straight = SentenceTransformer(str(tmp_path / "straight" / "model")).encode(texts)
+    after_resume = SentenceTransformer(str(tmp_path / "resumed" / "model")).encode(texts)
+    np.testing.assert_allclose(after_resume, after_straight, atol=1e-5)

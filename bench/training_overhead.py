@@ -1,0 +1,131 @@
+"""Benchmark: the pipeline's training stage against a bare SentenceTransformerTrainer script.
+
+    .venv/bin/python bench/training_overhead.py [--steps 40] [--repeats 2]
+
+Same data (soft-negative triplets of the bundled MNLI sample), same model (bundled MiniLM),
+same settings (MNR, batch 32, no evaluation during training). Each measurement runs in a fresh
+subprocess; the stage is timed as a Prefect task inside a flow against a temporary server that
+was started before the clock, so the figure is the orchestration and artifact overhead
+(manifest, checksums, throughput accounting), not server start-up. Printed as a ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def prepare(folder: Path) -> Path:
+    import pandas as pd
+
+    from tasks.labels import mnr_pairs
+    from tasks.negatives import MiningConfig, soft_negatives
+    from tasks.sources import DEFAULT_NLI_SAMPLE
+
+    raw = pd.read_parquet(DEFAULT_NLI_SAMPLE)[["premise", "hypothesis", "label"]]
+    path = folder / "triplets.parquet"
+    soft_negatives(mnr_pairs(raw), raw, MiningConfig()).to_parquet(path)
+    return path
+
+
+def bare(triplets: str, out: str, steps: int) -> float:
+    """The sentence-transformers example, nothing else."""
+    import pandas as pd
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, losses
+    from sentence_transformers.training_args import SentenceTransformerTrainingArguments
+
+    from tasks.models import bundled_minilm_dir
+
+    started = time.perf_counter()
+    model = SentenceTransformer(str(bundled_minilm_dir()))
+    dataset = Dataset.from_pandas(pd.read_parquet(triplets)[["anchor", "positive", "negative"]], preserve_index=False)
+    args = SentenceTransformerTrainingArguments(
+        output_dir=f"{out}/trainer",
+        max_steps=steps,
+        per_device_train_batch_size=32,
+        warmup_steps=10,
+        learning_rate=5e-5,
+        report_to="none",
+        save_strategy="no",
+        seed=42,
+        data_seed=42,
+        use_cpu=True,
+    )
+    trainer = SentenceTransformerTrainer(
+        model=model, args=args, train_dataset=dataset, loss=losses.MultipleNegativesRankingLoss(model)
+    )
+    trainer.train()
+    model.save(f"{out}/model")
+    return time.perf_counter() - started
+
+
+def pipeline(triplets: str, out: str, steps: int) -> float:
+    """The pipeline's train stage, as a Prefect task in a flow."""
+    from prefect import flow
+    from prefect.testing.utilities import prefect_test_harness
+
+    from tasks import stages
+    from tasks.artifacts import ArtifactRef
+    from tasks.models import resolve_model
+    from tasks.training import TrainConfig
+
+    data = ArtifactRef("triplets", "bench", str(Path(triplets).parent))
+    config = TrainConfig(loss="mnr", batch_size=32, warmup_steps=10, eval_steps=0, max_steps=steps)
+
+    @flow
+    def train_only() -> float:
+        started = time.perf_counter()
+        stages.train(data, resolve_model(MINILM), config, out)
+        return time.perf_counter() - started
+
+    with prefect_test_harness(server_startup_timeout=120):
+        return train_only()
+
+
+def _child(target, kwargs, queue):
+    queue.put(target(**kwargs))
+
+
+def isolated(target, **kwargs) -> float:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(target, kwargs, queue))
+    proc.start()
+    seconds = queue.get()
+    proc.join()
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        triplets = str(prepare(Path(tmp)))
+        bare_s, ours_s = [], []
+        for i in range(args.repeats):  # alternate, so drift in machine load hits both
+            bare_s.append(isolated(bare, triplets=triplets, out=f"{tmp}/bare{i}", steps=args.steps))
+            ours_s.append(isolated(pipeline, triplets=triplets, out=f"{tmp}/ours{i}", steps=args.steps))
+    best_bare, best_ours = min(bare_s), min(ours_s)
+    print(f"| variant | wall s (best of {args.repeats}) | ratio |")
+    print("|---|---|---|")
+    print(f"| bare SentenceTransformerTrainer script | {best_bare:.1f} | 1.00× |")
+    print(f"| pipeline train stage (Prefect task + artifact) | {best_ours:.1f} | {best_ours / best_bare:.3f}× |")
+    print(f"({args.steps} steps of batch 32, MNR, bundled MiniLM, CPU; all runs: bare {bare_s}, ours {ours_s})")
+
+
+if __name__ == "__main__":
+    main()

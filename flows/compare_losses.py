@@ -1,0 +1,89 @@
+"""The `compare-losses` flow: the loss × negatives grid trained on the same data, one table, one plot.
+
+Each cell is a `train-embeddings` run (a subflow), so every cell is cached like any run and a
+re-run of the grid only trains the cells whose inputs changed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from flows.train_embeddings import BUNDLED_MINILM, train_embeddings
+from tasks import plots
+from tasks.artifacts import ArtifactRef, materialize, write_parquet
+from tasks.report import markdown_table
+from tasks.sources import DEFAULT_NLI_SAMPLE, REPO_ROOT
+
+GRID = ("softmax", "cosine", "mnr+none", "mnr+soft", "mnr+semi-hard", "mnr+contradiction")
+
+
+def cell_parameters(cell: str) -> dict:
+    """``"mnr+semi-hard"`` → loss mnr with semi-hard negatives; ``"cosine"`` → cosine, no negatives."""
+    loss, _, negatives = cell.partition("+")
+    return {"loss": loss, "negatives": negatives or None}
+
+
+def comparison_table(results: dict[str, dict]) -> pd.DataFrame:
+    """One row for the base model, then one per cell: STS-B validation/test and Banking77."""
+    first = next(iter(results.values()))
+    rows = [{"model": "base", "train_rows": 0} | {m: v["base"] for m, v in first["metrics"].items()}]
+    for cell, summary in results.items():
+        rows.append(
+            {"model": cell, "train_rows": summary["artifacts"]["train-data"]["rows"]}
+            | {m: v["trained"] for m, v in summary["metrics"].items()}
+        )
+    return pd.DataFrame(rows)
+
+
+@flow(name="compare-losses")
+def compare_losses(
+    grid: tuple[str, ...] = GRID,
+    nli_source: str = str(DEFAULT_NLI_SAMPLE.relative_to(REPO_ROOT)),
+    max_pairs: int | None = 50_000,
+    base_model: str = BUNDLED_MINILM,
+    miner_model: str = BUNDLED_MINILM,
+    epochs: float = 1.0,
+    batch_size: int = 32,
+    learning_rate: float = 5e-5,
+    seed: int = 42,
+    max_steps: int = -1,
+    eval_limit: int | None = None,
+    data_dir: str = "data",
+) -> dict:
+    """Train every cell of the grid on the same data and compare them with the base model."""
+    grid = list(grid)
+    shared = {
+        "nli_source": nli_source,
+        "max_pairs": max_pairs,
+        "base_model": base_model,
+        "miner_model": miner_model,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "seed": seed,
+        "max_steps": max_steps,
+        "eval_limit": eval_limit,
+        "data_dir": data_dir,
+    }
+    unknown = [cell for cell in grid if cell_parameters(cell)["loss"] not in ("softmax", "cosine", "mnr")]
+    if unknown:
+        raise ValueError(f"parameter grid: unknown cells {unknown}; use e.g. {list(GRID)}")
+    results = {cell: train_embeddings(**shared, **cell_parameters(cell)) for cell in grid}
+    table = comparison_table(results)
+    parents = [ArtifactRef("metrics", r["artifacts"]["trained-metrics"]["key"], "") for r in results.values()]
+
+    def build(folder: Path) -> int:
+        plots.grid_comparison(table, folder / "comparison.png")
+        (folder / "comparison.md").write_text(markdown_table(table.round(4)))
+        return write_parquet(table, folder / "comparison.parquet")
+
+    data = str(Path(data_dir).resolve())
+    ref = materialize(data, "comparisons", 1, {"grid": grid}, parents, build)
+    create_table_artifact(key="compare-losses", table=table.round(4).to_dict(orient="records"))
+    create_markdown_artifact(key="compare-losses-table", markdown=(ref.folder / "comparison.md").read_text())
+    get_run_logger().info("comparison at %s\n%s", ref.path, table.round(4).to_string(index=False))
+    return {"path": ref.path, "table": table.to_dict(orient="records")}

@@ -1,0 +1,56 @@
+"""Named recipes: one parameter that sets many, every setting still overridable.
+
+``seed`` is the notebook exactly (first 50,000 glue/mnli train rows, bert-base-uncased, batch 32,
+1 epoch, warmup 100, fp16 on CUDA, evaluation every 100 steps); the loss stays the user's choice.
+``strong`` is MNR with semi-hard negatives, a batch sampler that keeps duplicate texts out of a
+batch (they would be false in-batch negatives), CachedMultipleNegativesRankingLoss for a large
+effective batch in bounded memory, bf16 where the GPU supports it, and a lower learning rate
+with a warmup ratio.
+
+A recipe sets the parameters the caller left at the flow's defaults; anything passed with a
+value other than its default wins.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+RECIPES: dict[str, dict[str, Any]] = {
+    "seed": {
+        "nli_source": "glue/mnli",
+        "max_pairs": 50_000,
+        "base_model": "bert-base-uncased",
+        "epochs": 1.0,
+        "batch_size": 32,
+        "learning_rate": 5e-5,
+        "warmup_steps": 100,
+        "eval_steps": 100,
+        "precision": "fp16",
+        "batch_sampler": "batch_sampler",
+        "mini_batch_size": 0,
+    },
+    "strong": {
+        "loss": "mnr",
+        "negatives": "semi-hard",
+        "epochs": 1.0,
+        "batch_size": 256,
+        "mini_batch_size": 32,
+        "learning_rate": 2e-5,
+        "warmup_steps": -1,  # -1: a warmup ratio of 0.1 instead of a step count
+        "precision": "bf16",
+        "batch_sampler": "no_duplicates",
+    },
+}
+
+
+def apply_recipe(recipe: str | None, given: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """The parameters to run with: the recipe's values for those left at their default."""
+    if recipe is None:
+        return dict(given)
+    if recipe not in RECIPES:
+        raise ValueError(f"parameter recipe: {recipe!r} is not one of {sorted(RECIPES)}")
+    resolved = dict(given)
+    for name, value in RECIPES[recipe].items():
+        if name in given and given[name] == defaults.get(name):
+            resolved[name] = value
+    return resolved

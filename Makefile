@@ -35,3 +35,7 @@ deploy: setup
 
 worker: setup
 	TRAIN_EMBEDDINGS_HOME=$(CURDIR) $(VENV)/bin/prefect worker start --pool gpu --type process
+
+bench: setup
+	$(PY) bench/mining.py
+	$(PY) bench/training_overhead.py

@@ -74,7 +74,7 @@ def encode_cached(
     missing = {h: t for h, t in zip(hashes, texts) if h not in index}
     if missing:
         encoder = load_model(model)
-        todo = list(missing.items())
+        todo = sorted(missing.items(), key=lambda item: len(item[1]))  # similar lengths pad less
         for start in range(0, len(todo), chunk):
             part = todo[start : start + chunk]
             fresh = encoder.encode(

@@ -41,8 +41,14 @@ def _to_gpu(index: faiss.Index) -> tuple[faiss.Index, bool]:
     return index, False
 
 
-def build_index(vectors: np.ndarray, exact_limit: int = EXACT_LIMIT, seed: int = 0) -> SearchIndex:
-    """Flat inner-product index for small corpora, IVF (trained on a sample) for large ones."""
+def build_index(
+    vectors: np.ndarray, exact_limit: int = EXACT_LIMIT, seed: int = 0, target_recall: float = 0.9
+) -> SearchIndex:
+    """Flat inner-product index for small corpora, IVF (trained on a sample) for large ones.
+
+    The IVF's nprobe is calibrated on a sample of the corpus as queries: doubled from nlist/64
+    until recall@10 against exact search reaches ``target_recall`` (at most nlist/4).
+    """
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     n, dim = vectors.shape
     if n == 0:
@@ -52,15 +58,20 @@ def build_index(vectors: np.ndarray, exact_limit: int = EXACT_LIMIT, seed: int =
         index.add(vectors)
         return SearchIndex(index, "flat" + ("+gpu" if on_gpu else ""), vectors)
     nlist = int(4 * math.sqrt(n))
-    nprobe = max(8, nlist // 16)
     quantizer = faiss.IndexFlatIP(dim)
     index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
     rng = np.random.default_rng(seed)
-    sample = vectors[rng.choice(n, size=min(n, 64 * nlist), replace=False)]
-    index.train(sample)
+    index.train(vectors[rng.choice(n, size=min(n, 64 * nlist), replace=False)])
     index.add(vectors)
-    index.nprobe = nprobe
     index, on_gpu = _to_gpu(index)
+    probe = np.ascontiguousarray(vectors[rng.choice(n, size=min(n, 200), replace=False)])
+    truth = _exact_neighbours(vectors, probe, 10)
+    nprobe = max(1, nlist // 64)
+    while True:
+        index.nprobe = nprobe
+        if nprobe >= nlist // 4 or _overlap(truth, index.search(probe, 10)[1]) >= target_recall:
+            break
+        nprobe *= 2
     return SearchIndex(index, f"ivf{nlist},nprobe{nprobe}" + ("+gpu" if on_gpu else ""), vectors)
 
 
@@ -69,10 +80,19 @@ def recall_at_k(index: SearchIndex, queries: np.ndarray, k: int = 10, sample: in
     if index.kind.startswith("flat"):
         return 1.0
     rng = np.random.default_rng(seed)
-    chosen = np.ascontiguousarray(queries[rng.choice(len(queries), size=min(sample, len(queries)), replace=False)])
-    exact = faiss.IndexFlatIP(index.vectors.shape[1])
-    exact.add(index.vectors)
-    _, truth = exact.search(chosen, k)
-    _, found = index.index.search(chosen, k)
-    hits = sum(len(set(t) & set(f)) for t, f in zip(truth, found))
-    return hits / truth.size
+    return _recall(index, queries[rng.choice(len(queries), size=min(sample, len(queries)), replace=False)], k)
+
+
+def _recall(index: SearchIndex, queries: np.ndarray, k: int) -> float:
+    chosen = np.ascontiguousarray(queries, dtype=np.float32)
+    return _overlap(_exact_neighbours(index.vectors, chosen, k), index.index.search(chosen, k)[1])
+
+
+def _exact_neighbours(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    exact = faiss.IndexFlatIP(vectors.shape[1])
+    exact.add(vectors)
+    return exact.search(queries, k)[1]
+
+
+def _overlap(truth: np.ndarray, found: np.ndarray) -> float:
+    return sum(len(set(t) & set(f)) for t, f in zip(truth, found)) / truth.size

@@ -17,7 +17,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from tasks import champion, embeddings, evaluation, labels, negatives, plots, sources, training
+from tasks import champion, distributed, embeddings, evaluation, labels, negatives, plots, sources, training
 from tasks.artifacts import ArtifactRef, materialize, read_manifest, write_parquet
 from tasks.models import ResolvedModel, load_model
 from tasks.progress import StageProgress, TrainingProgress
@@ -121,14 +121,19 @@ def train(data: ArtifactRef, base: ResolvedModel, config: training.TrainConfig, 
 
     def build(folder):
         get_run_logger().info("training %s with %s loss on %s", base.name, config.loss, training.device_name())
-        summary = training.train_model(
-            base.location,
-            _read(data, file),
-            evaluation.sts_validation(),
-            config,
-            folder,
-            callbacks=[TrainingProgress(f"training {config.loss} on {training.device_name()}")],
-        )
+        if distributed.processes_for(config) > 1:
+            summary = distributed.train_distributed(
+                base.location, _read(data, file), evaluation.sts_validation(), config, folder
+            )
+        else:
+            summary = training.train_model(
+                base.location,
+                _read(data, file),
+                evaluation.sts_validation(),
+                config,
+                folder,
+                callbacks=[TrainingProgress(f"training {config.loss} on {training.device_name()}")],
+            )
         info["training"] = {k: v for k, v in summary.items() if k != "log_history"}
         get_run_logger().info(
             "trained %s steps on %s: %s samples/s, %s tokens/s, MFU %s",

@@ -43,6 +43,7 @@ class TrainConfig:
     batch_sampler: str = "batch_sampler"  # or "no_duplicates": no text twice in a batch (MNR)
     mini_batch_size: int = 0  # > 0 with mnr: CachedMultipleNegativesRankingLoss with this mini batch
     checkpoint_steps: int = 500  # a checkpoint every N steps, to resume an interrupted run (0: none)
+    processes: int = 0  # data-parallel training processes; 0: one per GPU when there are several, else 1
 
     def check(self) -> None:
         if self.precision not in ("fp16", "bf16", "fp32"):
@@ -228,11 +229,16 @@ def train_model(
     result = trainer.train(resume_from_checkpoint=last)
     seconds = time.perf_counter() - started
 
-    # Save in sentence-transformers format; the SoftmaxLoss head is not part of the model
+    # Save in sentence-transformers format (one process saves under DDP); the SoftmaxLoss head is not part
+    # of the model
+    if not trainer.is_world_process_zero():
+        return {}
     model.save(str(out_dir / "model"))
+    world = max(1, trainer.args.world_size)
     summary = {
         "device": device_name(),
         "mixed_precision": precision,
+        "processes": world,
         "steps": result.global_step,
         "train_loss": result.training_loss,
         "seconds": round(seconds, 2),
@@ -242,7 +248,7 @@ def train_model(
             model,
             train,
             training_columns(train, config.loss),
-            min(result.global_step * config.batch_size, int(len(dataset) * config.epochs)),
+            min(result.global_step * config.batch_size * world, int(len(dataset) * config.epochs)),
             seconds,
         ),
         "config": asdict(config),

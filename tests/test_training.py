@@ -103,3 +103,16 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, tiny_bert
     after_straight = SentenceTransformer(str(tmp_path / "straight" / "model")).encode(texts)
     after_resume = SentenceTransformer(str(tmp_path / "resumed" / "model")).encode(texts)
     np.testing.assert_allclose(after_resume, after_straight, atol=1e-5)
+
+
+def test_data_parallel_training_under_torchrun_on_cpu(tmp_path, tiny_bert, nli_sample):
+    from tasks.distributed import processes_for, train_distributed
+
+    config = TrainConfig(loss="cosine", batch_size=8, warmup_steps=1, eval_steps=0, max_steps=3, processes=2)
+    assert processes_for(config) == 2 and processes_for(TrainConfig()) == 1  # no GPU here: one process
+    summary = train_distributed(
+        str(tiny_bert), pairs_for_loss(nli_sample, "cosine"), sts_validation(20), config, tmp_path
+    )
+    assert summary["processes"] == 2 and summary["steps"] == 3
+    assert SentenceTransformer(str(tmp_path / "model")).encode(["a test"]).shape == (1, 32)
+    assert not (tmp_path / "_ddp").exists()

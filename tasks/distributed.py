@@ -1,0 +1,74 @@
+"""Data-parallel training: with several GPUs the training stage launches torchrun from the task.
+
+Each process runs the same ``train_model`` on its share of every batch (the Trainer reads the
+torchrun environment); process zero saves the model and its summary, which the task collects.
+One GPU, or the CPU, trains in process.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import pandas as pd
+
+from tasks.training import TrainConfig, train_model
+
+
+def processes_for(config: TrainConfig) -> int:
+    """How many training processes: as configured, else one per GPU."""
+    if config.processes > 0:
+        return config.processes
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.device_count() > 1 else 1
+
+
+def train_distributed(
+    model_location: str, train: pd.DataFrame, sts_validation: pd.DataFrame, config: TrainConfig, out_dir: Path
+) -> dict:
+    """Run ``train_model`` under torchrun with ``processes_for(config)`` processes; return its summary."""
+    spec_dir = out_dir / "_ddp"
+    spec_dir.mkdir(parents=True, exist_ok=True)
+    train.to_parquet(spec_dir / "train.parquet")
+    sts_validation.to_parquet(spec_dir / "sts.parquet")
+    spec = {"model": model_location, "config": asdict(config), "out": str(out_dir), "dir": str(spec_dir)}
+    (spec_dir / "spec.json").write_text(json.dumps(spec))
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={processes_for(config)}",
+        "-m",
+        "tasks.distributed",
+        str(spec_dir / "spec.json"),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"distributed training failed ({done.returncode}):\n{done.stderr[-4000:]}")
+    summary = json.loads((out_dir / "training.json").read_text())
+    for leftover in spec_dir.iterdir():
+        leftover.unlink()
+    spec_dir.rmdir()
+    return summary
+
+
+def main(spec_path: str) -> None:
+    """Entry point of each torchrun process."""
+    spec = json.loads(Path(spec_path).read_text())
+    folder = Path(spec["dir"])
+    train_model(
+        spec["model"],
+        pd.read_parquet(folder / "train.parquet"),
+        pd.read_parquet(folder / "sts.parquet"),
+        TrainConfig(**spec["config"]),
+        Path(spec["out"]),
+    )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

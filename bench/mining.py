@@ -93,13 +93,18 @@ def run_ours(out: str, data_dir: str, range_min: int, range_max: int) -> dict:
     return {"seconds": time.perf_counter() - started, "rows": len(triplets), "encoded": encoded, **facts}
 
 
-def run_search(n: int, dim: int, queries: int, exact: bool) -> dict:
+def run_search(n: int, dim: int, queries: int, exact: bool, clustered: bool = False) -> dict:
+    """Build and search; ``clustered``: vectors around n/200 centres, closer to real embeddings."""
     import numpy as np
 
     from tasks.index import EXACT_LIMIT, build_index, recall_at_k
 
     rng = np.random.default_rng(0)
-    vectors = rng.standard_normal((n, dim), dtype=np.float32)
+    if clustered:
+        centres = rng.standard_normal((n // 200, dim), dtype=np.float32)
+        vectors = centres[rng.integers(0, len(centres), n)] + 0.35 * rng.standard_normal((n, dim), dtype=np.float32)
+    else:
+        vectors = rng.standard_normal((n, dim), dtype=np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     started = time.perf_counter()
     index = build_index(vectors, exact_limit=n if exact else EXACT_LIMIT)

@@ -74,7 +74,9 @@ def encode_cached(
     missing = {h: t for h, t in zip(hashes, texts) if h not in index}
     if missing:
         encoder = load_model(model)
-        todo = sorted(missing.items(), key=lambda item: len(item[1]))  # similar lengths pad less
+        # longest first, as sentence-transformers orders one call: similar lengths pad less, and the
+        # largest batch comes first so later ones reuse its memory
+        todo = sorted(missing.items(), key=lambda item: -len(item[1]))
         for start in range(0, len(todo), chunk):
             part = todo[start : start + chunk]
             fresh = encoder.encode(

@@ -188,18 +188,19 @@ def main() -> None:
     lines.append(f"| same negative as reference | | {agree['overlap']:.1%} of {agree['pairs_compared']} pairs | |")
     scale_rows = [
         "",
-        "| corpus | index | build s | search s (queries) | peak RSS MB | recall@10 |",
-        "|---|---|---|---|---|---|",
+        "| vectors | corpus | index | build s | search s (queries) | peak RSS MB | recall@10 |",
+        "|---|---|---|---|---|---|---|",
     ]
     scaling = []
     for n in [int(s) for s in args.scales.split(",")]:
-        for exact in (True, False) if n > 200_000 else (True,):
-            r = isolated(run_search, n=n, dim=args.dim, queries=args.queries, exact=exact)
-            scaling.append({"n": n, **r})
-            scale_rows.append(
-                f"| {n:,} | {r['index']} | {r['build_s']:.1f} | {r['search_s']:.2f} ({args.queries}) | "
-                f"{r['peak_rss_mb']:.0f} | {r['recall_at_10']:.3f} |"
-            )
+        for clustered in (False, True) if n > 200_000 else (False,):
+            for exact in (True, False) if n > 200_000 else (True,):
+                r = isolated(run_search, n=n, dim=args.dim, queries=args.queries, exact=exact, clustered=clustered)
+                scaling.append({"n": n, "clustered": clustered, **r})
+                scale_rows.append(
+                    f"| {'clustered' if clustered else 'uniform'} | {n:,} | {r['index']} | {r['build_s']:.1f} | "
+                    f"{r['search_s']:.2f} ({args.queries}) | {r['peak_rss_mb']:.0f} | {r['recall_at_10']:.3f} |"
+                )
     lines += scale_rows
     (results_dir / "mining.json").write_text(
         json.dumps({"reference": ref, "cold": cold, "warm": warm, "agreement": agree, "scaling": scaling}, indent=2)

@@ -18,12 +18,12 @@ from pathlib import Path
 import pandas as pd
 from safetensors.torch import load_file, save_file
 from transformers import TrainerCallback, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from tasks.labels import COLUMNS
 
 log = logging.getLogger(__name__)
 LOSS_HEAD = "loss_head.safetensors"
+SEAL = "checkpoint.sealed"
 
 
 @dataclass(frozen=True)
@@ -132,16 +132,30 @@ def throughput(model, train: pd.DataFrame, columns: list[str], samples: int, sec
     return out
 
 
-class LossHeadCheckpoint(TrainerCallback):
-    """SoftmaxLoss's classifier is not part of the model, so checkpoints lack it: save it beside them."""
+class CheckpointSeal(TrainerCallback):
+    """Completes each checkpoint: SoftmaxLoss's classifier (not part of the model, so the Trainer
+    leaves it out) and then a seal file, written last, that marks the checkpoint as whole."""
 
     def __init__(self, loss) -> None:
         self.loss = loss
 
     def on_save(self, args, state, control, **kwargs):
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         head = loss_head(self.loss)
         if head:
-            save_file(head, str(Path(args.output_dir) / f"checkpoint-{state.global_step}" / LOSS_HEAD))
+            save_file(head, str(folder / LOSS_HEAD))
+        (folder / SEAL).write_text(str(state.global_step))
+
+
+def last_whole_checkpoint(folder: Path) -> Path | None:
+    """The newest sealed checkpoint; unsealed ones (a kill while writing) are removed."""
+    if not folder.is_dir():
+        return None
+    checkpoints = sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    for partial in [p for p in checkpoints if not (p / SEAL).exists()]:
+        shutil.rmtree(partial, ignore_errors=True)
+    sealed = [p for p in checkpoints if (p / SEAL).exists()]
+    return sealed[-1] if sealed else None
 
 
 def loss_head(loss) -> dict:
@@ -219,14 +233,14 @@ def train_model(
         train_dataset=dataset,
         loss=loss,
         evaluator=evaluator,
-        callbacks=[*(callbacks or []), LossHeadCheckpoint(loss)],
+        callbacks=[*(callbacks or []), CheckpointSeal(loss)],
     )
     # Resume: an earlier, interrupted build of this artifact left checkpoints behind
-    last = get_last_checkpoint(args.output_dir) if Path(args.output_dir).is_dir() else None
-    if last and (Path(last) / LOSS_HEAD).exists():
-        loss.load_state_dict(load_file(str(Path(last) / LOSS_HEAD)), strict=False)
+    last = last_whole_checkpoint(Path(args.output_dir))
+    if last and (last / LOSS_HEAD).exists():
+        loss.load_state_dict(load_file(str(last / LOSS_HEAD)), strict=False)
     started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=last)
+    result = trainer.train(resume_from_checkpoint=str(last) if last else None)
     seconds = time.perf_counter() - started
 
     # Save in sentence-transformers format (one process saves under DDP); the SoftmaxLoss head is not part
@@ -243,7 +257,7 @@ def train_model(
         "train_loss": result.training_loss,
         "seconds": round(seconds, 2),
         "rows": len(dataset),
-        "resumed_from": Path(last).name if last else None,
+        "resumed_from": last.name if last else None,
         **throughput(
             model,
             train,

@@ -50,6 +50,7 @@ def flow_args(tiny_bert, nli_sample, tmp_path_factory):
         "eval_steps": 0,
         "eval_limit": 100,
         "batch_size": 8,
+        "checkpoint_steps": 10,
     }
     return [arg for name, value in params.items() for arg in ("-p", f"{name}={value}")]
 
@@ -98,7 +99,11 @@ def reference(server, flow_args, tmp_path_factory):
 KILL_POINTS = {
     "after loading": ("raw/*/manifest.json", {"pairs"}, None),  # the next step takes milliseconds
     "inside mining": ("triplets/.tmp-*", {"pairs", "loss-format"}, "train-data"),
-    "inside training": ("models/.tmp-*", {"pairs", "loss-format", "train-data"}, "model"),
+    "inside training": (
+        "models/.partial-*/_trainer/checkpoint-*/checkpoint.sealed",
+        {"pairs", "loss-format", "train-data"},
+        "model",
+    ),
     "inside evaluation": ("metrics/.tmp-*", {"pairs", "loss-format", "train-data", "model"}, "base-metrics"),
 }
 
@@ -110,8 +115,6 @@ def test_sigkill_then_rerun_completes_reuses_and_matches(server, flow_args, refe
     proc = _start(server, flow_args, data_dir, log)
     try:
         _wait_for(pattern, data_dir, proc)
-        if point == "inside training":
-            time.sleep(1.0)  # well into the training steps
         os.killpg(proc.pid, signal.SIGKILL)
     finally:
         proc.wait(timeout=30)
@@ -126,6 +129,9 @@ def test_sigkill_then_rerun_completes_reuses_and_matches(server, flow_args, refe
     cached = {step for step, ref in summary["artifacts"].items() if ref["cached"]}
     assert finished <= cached, f"finished before the kill but recomputed: {finished - cached}"
     assert running is None or running not in cached
+    if point == "inside training":  # the rerun resumed from the checkpoint the kill left behind
+        model_manifest = json.loads((Path(summary["artifacts"]["model"]["path"]) / "manifest.json").read_text())
+        assert model_manifest["training"]["resumed_from"].startswith("checkpoint-")
     assert _data_bytes(summary) == _data_bytes(reference)
     assert summary["metrics"].keys() == reference["metrics"].keys()
 

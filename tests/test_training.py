@@ -93,10 +93,11 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, tiny_bert
     checkpoint = tmp_path / "resumed" / "_trainer" / "checkpoint-6"
     assert checkpoint.is_dir()
     assert (checkpoint / LOSS_HEAD).exists() == (loss == "softmax")  # only SoftmaxLoss has its own weights
+    (checkpoint.parent / "checkpoint-9").mkdir()  # as a kill while writing a checkpoint leaves one: unsealed
 
     counter = _CountSteps()
     resumed = train_model(str(tiny_bert), data, sts, config, tmp_path / "resumed", callbacks=[counter])
-    assert resumed["resumed_from"] == "checkpoint-6"
+    assert resumed["resumed_from"] == "checkpoint-6"  # the unsealed checkpoint-9 was not trusted
     assert resumed["steps"] == 10 and counter.steps == [7, 8, 9, 10]  # the step counter continued
     # same data order, same optimizer state and (for softmax) the same classifier head: same weights
     texts = ["a man is playing a guitar", "the cat sleeps"]

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -28,6 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 MINER = "sentence-transformers/all-MiniLM-L6-v2"
+
+from bench.isolation import isolated  # noqa: E402
 
 
 def _inputs():
@@ -70,27 +70,15 @@ def run_reference(out: str) -> dict:
 
 
 def run_ours(out: str, data_dir: str, range_min: int, range_max: int) -> dict:
-    from tasks.embeddings import encode_cached
     from tasks.models import resolve_model
-    from tasks.negatives import MiningConfig, semi_hard_negatives
+    from tasks.negatives import MiningConfig, mine_semi_hard
 
     started = time.perf_counter()
-    raw, mnr, pool = _inputs()
-    miner = resolve_model(MINER)
-    texts = list(dict.fromkeys([*mnr["anchor"], *mnr["positive"], *pool]))
-    vectors, encoded = encode_cached(data_dir, miner, texts)
-    row = {t: i for i, t in enumerate(texts)}
+    raw, mnr, _ = _inputs()
     config = MiningConfig(strategy="semi-hard", range_min=range_min, range_max=range_max, margin=0.05)
-    triplets, facts = semi_hard_negatives(
-        mnr,
-        raw,
-        vectors[[row[t] for t in mnr["anchor"]]],
-        vectors[[row[t] for t in mnr["positive"]]],
-        vectors[[row[t] for t in pool]],
-        config,
-    )
+    triplets, facts = mine_semi_hard(mnr, raw, resolve_model(MINER), data_dir, config)
     triplets.to_parquet(out)
-    return {"seconds": time.perf_counter() - started, "rows": len(triplets), "encoded": encoded, **facts}
+    return {"seconds": time.perf_counter() - started, "rows": len(triplets), "encoded": facts["encoded_texts"], **facts}
 
 
 def run_search(n: int, dim: int, queries: int, exact: bool, clustered: bool = False) -> dict:
@@ -114,23 +102,6 @@ def run_search(n: int, dim: int, queries: int, exact: bool, clustered: bool = Fa
     searched = time.perf_counter() - started - built
     recall = recall_at_k(index, vectors[:queries], k=10, sample=min(queries, 500))
     return {"index": index.kind, "build_s": built, "search_s": searched, "recall_at_10": recall}
-
-
-def _child(target, kwargs, queue):
-    result = target(**kwargs)
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    queue.put(result)
-
-
-def isolated(target, **kwargs) -> dict:
-    """Run ``target`` in a fresh interpreter; its result plus its own peak RSS."""
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(target, kwargs, queue))
-    proc.start()
-    result = queue.get()
-    proc.join()
-    return result
 
 
 def agreement(ours_path: str, reference_path: str) -> dict:

@@ -12,7 +12,6 @@ was started before the clock, so the figure is the orchestration and artifact ov
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import os
 import sys
 import tempfile
@@ -24,6 +23,8 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+
+from bench.isolation import isolated  # noqa: E402
 
 
 def prepare(folder: Path) -> Path:
@@ -39,7 +40,7 @@ def prepare(folder: Path) -> Path:
     return path
 
 
-def bare(triplets: str, out: str, steps: int) -> float:
+def bare(triplets: str, out: str, steps: int) -> dict:
     """The sentence-transformers example, nothing else."""
     import pandas as pd
     from datasets import Dataset
@@ -68,10 +69,10 @@ def bare(triplets: str, out: str, steps: int) -> float:
     )
     trainer.train()
     model.save(f"{out}/model")
-    return time.perf_counter() - started
+    return {"seconds": time.perf_counter() - started}
 
 
-def pipeline(triplets: str, out: str, steps: int) -> float:
+def pipeline(triplets: str, out: str, steps: int) -> dict:
     """The pipeline's train stage, as a Prefect task in a flow."""
     from prefect import flow
     from prefect.testing.utilities import prefect_test_harness
@@ -91,21 +92,7 @@ def pipeline(triplets: str, out: str, steps: int) -> float:
         return time.perf_counter() - started
 
     with prefect_test_harness(server_startup_timeout=120):
-        return train_only()
-
-
-def _child(target, kwargs, queue):
-    queue.put(target(**kwargs))
-
-
-def isolated(target, **kwargs) -> float:
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(target, kwargs, queue))
-    proc.start()
-    seconds = queue.get()
-    proc.join()
-    return seconds
+        return {"seconds": train_only()}
 
 
 def main() -> None:
@@ -117,8 +104,8 @@ def main() -> None:
         triplets = str(prepare(Path(tmp)))
         bare_s, ours_s = [], []
         for i in range(args.repeats):  # alternate, so drift in machine load hits both
-            bare_s.append(isolated(bare, triplets=triplets, out=f"{tmp}/bare{i}", steps=args.steps))
-            ours_s.append(isolated(pipeline, triplets=triplets, out=f"{tmp}/ours{i}", steps=args.steps))
+            bare_s.append(isolated(bare, triplets=triplets, out=f"{tmp}/bare{i}", steps=args.steps)["seconds"])
+            ours_s.append(isolated(pipeline, triplets=triplets, out=f"{tmp}/ours{i}", steps=args.steps)["seconds"])
     best_bare, best_ours = min(bare_s), min(ours_s)
     print(f"| variant | wall s (best of {args.repeats}) | ratio |")
     print("|---|---|---|")

@@ -10,11 +10,14 @@ anchor's positive minus ``margin`` (a guard against unlabelled positives) and be
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from tasks.embeddings import encode_cached
 from tasks.index import EXACT_LIMIT, build_index, recall_at_k
 
 STRATEGIES = ("none", "soft", "semi-hard", "contradiction")
@@ -211,3 +214,26 @@ def diagnostics(mnr: pd.DataFrame, triplets: pd.DataFrame, config: MiningConfig)
         facts["mean_positive_score"] = round(float(triplets["positive_score"].mean()), 4)
         facts["mean_negative_score"] = round(float(triplets[score_columns].stack().mean()), 4)
     return facts
+
+
+def mine_semi_hard(
+    mnr: pd.DataFrame,
+    raw_pairs: pd.DataFrame,
+    miner,
+    data_dir: str | Path,
+    config: MiningConfig,
+    progress: Callable[[float], None] | None = None,
+) -> tuple[pd.DataFrame, dict]:
+    """Encode anchors, positives and candidates once each (cached), then mine; returns negatives and facts."""
+    pool = candidate_pool(raw_pairs)
+    texts = list(dict.fromkeys([*mnr["anchor"], *mnr["positive"], *pool]))
+    vectors, encoded = encode_cached(data_dir, miner, texts, progress=progress)
+    row = {t: i for i, t in enumerate(texts)}
+
+    def rows(items) -> np.ndarray:
+        return vectors[[row[t] for t in items]]
+
+    triplets, facts = semi_hard_negatives(
+        mnr, raw_pairs, rows(mnr["anchor"]), rows(mnr["positive"]), rows(pool), config
+    )
+    return triplets, facts | {"encoded_texts": encoded}

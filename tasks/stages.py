@@ -17,7 +17,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from tasks import champion, distributed, embeddings, evaluation, labels, negatives, plots, sources, training
+from tasks import champion, distributed, evaluation, labels, negatives, plots, sources, training
 from tasks.artifacts import ArtifactRef, materialize, read_manifest, write_parquet
 from tasks.models import ResolvedModel, load_model
 from tasks.progress import StageProgress, TrainingProgress
@@ -82,19 +82,10 @@ def mine_negatives(
             triplets = negatives.contradiction_negatives(mnr, raw_pairs, config)
         else:
             info["miner"] = asdict(miner)
-            pool = negatives.candidate_pool(raw_pairs)
-            texts = list(dict.fromkeys([*mnr["anchor"], *mnr["positive"], *pool]))
-            progress = StageProgress(f"encoding {len(texts)} texts with {miner.name}")
-            vectors, info["encoded_texts"] = embeddings.encode_cached(data_dir, miner, texts, progress=progress.update)
-            row = {t: i for i, t in enumerate(texts)}
-            triplets, info["search"] = negatives.semi_hard_negatives(
-                mnr,
-                raw_pairs,
-                vectors[[row[t] for t in mnr["anchor"]]],
-                vectors[[row[t] for t in mnr["positive"]]],
-                vectors[[row[t] for t in pool]],
-                config,
-            )
+            progress = StageProgress(f"encoding texts with {miner.name}")
+            triplets, facts = negatives.mine_semi_hard(mnr, raw_pairs, miner, data_dir, config, progress.update)
+            info["encoded_texts"] = facts.pop("encoded_texts")
+            info["search"] = facts
             if len(triplets) and "negative_score" in triplets:
                 plots.similarity_histogram(triplets, folder / "similarities.png")
         if triplets.empty:

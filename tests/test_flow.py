@@ -259,7 +259,7 @@ def test_artifacts_open_with_duckdb(run):
 
     summary = run()
     path = Path(summary["artifacts"]["train-data"]["path"]) / "triplets.parquet"
-    count = duckdb.sql(f"SELECT count(*) FROM '{path}'").fetchone()[0]
+    count = duckdb.sql(f"SELECT count(*) FROM '{path}'").fetchall()[0][0]
     assert count == summary["artifacts"]["train-data"]["rows"]
 
 

@@ -103,8 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     for metric, pair in summary["metrics"].items():
         print(f"{metric:>28}: {pair['base']:.4f} → {pair['trained']:.4f}")
     print(f"{'run record':>16}: {summary['run_record']}")
-    data = summary["artifacts"]["train-data"]["path"]
-    parquet = next(Path(data).glob("*.parquet"))
+    data = Path(summary["artifacts"]["train-data"]["path"])
+    parquet = data / ("triplets.parquet" if (data / "triplets.parquet").exists() else "pairs.parquet")
     print(f"\nopen one with:  python -c \"import pandas as pd; print(pd.read_parquet('{parquet}'))\"")
     return 0
 

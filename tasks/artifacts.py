@@ -86,13 +86,22 @@ def read_manifest(folder: Path) -> dict[str, Any] | None:
         return None
 
 
-def _is_intact(folder: Path, manifest: dict[str, Any]) -> bool:
-    """Every file the manifest lists is there with its recorded size and checksum."""
-    for rel, info in manifest.get("files", {}).items():
-        target = folder / rel
-        if not target.is_file() or target.stat().st_size != info["bytes"] or file_sha256(target) != info["sha256"]:
-            return False
-    return True
+def _damaged_files(folder: Path, manifest: dict[str, Any]) -> list[str]:
+    """Files the manifest lists that are missing or differ in size or checksum."""
+    return [
+        rel
+        for rel, info in manifest.get("files", {}).items()
+        if not (folder / rel).is_file()
+        or (folder / rel).stat().st_size != info["bytes"]
+        or file_sha256(folder / rel) != info["sha256"]
+    ]
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write beside the target and rename over it: readers see the old or the new file, never half."""
+    tmp = path.parent / f".tmp-{path.name}-{uuid.uuid4().hex[:8]}"
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def find(data_dir: str | Path, stage: str, key: str) -> ArtifactRef | None:
@@ -101,7 +110,7 @@ def find(data_dir: str | Path, stage: str, key: str) -> ArtifactRef | None:
     manifest = read_manifest(folder)
     if manifest is None:
         return None
-    if not _is_intact(folder, manifest):
+    if _damaged_files(folder, manifest):
         log.warning("artifact %s is damaged (files missing, truncated or changed); recomputing it", folder)
         return None
     return ArtifactRef(stage, key, str(folder), manifest.get("rows"), cached=True)
@@ -214,12 +223,7 @@ def _publish(tmp: Path, final: Path, ref: ArtifactRef) -> ArtifactRef:
 
 def verify(ref: ArtifactRef) -> list[str]:
     """Files whose checksum no longer matches the manifest (empty when intact)."""
-    manifest = read_manifest(ref.folder) or {}
-    return [
-        rel
-        for rel, info in manifest.get("files", {}).items()
-        if not (ref.folder / rel).is_file() or file_sha256(ref.folder / rel) != info["sha256"]
-    ]
+    return _damaged_files(ref.folder, read_manifest(ref.folder) or {})
 
 
 def list_artifacts(data_dir: str | Path) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ import datetime as dt
 import json
 from pathlib import Path
 
-from tasks.artifacts import ArtifactRef, artifacts_root
+from tasks.artifacts import ArtifactRef, artifacts_root, atomic_write_text
 
 
 def champion_file(data_dir: str | Path, slot: str) -> Path:
@@ -62,9 +62,7 @@ def promote_if_better(
             "promoted_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "previous": current,
         }
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(record, indent=2))
-        tmp.replace(path)
+        atomic_write_text(path, json.dumps(record, indent=2))
     champion = read_champion(data_dir, slot)
     decision["champion_after"] = {k: champion[k] for k in ("model_key", "score", "model_path")}
     return decision

@@ -12,7 +12,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from tasks import plots
-from tasks.artifacts import ArtifactRef, artifacts_root, materialize, read_manifest, write_parquet
+from tasks.artifacts import ArtifactRef, artifacts_root, atomic_write_text, materialize, read_manifest, write_parquet
 from tasks.champion import read_champion
 
 
@@ -84,7 +84,5 @@ def write_run_record(data_dir: str, summary: dict) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
     path = folder / f"{stamp}.json"
-    tmp = folder / f".tmp-{stamp}.json"
-    tmp.write_text(json.dumps(summary, indent=2, default=str))
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(summary, indent=2, default=str))
     return path

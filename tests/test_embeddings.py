@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from tasks.embeddings import encode_cached
-from tasks.models import resolve_model
+from tasks.embeddings import batches_by_length, encode_cached, token_lengths
+from tasks.models import load_model, resolve_model
 
 
 def test_cache_encodes_only_new_texts(tmp_path, tiny_bert):
@@ -29,3 +29,29 @@ def test_cache_is_per_model(tmp_path, tiny_bert):
     encode_cached(tmp_path, tiny, ["a cat"])
     vectors, encoded = encode_cached(tmp_path, minilm, ["a cat"])
     assert encoded == 1 and vectors.shape == (1, 384)
+
+
+def test_batches_follow_token_length_and_cover_every_text():
+    texts = ["a", "bb", "ccc", "dddd", "e"]
+    lengths = [5, 1, 9, 3, 5]
+    batches = batches_by_length(texts, lengths, batch_size=2)
+    assert [len(b) for b in batches] == [2, 2, 1]
+    flat = [i for b in batches for i in b]
+    assert sorted(flat) == list(range(len(texts)))
+    assert [lengths[i] for i in flat] == sorted(lengths, reverse=True)
+
+
+def test_length_batched_vectors_match_plain_encoding_in_input_order(tmp_path):
+    """Batching by token length must not change which vector belongs to which text."""
+    model = resolve_model("sentence-transformers/all-MiniLM-L6-v2")
+    texts = [
+        "A man is playing a guitar on a crowded street corner while people walk past.",
+        "Dogs run.",
+        "The committee postponed its decision until the financial report was published next spring.",
+        "Rain.",
+        "Two children are building a sandcastle at the beach.",
+    ]
+    ours, _ = encode_cached(tmp_path, model, texts, batch_size=2)
+    plain = load_model(model).encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+    np.testing.assert_allclose(ours, plain, atol=1e-5)
+    assert token_lengths(load_model(model), texts)[3] < token_lengths(load_model(model), texts)[2]

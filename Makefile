@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?= -p negatives=semi-hard
 
-.PHONY: setup run test lint bench server deploy worker
+.PHONY: setup run test lint bench bench-gpu server deploy worker
 
 setup: $(VENV)/.installed
 
@@ -39,3 +39,8 @@ worker: setup
 bench: setup
 	$(PY) bench/mining.py
 	$(PY) bench/training_overhead.py
+
+# On a GPU worker: the strong recipe's samples/s and MFU against the same recipe without its
+# no-duplicates sampler and mixed precision
+bench-gpu: setup
+	$(PY) bench/strong_recipe.py

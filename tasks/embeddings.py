@@ -62,8 +62,11 @@ def token_lengths(encoder, texts: Sequence[str]) -> list[int]:
     if tokenizer is None:
         return [len(t) for t in texts]
     limit = encoder.max_seq_length or None
-    ids = tokenizer(list(texts), truncation=limit is not None, max_length=limit)["input_ids"]
-    return [len(i) for i in ids]
+    lengths: list[int] = []
+    for start in range(0, len(texts), 10_000):  # in slices, so a large corpus never holds all its token ids
+        ids = tokenizer(list(texts[start : start + 10_000]), truncation=limit is not None, max_length=limit)
+        lengths += [len(i) for i in ids["input_ids"]]
+    return lengths
 
 
 def batches_by_length(texts: Sequence[str], lengths: Sequence[int], batch_size: int) -> list[list[int]]:

@@ -111,9 +111,10 @@ def padding(batch_size: int = 64) -> dict:
     ``encode``) and by token count (ours), over the texts a cold mine encodes."""
     from tasks.embeddings import batches_by_length, token_lengths
     from tasks.models import load_model, resolve_model
+    from tasks.negatives import texts_to_encode
 
     _, mnr, pool = _inputs()
-    texts = list(dict.fromkeys([*mnr["anchor"], *mnr["positive"], *pool]))
+    texts = texts_to_encode(mnr, pool)
     tokens = token_lengths(load_model(resolve_model(MINER)), texts)
 
     def ratio(batches) -> float:

@@ -25,32 +25,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-MINILM = "sentence-transformers/all-MiniLM-L6-v2"
-
+from bench.data import MINILM, triplets  # noqa: E402
 from bench.isolation import isolated  # noqa: E402
 
 
-def prepare(folder: Path, negatives: str) -> Path:
-    """Triplets of the bundled sample: semi-hard (mined with the bundled miner) or soft."""
-    import pandas as pd
-
-    from tasks.labels import mnr_pairs
-    from tasks.models import resolve_model
-    from tasks.negatives import MiningConfig, mine_semi_hard, soft_negatives
-    from tasks.sources import DEFAULT_NLI_SAMPLE
-
-    raw = pd.read_parquet(DEFAULT_NLI_SAMPLE)[["premise", "hypothesis", "label"]]
-    mnr = mnr_pairs(raw)
-    if negatives == "semi-hard":
-        triplets, _ = mine_semi_hard(mnr, raw, resolve_model(MINILM), folder, MiningConfig(strategy="semi-hard"))
-    else:
-        triplets = soft_negatives(mnr, raw, MiningConfig())
-    path = folder / "triplets.parquet"
-    triplets[["anchor", "positive", "negative"]].to_parquet(path)
-    return path
-
-
-def variant(triplets: str, out: str, model: str, config: dict) -> dict:
+def variant(data: str, out: str, model: str, config: dict) -> dict:
     import pandas as pd
 
     from tasks.evaluation import sts_validation
@@ -58,7 +37,7 @@ def variant(triplets: str, out: str, model: str, config: dict) -> dict:
     from tasks.training import TrainConfig, train_model
 
     summary = train_model(
-        resolve_model(model).location, pd.read_parquet(triplets), sts_validation(), TrainConfig(**config), Path(out)
+        resolve_model(model).location, pd.read_parquet(data), sts_validation(), TrainConfig(**config), Path(out)
     )
     keep = ("device", "mixed_precision", "steps", "seconds", "samples_per_second", "tokens_per_second", "mfu")
     return {k: summary[k] for k in keep}
@@ -73,24 +52,23 @@ def main() -> None:
     parser.add_argument("--negatives", choices=("semi-hard", "soft"), default="semi-hard")
     parser.add_argument("--model", default=MINILM, help="a hub name or a local model folder")
     args = parser.parse_args()
-    strong = RECIPES["strong"]
-    config = {
-        "loss": "mnr",
+    from dataclasses import fields
+
+    from tasks.training import TrainConfig
+
+    # the recipe's training settings as the flow would pass them, for a fixed number of steps
+    trainable = {f.name for f in fields(TrainConfig)}
+    config = {k: v for k, v in RECIPES["strong"].items() if k in trainable} | {
         "batch_size": args.batch_size,
-        "mini_batch_size": strong["mini_batch_size"],
-        "learning_rate": strong["learning_rate"],
-        "warmup_steps": strong["warmup_steps"],
-        "precision": strong["precision"],
-        "batch_sampler": strong["batch_sampler"],
         "max_steps": args.steps,
         "eval_steps": 0,
         "checkpoint_steps": 0,
     }
     plain = {**config, "precision": "fp32", "batch_sampler": "batch_sampler"}
     with tempfile.TemporaryDirectory() as tmp:
-        triplets = str(prepare(Path(tmp), args.negatives))
-        ours = isolated(variant, triplets=triplets, out=f"{tmp}/strong", model=args.model, config=config)
-        base = isolated(variant, triplets=triplets, out=f"{tmp}/plain", model=args.model, config=plain)
+        data = str(triplets(Path(tmp), args.negatives))
+        ours = isolated(variant, data=data, out=f"{tmp}/strong", model=args.model, config=config)
+        base = isolated(variant, data=data, out=f"{tmp}/plain", model=args.model, config=plain)
     results = ROOT / "bench" / "results"
     results.mkdir(parents=True, exist_ok=True)
     (results / "strong_recipe.json").write_text(json.dumps({"strong": ours, "plain": base}, indent=2))

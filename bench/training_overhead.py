@@ -22,25 +22,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-MINILM = "sentence-transformers/all-MiniLM-L6-v2"
-
+from bench.data import MINILM, triplets  # noqa: E402
 from bench.isolation import isolated  # noqa: E402
 
 
-def prepare(folder: Path) -> Path:
-    import pandas as pd
-
-    from tasks.labels import mnr_pairs
-    from tasks.negatives import MiningConfig, soft_negatives
-    from tasks.sources import DEFAULT_NLI_SAMPLE
-
-    raw = pd.read_parquet(DEFAULT_NLI_SAMPLE)[["premise", "hypothesis", "label"]]
-    path = folder / "triplets.parquet"
-    soft_negatives(mnr_pairs(raw), raw, MiningConfig()).to_parquet(path)
-    return path
-
-
-def bare(triplets: str, out: str, steps: int) -> dict:
+def bare(data: str, out: str, steps: int) -> dict:
     """The sentence-transformers example, nothing else."""
     import pandas as pd
     from datasets import Dataset
@@ -51,7 +37,7 @@ def bare(triplets: str, out: str, steps: int) -> dict:
 
     started = time.perf_counter()
     model = SentenceTransformer(str(bundled_minilm_dir()))
-    dataset = Dataset.from_pandas(pd.read_parquet(triplets)[["anchor", "positive", "negative"]], preserve_index=False)
+    dataset = Dataset.from_pandas(pd.read_parquet(data), preserve_index=False)
     args = SentenceTransformerTrainingArguments(
         output_dir=f"{out}/trainer",
         max_steps=steps,
@@ -72,7 +58,7 @@ def bare(triplets: str, out: str, steps: int) -> dict:
     return {"seconds": time.perf_counter() - started}
 
 
-def pipeline(triplets: str, out: str, steps: int) -> dict:
+def pipeline(data: str, out: str, steps: int) -> dict:
     """The pipeline's train stage, as a Prefect task in a flow."""
     from prefect import flow
     from prefect.testing.utilities import prefect_test_harness
@@ -82,13 +68,13 @@ def pipeline(triplets: str, out: str, steps: int) -> dict:
     from tasks.models import resolve_model
     from tasks.training import TrainConfig
 
-    data = ArtifactRef("triplets", "bench", str(Path(triplets).parent))
+    ref = ArtifactRef("triplets", "bench", str(Path(data).parent))
     config = TrainConfig(loss="mnr", batch_size=32, warmup_steps=10, eval_steps=0, max_steps=steps)
 
     @flow
     def train_only() -> float:
         started = time.perf_counter()
-        stages.train(data, resolve_model(MINILM), config, out)
+        stages.train(ref, resolve_model(MINILM), config, out)
         return time.perf_counter() - started
 
     with prefect_test_harness(server_startup_timeout=120):
@@ -101,11 +87,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        triplets = str(prepare(Path(tmp)))
+        data = str(triplets(Path(tmp)))
         bare_s, ours_s = [], []
         for i in range(args.repeats):  # alternate, so drift in machine load hits both
-            bare_s.append(isolated(bare, triplets=triplets, out=f"{tmp}/bare{i}", steps=args.steps)["seconds"])
-            ours_s.append(isolated(pipeline, triplets=triplets, out=f"{tmp}/ours{i}", steps=args.steps)["seconds"])
+            bare_s.append(isolated(bare, data=data, out=f"{tmp}/bare{i}", steps=args.steps)["seconds"])
+            ours_s.append(isolated(pipeline, data=data, out=f"{tmp}/ours{i}", steps=args.steps)["seconds"])
     best_bare, best_ours = min(bare_s), min(ours_s)
     print(f"| variant | wall s (best of {args.repeats}) | ratio |")
     print("|---|---|---|")

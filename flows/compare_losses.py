@@ -55,20 +55,8 @@ def compare_losses(
     data_dir: str = "data",
 ) -> dict:
     """Train every cell of the grid on the same data and compare them with the base model."""
+    shared = {name: value for name, value in locals().items() if name != "grid"}  # the cells' common settings
     grid = list(grid)
-    shared = {
-        "nli_source": nli_source,
-        "max_pairs": max_pairs,
-        "base_model": base_model,
-        "miner_model": miner_model,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "learning_rate": learning_rate,
-        "seed": seed,
-        "max_steps": max_steps,
-        "eval_limit": eval_limit,
-        "data_dir": data_dir,
-    }
     unknown = [cell for cell in grid if cell_parameters(cell)["loss"] not in ("softmax", "cosine", "mnr")]
     if unknown:
         raise ValueError(f"parameter grid: unknown cells {unknown}; use e.g. {list(GRID)}")

@@ -80,6 +80,15 @@ def batches_by_length(texts: Sequence[str], lengths: Sequence[int], batch_size: 
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
+def _encode_batch(encoder, texts: list[str], bar) -> np.ndarray:
+    """One ``encode`` call per batch: given a longer list, it would re-order it by characters."""
+    vectors = encoder.encode(
+        texts, batch_size=len(texts), normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+    )
+    bar.update(len(texts))
+    return vectors
+
+
 def encode_cached(
     data_dir: str | Path,
     model: ResolvedModel,
@@ -103,27 +112,13 @@ def encode_cached(
         todo_hashes, todo = list(missing), list(missing.values())
         batches = batches_by_length(todo, token_lengths(encoder, todo), batch_size)
         per_shard = max(1, chunk // batch_size)
-        done = 0
         with tqdm(total=len(todo), desc="encoding", unit="text") as bar:
             for first in range(0, len(batches), per_shard):
-                positions = [i for batch in batches[first : first + per_shard] for i in batch]
-                fresh = []
-                for batch in batches[first : first + per_shard]:
-                    # one call per batch: encode() would re-order a longer list by characters
-                    fresh.append(
-                        encoder.encode(
-                            [todo[i] for i in batch],
-                            batch_size=len(batch),
-                            normalize_embeddings=True,
-                            convert_to_numpy=True,
-                            show_progress_bar=False,
-                        )
-                    )
-                    bar.update(len(batch))
-                _write_shard(store, [todo_hashes[i] for i in positions], np.concatenate(fresh).astype(np.float32))
-                done += len(positions)
+                shard = batches[first : first + per_shard]
+                fresh = np.concatenate([_encode_batch(encoder, [todo[i] for i in batch], bar) for batch in shard])
+                _write_shard(store, [todo_hashes[i] for batch in shard for i in batch], fresh)
                 if progress:
-                    progress(done / len(todo))
+                    progress(bar.n / len(todo))
         index, matrix = _read_store(store)
     assert matrix is not None
     return matrix[[index[h] for h in hashes]], len(missing)

@@ -216,6 +216,11 @@ def diagnostics(mnr: pd.DataFrame, triplets: pd.DataFrame, config: MiningConfig)
     return facts
 
 
+def texts_to_encode(mnr: pd.DataFrame, pool: list[str]) -> list[str]:
+    """Each distinct anchor, positive and candidate once, in first-seen order."""
+    return list(dict.fromkeys([*mnr["anchor"], *mnr["positive"], *pool]))
+
+
 def mine_semi_hard(
     mnr: pd.DataFrame,
     raw_pairs: pd.DataFrame,
@@ -226,7 +231,7 @@ def mine_semi_hard(
 ) -> tuple[pd.DataFrame, dict]:
     """Encode anchors, positives and candidates once each (cached), then mine; returns negatives and facts."""
     pool = candidate_pool(raw_pairs)
-    texts = list(dict.fromkeys([*mnr["anchor"], *mnr["positive"], *pool]))
+    texts = texts_to_encode(mnr, pool)
     vectors, encoded = encode_cached(data_dir, miner, texts, progress=progress)
     row = {t: i for i, t in enumerate(texts)}
 

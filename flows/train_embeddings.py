@@ -1,4 +1,4 @@
-"""The `train-embeddings` flow: NLI pairs → loss format → negatives → training → evaluation → report.
+"""The `train-embeddings` flow: NLI pairs → loss format → negatives → tokens → training → evaluation → report.
 
 Every stage writes an artifact under ``<data_dir>/artifacts/<stage>/<key>/`` whose key derives
 from all that determines it, so a re-run with the same parameters is served from those
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import os
+from dataclasses import fields
 from pathlib import Path
 
 from prefect import flow, get_run_logger
@@ -25,6 +26,11 @@ from tasks.sources import DEFAULT_NLI_SAMPLE, REPO_ROOT
 from tasks.training import TrainConfig
 
 BUNDLED_MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def build_config(cls, parameters: dict):
+    """A config dataclass from the flow's flat parameters, by keyword: each field named once, never by position."""
+    return cls(**{f.name: parameters[f.name] for f in fields(cls) if f.name in parameters})
 
 
 def check_parameters(loss: str, mining: MiningConfig, max_pairs: int | None, promote_metric: str) -> None:
@@ -70,6 +76,9 @@ def train_embeddings(
     batch_sampler: str = "batch_sampler",
     mini_batch_size: int = 0,
     checkpoint_steps: int = 500,
+    unpad: bool = True,
+    attention: str = "auto",
+    compile: bool = False,
     recipe: str | None = None,
     promote_metric: str = "stsb_test_spearman",
 ) -> dict:
@@ -83,31 +92,8 @@ def train_embeddings(
     """
     p = apply_recipe(recipe, dict(locals()), FLOW_DEFAULTS)
     negatives = p["negatives"] or ("soft" if p["loss"] == "mnr" else "none")  # the seed's MNR: soft negatives
-    mining = MiningConfig(
-        negatives,
-        p["num_negatives"],
-        p["range_min"],
-        p["range_max"],
-        p["max_score"],
-        p["margin"],
-        p["sampling"],
-        p["negatives_layout"],
-        p["seed"],
-    )
-    config = TrainConfig(
-        p["loss"],
-        p["epochs"],
-        p["batch_size"],
-        p["learning_rate"],
-        p["warmup_steps"],
-        p["eval_steps"],
-        p["max_steps"],
-        p["seed"],
-        precision=p["precision"],
-        batch_sampler=p["batch_sampler"],
-        mini_batch_size=p["mini_batch_size"],
-        checkpoint_steps=p["checkpoint_steps"],
-    )
+    mining = build_config(MiningConfig, p | {"strategy": negatives, "layout": p["negatives_layout"]})
+    config = build_config(TrainConfig, p)
     check_parameters(p["loss"], mining, p["max_pairs"], p["promote_metric"])
     config.check()
     log = get_run_logger()
@@ -123,16 +109,18 @@ def train_embeddings(
     miner = resolve_model(p["miner_model"]) if negatives == "semi-hard" else None
     if negatives != "none":
         train_data = stages.mine_negatives(pairs, raw, mining, miner, data_dir)
-    # 4. Train
+    # 4. Token ids, once per data and tokenizer
     base = resolve_model(p["base_model"])
-    model = stages.train(train_data, base, config, data_dir)
-    # 5. Evaluate the base and the trained model
+    ids = stages.tokenize(train_data, base, p["loss"], data_dir)
+    # 5. Train
+    model = stages.train(ids, base, config, data_dir)
+    # 6. Evaluate the base and the trained model
     base_metrics = stages.evaluate(base, [], p["eval_limit"], data_dir)
     trained_metrics = stages.evaluate(stages.trained_model(model), [model], p["eval_limit"], data_dir)
-    # 6. Promote to champion only if it beats the current one
+    # 7. Promote to champion only if it beats the current one
     decision = stages.promote(model, trained_metrics, p["promote_metric"], data_dir)
-    # 7. Report
-    refs = {"pairs": raw, "loss-format": pairs, "train-data": train_data, "model": model}
+    # 8. Report
+    refs = {"pairs": raw, "loss-format": pairs, "train-data": train_data, "tokens": ids, "model": model}
     refs |= {"base-metrics": base_metrics, "trained-metrics": trained_metrics}
     refs["report"] = reporting.report(base_metrics, trained_metrics, refs, decision, data_dir)
 

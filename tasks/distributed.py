@@ -14,7 +14,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 
+from tasks.tokens import TokenizedData, TokenizerSpec
 from tasks.training import TrainConfig, train_model
 
 
@@ -28,14 +30,29 @@ def processes_for(config: TrainConfig) -> int:
 
 
 def train_distributed(
-    model_location: str, train: pd.DataFrame, sts_validation: pd.DataFrame, config: TrainConfig, out_dir: Path
+    model_location: str,
+    train: pd.DataFrame | TokenizedData,
+    sts_validation: pd.DataFrame,
+    config: TrainConfig,
+    out_dir: Path,
 ) -> dict:
     """Run ``train_model`` under torchrun with ``processes_for(config)`` processes; return its summary."""
     spec_dir = out_dir / "_ddp"
     spec_dir.mkdir(parents=True, exist_ok=True)
-    train.to_parquet(spec_dir / "train.parquet")
+    tokenizer = None
+    if isinstance(train, TokenizedData):
+        pq.write_table(train.table, spec_dir / "train.parquet")
+        tokenizer = train.spec.as_dict()
+    else:
+        train.to_parquet(spec_dir / "train.parquet")
     sts_validation.to_parquet(spec_dir / "sts.parquet")
-    spec = {"model": model_location, "config": asdict(config), "out": str(out_dir), "dir": str(spec_dir)}
+    spec = {
+        "model": model_location,
+        "config": asdict(config),
+        "out": str(out_dir),
+        "dir": str(spec_dir),
+        "tokenizer": tokenizer,
+    }
     (spec_dir / "spec.json").write_text(json.dumps(spec))
     command = [
         sys.executable,
@@ -61,9 +78,14 @@ def main(spec_path: str) -> None:
     """Entry point of each torchrun process."""
     spec = json.loads(Path(spec_path).read_text())
     folder = Path(spec["dir"])
+    train: pd.DataFrame | TokenizedData = pd.read_parquet(folder / "train.parquet")
+    if spec["tokenizer"]:
+        tokenizer = spec["tokenizer"]
+        token_spec = TokenizerSpec(tokenizer["fingerprint"], tokenizer["max_seq_length"], tuple(tokenizer["features"]))
+        train = TokenizedData(pq.read_table(folder / "train.parquet"), token_spec, str(folder / "train.parquet"))
     train_model(
         spec["model"],
-        pd.read_parquet(folder / "train.parquet"),
+        train,
         pd.read_parquet(folder / "sts.parquet"),
         TrainConfig(**spec["config"]),
         Path(spec["out"]),

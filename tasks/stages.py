@@ -17,13 +17,13 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from tasks import champion, distributed, evaluation, labels, negatives, plots, sources, training
+from tasks import champion, distributed, evaluation, labels, negatives, plots, sources, tokens, training
 from tasks.artifacts import ArtifactRef, materialize, read_manifest, write_parquet
 from tasks.models import ResolvedModel, load_model
 from tasks.progress import StageProgress, TrainingProgress
 
 # Bump a stage's version when its code changes what it writes: its key and those downstream move.
-VERSIONS = {"raw": 1, "pairs": 1, "triplets": 2, "models": 1, "metrics": 1}
+VERSIONS = {"raw": 1, "pairs": 1, "triplets": 2, "tokens": 1, "models": 2, "metrics": 1}
 
 
 def _read(ref: ArtifactRef, name: str) -> pd.DataFrame:
@@ -104,22 +104,47 @@ def mine_negatives(
     return _logged(ref)
 
 
+@task(name="tokenize", cache_policy=NO_CACHE)
+def tokenize(data: ArtifactRef, base: ResolvedModel, loss: str, data_dir: str) -> ArtifactRef:
+    """Token ids of the training data, made once with the model's own preprocessing (``tasks/tokens.py``).
+
+    Keyed by its parent, the tokenizer's fingerprint and max_seq_length, so another learning rate or
+    epoch count re-uses it, and another tokenizer or length never does.
+    """
+    model = load_model(base, device="cpu")
+    spec = tokens.tokenizer_spec(model)
+    info: dict = {"tokenizer": spec.as_dict(), "base_model": asdict(base)}
+
+    def build(folder):
+        frame = _read(data, "triplets.parquet" if data.stage == "triplets" else "pairs.parquet")
+        progress = StageProgress(f"tokenizing with {base.name}")
+        table = tokens.tokenize_frame(frame, loss, model, progress=progress.update)
+        info["columns"] = tokens.describe(table, spec)
+        tokens.lengths_histogram(table, folder / "lengths.png")
+        return tokens.write_tokens(table, folder)
+
+    params = {"tokenizer": spec.fingerprint, "max_seq_length": spec.max_seq_length, "loss": loss}
+    return _logged(materialize(data_dir, "tokens", VERSIONS["tokens"], params, [data], build, extra=info))
+
+
+def read_tokens(ref: ArtifactRef) -> tokens.TokenizedData:
+    return tokens.read_tokens(ref.folder, read_manifest(ref.folder) or {})
+
+
 @task(name="train-model", cache_policy=NO_CACHE)
 def train(data: ArtifactRef, base: ResolvedModel, config: training.TrainConfig, data_dir: str) -> ArtifactRef:
-    """A sentence-transformers model trained on the stage's Parquet with the configured loss."""
-    file = "triplets.parquet" if data.stage == "triplets" else "pairs.parquet"
+    """A sentence-transformers model trained on the tokens stage's ids with the configured loss."""
     info: dict = {"base_model": asdict(base)}
 
     def build(folder):
         get_run_logger().info("training %s with %s loss on %s", base.name, config.loss, training.device_name())
+        ids = read_tokens(data)
         if distributed.processes_for(config) > 1:
-            summary = distributed.train_distributed(
-                base.location, _read(data, file), evaluation.sts_validation(), config, folder
-            )
+            summary = distributed.train_distributed(base.location, ids, evaluation.sts_validation(), config, folder)
         else:
             summary = training.train_model(
                 base.location,
-                _read(data, file),
+                ids,
                 evaluation.sts_validation(),
                 config,
                 folder,
@@ -127,11 +152,12 @@ def train(data: ArtifactRef, base: ResolvedModel, config: training.TrainConfig, 
             )
         info["training"] = {k: v for k, v in summary.items() if k != "log_history"}
         get_run_logger().info(
-            "trained %s steps on %s: %s samples/s, %s tokens/s, MFU %s",
+            "trained %s steps on %s: %s samples/s, %s tokens/s, %sx padded tokens, MFU %s",
             summary["steps"],
             summary["device"],
             summary["samples_per_second"],
             summary["tokens_per_second"],
+            summary["padded_tokens_per_real"],
             summary["mfu"],
         )
         return summary["rows"]

@@ -1,7 +1,10 @@
 """Train a sentence-embedding model with SentenceTransformerTrainer around the chosen loss.
 
 Reads like the seed notebook: model, data, loss, evaluator, arguments, trainer, train, save.
-CUDA with fp16 when present, CPU otherwise; no experiment tracker unless ``report_to`` asks.
+The data are token ids (the tokens stage), so the training loop only pads, and the model computes
+on real tokens (flash attention's unpadding, else length-grouped chunks: ``tasks/batches.py``).
+On CUDA: mixed precision, fused AdamW, TF32, data-loader workers with pinned memory; CPU trains
+in fp32 as before. No experiment tracker unless ``report_to`` asks.
 """
 
 from __future__ import annotations
@@ -9,17 +12,17 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from safetensors.torch import load_file, save_file
 from transformers import TrainerCallback, set_seed
 
-from tasks.labels import COLUMNS
+from tasks import tokens
 
 log = logging.getLogger(__name__)
 LOSS_HEAD = "loss_head.safetensors"
@@ -41,9 +44,15 @@ class TrainConfig:
     report_to: str = "none"
     precision: str = "fp16"  # on CUDA: "fp16", "bf16" (fp16 where bf16 is unsupported) or "fp32"; CPU: fp32
     batch_sampler: str = "batch_sampler"  # or "no_duplicates": no text twice in a batch (MNR)
-    mini_batch_size: int = 0  # > 0 with mnr: CachedMultipleNegativesRankingLoss with this mini batch
+    # > 0 with mnr: CachedMultipleNegativesRankingLoss with this mini batch; 0: plain MNR;
+    # -1: plain MNR when the batch fits in GPU memory, else the cached loss with mini batches of 32
+    mini_batch_size: int = 0
     checkpoint_steps: int = 500  # a checkpoint every N steps, to resume an interrupted run (0: none)
     processes: int = 0  # data-parallel training processes; 0: one per GPU when there are several, else 1
+    unpad: bool = True  # compute on real tokens: flash attention's unpadding, else length-grouped chunks
+    attention: str = "auto"  # "auto": flash attention where installed on CUDA, else SDPA; or a transformers name
+    compile: bool = False  # torch.compile the model (measured in bench/training_throughput.py)
+    dataloader_workers: int = -1  # -1: 2 on CUDA (with pinned memory), 0 on CPU
 
     def check(self) -> None:
         if self.precision not in ("fp16", "bf16", "fp32"):
@@ -52,8 +61,16 @@ class TrainConfig:
             raise ValueError(
                 f"parameter batch_sampler: {self.batch_sampler!r} is not 'batch_sampler' or 'no_duplicates'"
             )
-        if self.mini_batch_size and self.loss != "mnr":
+        if self.mini_batch_size > 0 and self.loss != "mnr":
             raise ValueError("parameter mini_batch_size: the cached loss applies to loss 'mnr' only")
+        if self.mini_batch_size < -1:
+            raise ValueError(f"parameter mini_batch_size: -1 (auto), 0 (plain) or a size, got {self.mini_batch_size}")
+        if self.attention not in ATTENTION:
+            raise ValueError(f"parameter attention: {self.attention!r} is not one of {ATTENTION}")
+
+
+ATTENTION = ("auto", "sdpa", "eager", "flash_attention_2", "flash_attention_3", "flash_attention_4")
+CACHED_MINI_BATCH = 32  # the cached loss's mini batch when "auto" finds that a batch would not fit
 
 
 def mixed_precision(precision: str) -> str:
@@ -91,44 +108,100 @@ def build_loss(model, loss: str, mini_batch_size: int = 0):
 
 def training_columns(train: pd.DataFrame, loss: str) -> list[str]:
     """The columns the loss reads, in the order it reads them (negative last, when mined)."""
-    columns = list(COLUMNS[loss])
-    if loss == "mnr":
-        columns += [c for c in train.columns if re.fullmatch(r"negative(_\d+)?", c)]
-    return columns
+    label = [c for c in tokens.LABEL_COLUMNS if c in train.columns and loss != "mnr"]
+    return tokens.text_columns(train, loss) + label
+
+
+def attention_implementation(requested: str) -> str | None:
+    """The attention kernel to load the model with: flash attention where it is installed and the GPU
+    can run it (sentence-transformers then unpads text by itself), else the model's default (SDPA)."""
+    import torch
+
+    if requested != "auto":
+        return requested
+    if not torch.cuda.is_available():
+        return None
+    from transformers.utils import import_utils
+
+    major = torch.cuda.get_device_capability()[0]
+    for name, check, min_major in (
+        ("flash_attention_4", "is_flash_attn_4_available", 9),
+        ("flash_attention_3", "is_flash_attn_3_available", 9),
+        ("flash_attention_2", "is_flash_attn_2_available", 8),
+    ):
+        if major >= min_major and getattr(import_utils, check, lambda: False)():
+            return name
+    return None
+
+
+def load_for_training(model_location: str, attention: str):
+    """The SentenceTransformer to train; a flash-attention build that fails to load falls back to SDPA."""
+    from sentence_transformers import SentenceTransformer
+
+    implementation = attention_implementation(attention)
+    if implementation is None:
+        return SentenceTransformer(model_location, trust_remote_code=False), "default"
+    try:
+        kwargs = {"attn_implementation": implementation}
+        return SentenceTransformer(model_location, trust_remote_code=False, model_kwargs=kwargs), implementation
+    except (ImportError, ValueError, RuntimeError) as exc:
+        if attention != "auto":
+            raise
+        log.warning("attention %s unavailable (%s); using the default", implementation, exc)
+        return SentenceTransformer(model_location, trust_remote_code=False), "default"
+
+
+def activation_bytes(model, tokens_per_step: float) -> float:
+    """Rough activation memory of one training step: about 34 bytes per token, layer and hidden unit
+    in 16-bit precision (Korthikanti et al., 2022, without the attention matrix that SDPA never stores)."""
+    config = model[0].auto_model.config
+    layers = getattr(config, "num_hidden_layers", 12)
+    hidden = getattr(config, "hidden_size", 768)
+    return 34.0 * tokens_per_step * layers * hidden
+
+
+def resolve_mini_batch(config: TrainConfig, model, data: tokens.TokenizedData) -> int:
+    """The cached loss only when asked, or, with "auto" (-1), when a plain batch would not fit."""
+    import torch
+
+    if config.mini_batch_size >= 0 or config.loss != "mnr":
+        return max(0, config.mini_batch_size)
+    if not torch.cuda.is_available():
+        return 0
+    per_row = sum(float(np.percentile(v, 99)) for v in tokens.token_lengths(data.table).values())
+    weights = 16.0 * sum(p.numel() for p in model.parameters())  # weights, gradients, two Adam moments
+    free = torch.cuda.mem_get_info()[0]
+    needed = activation_bytes(model, per_row * config.batch_size) + weights
+    return 0 if needed < 0.7 * free else CACHED_MINI_BATCH
 
 
 # Dense fp16/bf16 tensor-core peak, TFLOP/s, by GPU name: the denominator of model FLOPs utilisation.
 PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10": 125.0, "V100": 125.0}
 
 
-def throughput(model, train: pd.DataFrame, columns: list[str], samples: int, seconds: float) -> dict:
-    """Samples and tokens per second, and on a known GPU an estimate of model FLOPs utilisation.
+def training_flops_per_token(model) -> float:
+    """6 x parameters (forward and backward), the usual estimate for a dense transformer."""
+    return 6.0 * sum(p.numel() for p in model.parameters())
 
-    Tokens are counted with the model's tokenizer, truncated as in training; training FLOPs are
-    estimated as 6 × parameters × tokens (forward and backward).
-    """
+
+def throughput(model, data: tokens.TokenizedData, samples: int, seconds: float, pad_ratio: float | None) -> dict:
+    """Samples and real tokens per second, padding, and on a known GPU model FLOPs utilisation."""
     import torch
 
-    lengths = 0
-    for column in columns:
-        if train[column].dtype == object or pd.api.types.is_string_dtype(train[column]):
-            encoded = model.tokenizer(
-                train[column].astype(str).tolist(), truncation=True, max_length=model.max_seq_length
-            )
-            lengths += sum(len(ids) for ids in encoded["input_ids"])
-    tokens_per_sample = lengths / max(1, len(train))
+    real = sum(int(v.sum()) for v in tokens.token_lengths(data.table).values())
+    tokens_per_sample = real / max(1, len(data))
     out = {
         "samples_per_second": round(samples / seconds, 2),
         "tokens_per_second": round(samples * tokens_per_sample / seconds, 1),
         "tokens_per_sample": round(tokens_per_sample, 1),
+        "padded_tokens_per_real": pad_ratio,
         "mfu": None,
     }
     if torch.cuda.is_available():
         name = torch.cuda.get_device_name(0)
         peak = next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
         if peak:
-            params = sum(p.numel() for p in model.parameters())
-            out["mfu"] = round(6 * params * out["tokens_per_second"] / (peak * 1e12), 4)
+            out["mfu"] = round(training_flops_per_token(model) * out["tokens_per_second"] / (peak * 1e12), 4)
     return out
 
 
@@ -160,37 +233,55 @@ def last_whole_checkpoint(folder: Path) -> Path | None:
 
 def loss_head(loss) -> dict:
     """The loss's own weights (SoftmaxLoss's classifier), without the model's."""
+    from tasks.batches import inner_loss
+
+    loss = inner_loss(loss)
     return {k: v.detach().contiguous() for k, v in loss.state_dict().items() if not k.startswith("model.")}
 
 
 def train_model(
     model_location: str,
-    train: pd.DataFrame,
+    train: pd.DataFrame | tokens.TokenizedData,
     sts_validation: pd.DataFrame,
     config: TrainConfig,
     out_dir: Path,
     callbacks: list | None = None,
 ) -> dict:
-    """Train and save to ``out_dir/model``; returns the log history and throughput."""
+    """Train and save to ``out_dir/model``; returns the log history and throughput.
+
+    ``train`` is token ids from the tokens stage (checked against the model's tokenizer), or texts,
+    which are tokenised here first with the same function.
+    """
     import torch
-    from datasets import Dataset
-    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
+    from sentence_transformers import SentenceTransformerTrainer
     from sentence_transformers.evaluation import EmbeddingSimilarityEvaluator
     from sentence_transformers.training_args import SentenceTransformerTrainingArguments
+
+    from tasks import batches
 
     os.environ.setdefault("WANDB_DISABLED", "true")
     cuda = torch.cuda.is_available()
     precision = mixed_precision(config.precision)
 
-    # Model: the base model, on the GPU when there is one
-    model = SentenceTransformer(model_location, trust_remote_code=False)
+    # Model: the base model, on the GPU when there is one, with flash attention where installed
+    model, attention = load_for_training(model_location, config.attention)
 
-    # Data: exactly the loss's columns, in its order
-    dataset = Dataset.from_pandas(train[training_columns(train, config.loss)], preserve_index=False)
+    # Data: token ids in the loss's column order; made here from texts if not given
+    spec = tokens.tokenizer_spec(model)
+    data = train if isinstance(train, tokens.TokenizedData) else None
+    if data is None:
+        data = tokens.TokenizedData(tokens.tokenize_frame(train, config.loss, model), spec)
+    data.check_against(spec)
+    dataset = batches.token_dataset(data)
 
-    # Loss (seeded first: SoftmaxLoss draws its classifier's initial weights)
+    # Loss (seeded first: SoftmaxLoss draws its classifier's initial weights); the cached loss only
+    # when asked or when a batch would not fit
     set_seed(config.seed)
-    loss = build_loss(model, config.loss, config.mini_batch_size)
+    mini_batch = resolve_mini_batch(config, model, data)
+    loss = build_loss(model, config.loss, mini_batch)
+    grouped = config.unpad and mini_batch == 0
+    collator = batches.build_collator(model, data, grouped, "cuda" if cuda else "cpu")
+    train_loss = batches.GroupedForwardLoss(loss) if collator.mode != "columns" else loss
 
     # Evaluator: STS-B validation, Spearman of cosine similarity against gold / 5
     evaluator = EmbeddingSimilarityEvaluator(
@@ -202,7 +293,9 @@ def train_model(
         write_csv=False,
     )
 
-    # Arguments: the seed's recipe by default; mixed precision on CUDA only; checkpoints for resuming
+    # Arguments: the seed's recipe by default; mixed precision, fused AdamW, TF32 and loader workers
+    # on CUDA only; checkpoints for resuming
+    workers = config.dataloader_workers if config.dataloader_workers >= 0 else (2 if cuda else 0)
     args = SentenceTransformerTrainingArguments(
         output_dir=str(out_dir / "_trainer"),
         num_train_epochs=config.epochs,
@@ -213,6 +306,12 @@ def train_model(
         warmup_steps=0.1 if config.warmup_steps < 0 else config.warmup_steps,  # below 1: a share of all steps
         fp16=precision == "fp16",
         bf16=precision == "bf16",
+        optim="adamw_torch_fused" if cuda else "adamw_torch",
+        tf32=True if cuda and torch.cuda.get_device_capability()[0] >= 8 else None,
+        dataloader_num_workers=workers,
+        dataloader_pin_memory=cuda,
+        dataloader_persistent_workers=workers > 0,
+        torch_compile=config.compile,
         batch_sampler=config.batch_sampler,
         eval_strategy="steps" if config.eval_steps > 0 else "no",
         eval_steps=config.eval_steps if config.eval_steps > 0 else None,
@@ -231,9 +330,10 @@ def train_model(
         model=model,
         args=args,
         train_dataset=dataset,
-        loss=loss,
+        loss=train_loss,
         evaluator=evaluator,
-        callbacks=[*(callbacks or []), CheckpointSeal(loss)],
+        data_collator=collator,
+        callbacks=[*(callbacks or []), CheckpointSeal(train_loss)],
     )
     # Resume: an earlier, interrupted build of this artifact left checkpoints behind
     last = last_whole_checkpoint(Path(args.output_dir))
@@ -249,9 +349,13 @@ def train_model(
         return {}
     model.save(str(out_dir / "model"))
     world = max(1, trainer.args.world_size)
+    padding = batches.padding_profile(collator, len(data), config.batch_size, config.seed)
     summary = {
         "device": device_name(),
         "mixed_precision": precision,
+        "attention": attention,
+        "batches": collator.mode,
+        "loss_class": type(loss).__name__,
         "processes": world,
         "steps": result.global_step,
         "train_loss": result.training_loss,
@@ -260,10 +364,10 @@ def train_model(
         "resumed_from": last.name if last else None,
         **throughput(
             model,
-            train,
-            training_columns(train, config.loss),
+            data,
             min(result.global_step * config.batch_size * world, int(len(dataset) * config.epochs)),
             seconds,
+            padding,
         ),
         "config": asdict(config),
         "log_history": trainer.state.log_history,

@@ -7,8 +7,11 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from prefect.testing.utilities import prefect_test_harness
+from sentence_transformers import SentenceTransformer
 
 from flows.train_embeddings import train_embeddings
 from tasks import cli
@@ -48,6 +51,7 @@ def run(prefect_api, tiny_bert, nli_sample, tmp_path_factory):
         return train_embeddings(**(defaults | overrides))
 
     _run.data_dir = root / "data"
+    _run.base_model = tiny_bert
     _run.source = source
     return _run
 
@@ -85,11 +89,30 @@ def test_cold_run_writes_every_artifact(run):
     assert diagnostics["strategy"] == "semi-hard" and diagnostics["index"] == "flat"
     assert diagnostics["pairs_with_negatives"] == len(triplets)
     assert (Path(arts["train-data"]["path"]) / "similarities.png").stat().st_size > 0
+
+    # token ids: integer lists per text column, one row per triplet, made by the base model's tokenizer
+    ids = pq.read_table(f"{arts['tokens']['path']}/tokens.parquet")
+    assert ids.column_names == ["anchor_input_ids", "positive_input_ids", "negative_input_ids"]
+    assert all(pa.types.is_list(f.type) and f.type.value_type == pa.int32() for f in ids.schema)
+    assert ids.num_rows == len(triplets)
+    base = SentenceTransformer(str(run.base_model))
+    expected = base.preprocess(triplets["negative"].head(5).tolist())
+    for row, (ids_row, mask) in enumerate(zip(expected["input_ids"], expected["attention_mask"])):
+        assert ids.column("negative_input_ids")[row].as_py() == ids_row[mask.bool()].tolist()
+    tokens_manifest = _manifest(arts["tokens"])
+    assert tokens_manifest["tokenizer"]["max_seq_length"] == base.max_seq_length == 64
+    assert tokens_manifest["parents"][0]["key"] == arts["train-data"]["key"]
+    assert (Path(arts["tokens"]["path"]) / "lengths.png").stat().st_size > 0
     manifest = json.loads(open(f"{arts['pairs']['path']}/manifest.json").read())
     assert manifest["origin"] == f"local:{run.source}"
     model_manifest = json.loads(open(f"{arts['model']['path']}/manifest.json").read())
     assert model_manifest["base_model"]["source"] == "local"
     assert model_manifest["training"]["steps"] == 3 and model_manifest["training"]["device"] == "cpu"
+    assert model_manifest["parents"] == [
+        {"stage": "tokens", "key": arts["tokens"]["key"], "path": arts["tokens"]["path"]}
+    ]
+    assert model_manifest["training"]["batches"] == "grouped"  # length-grouped chunks, no flash attention here
+    assert model_manifest["training"]["padded_tokens_per_real"] >= 1.0
     assert summary["miner_model"] == {"name": "sentence-transformers/all-MiniLM-L6-v2", "source": "bundled"}
 
     assert set(summary["metrics"]) == {"stsb_validation_spearman", "stsb_test_spearman", "banking77_accuracy"}
@@ -133,6 +156,7 @@ def test_changed_learning_rate_recomputes_only_downstream(run):
         "pairs": True,
         "loss-format": True,
         "train-data": True,
+        "tokens": True,  # another learning rate tokenises nothing
         "model": False,
         "base-metrics": True,
         "trained-metrics": False,
@@ -149,7 +173,8 @@ def test_deleted_artifact_is_recomputed_not_a_crash(run):
     after = run()
     assert after["artifacts"]["train-data"]["cached"] is False
     assert after["artifacts"]["train-data"]["path"] == triplets
-    assert after["artifacts"]["model"]["cached"] is True  # same triplets, same key: the model is reused
+    assert after["artifacts"]["tokens"]["cached"] is True  # same triplets, same key: ids and model are reused
+    assert after["artifacts"]["model"]["cached"] is True
 
 
 @pytest.mark.parametrize(
@@ -191,7 +216,7 @@ def test_inspect_lists_and_shows_artifacts(run, capsys):
     summary = run()
     cli.main(["inspect", "--data-dir", str(run.data_dir)])
     listing = capsys.readouterr().out
-    for stage in ("raw", "pairs", "triplets", "models", "metrics", "reports"):
+    for stage in ("raw", "pairs", "triplets", "tokens", "models", "metrics", "reports"):
         assert f"\n{stage} " in listing or listing.startswith(f"{stage} ") or f" {stage} " in listing
     key = summary["artifacts"]["train-data"]["key"]
     cli.main(["inspect", f"triplets/{key}", "--data-dir", str(run.data_dir)])

@@ -26,7 +26,7 @@ def test_strong_recipe_and_overrides():
     given = dict(FLOW_DEFAULTS, learning_rate=1e-5)
     resolved = apply_recipe("strong", given, FLOW_DEFAULTS)
     assert resolved["loss"] == "mnr" and resolved["negatives"] == "semi-hard"
-    assert resolved["batch_sampler"] == "no_duplicates" and resolved["mini_batch_size"] == 32
+    assert resolved["batch_sampler"] == "no_duplicates" and resolved["mini_batch_size"] == -1  # cached only if needed
     assert resolved["precision"] == "bf16" and resolved["batch_size"] == 256
     assert resolved["learning_rate"] == 1e-5  # passed explicitly: the recipe does not override it
     assert resolved["nli_source"] == FLOW_DEFAULTS["nli_source"]  # not part of the recipe
@@ -50,6 +50,8 @@ def test_every_recipe_key_is_a_flow_parameter():
         (TrainConfig(precision="fp8"), "parameter precision"),
         (TrainConfig(batch_sampler="round_robin"), "parameter batch_sampler"),
         (TrainConfig(loss="cosine", mini_batch_size=8), "mini_batch_size"),
+        (TrainConfig(mini_batch_size=-2), "mini_batch_size"),
+        (TrainConfig(attention="flash"), "parameter attention"),
     ],
 )
 def test_impossible_training_settings_are_refused(config, message):

@@ -1,0 +1,272 @@
+"""Batches from token ids: the collator only pads, and the model computes on (nearly) real tokens only.
+
+Two ways to keep padding out of the model, both leaving the batch's contents exactly as the
+sampler drew them, so in-batch negatives stay as random as with the stock collator:
+
+* **flattened**: where the model runs with flash attention, every text of the batch (all columns)
+  goes into one flat sequence with its boundaries (``cu_seq_lens``), as sentence-transformers'
+  own unpadding does. No padding at all.
+* **length-grouped**: elsewhere (SDPA, CPU), every text of the batch is sorted by length and cut
+  into a few chunks, each padded only to its own longest text. The cut points minimise padded
+  tokens plus a per-forward cost, so there are few chunks. The embeddings are put back in column
+  order before the loss sees them: the loss, its in-batch negatives and its gradients are those
+  of the padded batch, up to rounding and dropout.
+
+The cached (GradCache) loss slices the columns itself, so with it the collator pads each column
+on its own, like the stock collator, but from ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import datasets
+import numpy as np
+import pyarrow as pa
+import torch
+from sentence_transformers.base.data_collator import BaseDataCollator
+from torch import nn
+
+from tasks.tokens import SUFFIX, TokenizedData
+
+# A forward pass costs about this many padded tokens' worth of work beyond its tokens (launches,
+# small matrix products). It decides how many chunks a batch is cut into.
+CHUNK_OVERHEAD_TOKENS = {"cuda": 256, "cpu": 64}
+
+
+class TokenDataset(datasets.Dataset):
+    """The ids table as the trainer's dataset. Batches skip the row-by-row Python conversion of
+    ``datasets``: ``__getitems__`` hands the collator the row numbers, and it reads the Arrow columns.
+    Single rows (``dataset[i]``, what the no-duplicates sampler compares) stay as usual."""
+
+    def __getitems__(self, keys: list) -> list:
+        return [int(k) for k in keys]
+
+
+def token_dataset(data: TokenizedData) -> TokenDataset:
+    """Columns renamed to the loss's names (anchor, positive, ...), in the loss's order."""
+    table = data.table.rename_columns([n.removesuffix(SUFFIX) for n in data.table.column_names])
+    from datasets.table import InMemoryTable
+
+    return TokenDataset(InMemoryTable(table))
+
+
+def plan_chunks(lengths: np.ndarray, overhead: int) -> list[np.ndarray]:
+    """Positions of ``lengths`` cut into chunks of similar length, longest first.
+
+    Exact dynamic programme over the distinct lengths: a chunk costs its rows times its longest
+    length plus ``overhead``; the plan with the least total cost wins.
+    """
+    order = np.argsort(-lengths, kind="stable")
+    values, counts = np.unique(lengths[order][::-1], return_counts=True)
+    values, counts = values[::-1], counts[::-1]  # distinct lengths, longest first
+    groups = len(values)
+    before = np.concatenate([[0], np.cumsum(counts)])  # rows before each group
+    best = np.zeros(groups + 1)
+    start = np.zeros(groups + 1, dtype=np.int64)
+    for end in range(1, groups + 1):  # a chunk covering groups [i, end)
+        cost = best[:end] + (before[end] - before[:end]) * values[:end] + overhead
+        i = int(np.argmin(cost))
+        best[end], start[end] = cost[i], i
+    cuts, end = [], groups
+    while end > 0:
+        cuts.append((before[start[end]], before[end]))
+        end = start[end]
+    return [order[a:b] for a, b in reversed(cuts)]
+
+
+def _column(table: pa.Table, rows: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets-free) values and lengths of the chosen rows of one ids column."""
+    column = table.column(name).take(pa.array(rows)).combine_chunks()
+    offsets = column.offsets.to_numpy()
+    values = column.values.to_numpy()[offsets[0] : offsets[-1]]
+    return values, np.diff(offsets)
+
+
+def _pad(values: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Right-padded ids (pad id 0, masked out) and the attention mask, from flat values and lengths."""
+    width = int(lengths.max(initial=1))
+    mask = np.arange(width)[None, :] < lengths[:, None]
+    ids = np.zeros(mask.shape, dtype=np.int64)
+    ids[mask] = values
+    return ids, mask.astype(np.int64)
+
+
+@dataclass
+class TokenCollator(BaseDataCollator):
+    """Builds training batches from row numbers of a token ids table (see :class:`TokenDataset`).
+
+    ``mode``: ``"grouped"`` (length-sorted chunks across all columns, for :class:`GroupedForwardLoss`),
+    ``"flattened"`` (one flat sequence, with flash attention), or ``"columns"`` (each column padded
+    on its own, for any sentence-transformers loss). Counts real and computed tokens as it goes.
+    """
+
+    preprocess_fn: Any = None
+    table: pa.Table | None = None
+    columns: list[str] = field(default_factory=list)
+    features: tuple[str, ...] = ("attention_mask",)
+    mode: str = "grouped"
+    overhead: int = CHUNK_OVERHEAD_TOKENS["cpu"]
+    flattener: Any = None  # the model's DataCollatorWithFlattening, in flattened mode
+    position_offset: int = 0
+    real_tokens: int = 0
+    computed_tokens: int = 0
+
+    def _features(self, ids: np.ndarray, mask: np.ndarray) -> dict[str, torch.Tensor]:
+        out = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
+        if "token_type_ids" in self.features:
+            out["token_type_ids"] = torch.zeros_like(out["input_ids"])
+        return out
+
+    def __call__(self, rows: list[int]) -> dict[str, Any]:
+        rows = np.asarray(rows, dtype=np.int64)
+        batch: dict[str, Any] = {}
+        label = next((c for c in self.valid_label_columns if c in self.table.column_names), None)
+        if label:
+            values = np.array(self.table.column(label).take(pa.array(rows)).to_numpy())
+            # as the stock collator's torch.tensor(list) makes them: float32 scores, int64 labels
+            batch["label"] = torch.from_numpy(values.astype(np.float32) if values.dtype.kind == "f" else values)
+        parts = [_column(self.table, rows, f"{c}{SUFFIX}") for c in self.columns]
+        lengths = np.concatenate([p[1] for p in parts])
+        self.real_tokens += int(lengths.sum())
+        if self.mode == "columns":
+            for column, (values, column_lengths) in zip(self.columns, parts):
+                ids, mask = _pad(values, column_lengths)
+                self.computed_tokens += ids.size
+                for key, value in self._features(ids, mask).items():
+                    batch[f"{column}_{key}"] = value
+            return batch
+
+        # grouped or flattened: all texts of all columns, column-major (all anchors, all positives, ...)
+        values = np.concatenate([p[0] for p in parts])
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        if self.mode == "flattened":
+            flat = self.flattener([{"input_ids": values[a:b].tolist()} for a, b in zip(offsets[:-1], offsets[1:])])
+            flat.pop("labels", None)
+            if self.position_offset:
+                flat["position_ids"] = flat["position_ids"] + self.position_offset
+            self.computed_tokens += int(lengths.sum())
+            for key, value in flat.items():
+                batch[f"chunk0_{key}"] = value
+            batch["chunk0_restore"] = torch.arange(len(lengths))
+            batch["chunk0_columns"] = torch.tensor(len(self.columns))
+            return batch
+
+        chunks = plan_chunks(lengths, self.overhead)
+        sorted_positions = np.concatenate(chunks)
+        restore = np.empty_like(sorted_positions)
+        restore[sorted_positions] = np.arange(len(sorted_positions))  # column-major position -> sorted row
+        for n, chunk in enumerate(chunks):
+            chunk_values = np.concatenate([values[offsets[i] : offsets[i + 1]] for i in chunk])
+            ids, mask = _pad(chunk_values, lengths[chunk])
+            self.computed_tokens += ids.size
+            for key, value in self._features(ids, mask).items():
+                batch[f"chunk{n}_{key}"] = value
+        batch["chunk0_restore"] = torch.from_numpy(restore)
+        batch["chunk0_columns"] = torch.tensor(len(self.columns))
+        return batch
+
+    @property
+    def pad_ratio(self) -> float | None:
+        """Tokens the model computed on per real token, over the batches built so far."""
+        return round(self.computed_tokens / self.real_tokens, 4) if self.real_tokens else None
+
+
+def _softmax_from_embeddings(loss, reps: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+    """SoftmaxLoss's own computation after its embedding step (it has no compute_loss_from_embeddings)."""
+    rep_a, rep_b = reps
+    vectors = []
+    if loss.concatenation_sent_rep:
+        vectors += [rep_a, rep_b]
+    if loss.concatenation_sent_difference:
+        vectors.append(torch.abs(rep_a - rep_b))
+    if loss.concatenation_sent_multiplication:
+        vectors.append(rep_a * rep_b)
+    output = loss.classifier(torch.cat(vectors, 1).to(loss.classifier.weight.dtype))
+    return loss.loss_fct(output, labels.view(-1))
+
+
+class GroupedForwardLoss(nn.Module):
+    """Runs the model over the collator's chunks, restores column order, then applies ``loss``.
+
+    ``loss`` is a sentence-transformers loss; its model, parameters (SoftmaxLoss's classifier) and
+    maths are its own, only the embedding step is done here.
+    """
+
+    def __init__(self, loss: nn.Module) -> None:
+        super().__init__()
+        self.loss = loss
+
+    @property
+    def model(self):
+        return self.loss.model
+
+    def forward(self, sentence_features: list[dict[str, Any]], labels: torch.Tensor | None) -> torch.Tensor:
+        chunks = [dict(f) for f in sentence_features]
+        restore = chunks[0].pop("restore")
+        columns = int(chunks[0].pop("columns"))
+        embedded = torch.cat([self.loss.model(chunk)["sentence_embedding"] for chunk in chunks])
+        in_order = embedded.index_select(0, restore.to(embedded.device))
+        reps = list(in_order.reshape(columns, -1, in_order.shape[-1]).unbind(0))
+        if hasattr(self.loss, "compute_loss_from_embeddings"):
+            return self.loss.compute_loss_from_embeddings(reps, labels)
+        if hasattr(self.loss, "classifier"):
+            return _softmax_from_embeddings(self.loss, reps, labels)
+        raise TypeError(f"{type(self.loss).__name__} cannot take precomputed embeddings; use the 'columns' mode")
+
+
+def inner_loss(loss: nn.Module) -> nn.Module:
+    """The sentence-transformers loss inside a wrapper, or the loss itself."""
+    return loss.loss if isinstance(loss, GroupedForwardLoss) else loss
+
+
+def can_flatten(model) -> bool:
+    """Whether the model's first module unpads text with flash attention (sentence-transformers decides)."""
+    first = model[0]
+    return bool(getattr(first, "can_flatten_inputs", False)) and getattr(first, "data_collator", None) is not None
+
+
+def build_collator(
+    model, data: TokenizedData, loss_takes_embeddings: bool, device: str, grouping: bool = True
+) -> TokenCollator:
+    """The collator for this model, data and loss: flattened, grouped or per column."""
+    if not loss_takes_embeddings or not grouping:
+        mode = "columns"
+    elif can_flatten(model):
+        mode = "flattened"
+    else:
+        mode = "grouped"
+    return TokenCollator(
+        preprocess_fn=model.preprocess,
+        table=data.table,
+        columns=data.columns,
+        features=data.spec.features,
+        mode=mode,
+        overhead=CHUNK_OVERHEAD_TOKENS["cuda" if device.startswith("cuda") else "cpu"],
+        flattener=getattr(model[0], "data_collator", None) if mode == "flattened" else None,
+        position_offset=int(getattr(model[0], "_flatten_position_offset", 0) or 0) if mode == "flattened" else 0,
+    )
+
+
+def padding_profile(collator: TokenCollator, rows: int, batch_size: int, seed: int, most: int = 200) -> float | None:
+    """Computed tokens per real token over random batches, as this collator builds them.
+
+    A property of the batches, not of the device: it is measured on CPU as well as on a GPU. Uses a
+    fresh collator of the same settings, so training's own counters are left alone.
+    """
+    if rows == 0:
+        return None
+    if collator.mode == "flattened":  # one flat sequence: the model computes on real tokens only
+        return 1.0
+    probe = TokenCollator(
+        table=collator.table,
+        columns=collator.columns,
+        features=collator.features,
+        mode=collator.mode,
+        overhead=collator.overhead,
+    )
+    order = np.random.default_rng(seed).permutation(rows)
+    for start in range(0, min(rows, most * batch_size), batch_size):
+        probe(order[start : start + batch_size].tolist())
+    return probe.pad_ratio

@@ -1,0 +1,214 @@
+"""Token ids of the training data, made once with the model's own preprocessing and kept as Parquet.
+
+sentence-transformers' data collator tokenises every batch inside the training loop, on one core,
+which caps a GPU at a few thousand triplets per second. Tokenising the whole training set once,
+with the same ``model.preprocess`` the collator would call (same truncation, same special tokens),
+turns that into a cached stage: training only pads, and re-training with another learning rate or
+epoch count tokenises nothing. The ids are stored as integer-list columns ``<column>_input_ids``
+beside the loss's label or score, so the artifact opens in pandas or DuckDB like every other one.
+
+The tokenizer's fingerprint and ``max_seq_length`` are recorded with the ids: training refuses ids
+made by another tokenizer or truncated to another length than the model it trains.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tasks.labels import COLUMNS
+
+SUFFIX = "_input_ids"
+LABEL_COLUMNS = ("label", "score")
+TOKENS_FILE = "tokens.parquet"
+
+
+class TokenMismatch(ValueError):
+    """Token ids that were not made by the model's tokenizer at the model's max_seq_length."""
+
+
+@dataclass(frozen=True)
+class TokenizerSpec:
+    """What decides the ids: the tokenizer's vocabulary and rules, and where texts are cut."""
+
+    fingerprint: str
+    max_seq_length: int | None
+    features: tuple[str, ...]  # what the model's preprocess returns besides the ids (attention_mask, ...)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"fingerprint": self.fingerprint, "max_seq_length": self.max_seq_length, "features": list(self.features)}
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """A hash of the tokenizer's vocabulary, normaliser, pre-tokeniser, model and post-processor.
+
+    Truncation and padding state are left out: the fast tokenizer keeps the last call's settings in
+    its serialised form, so including them would make the same tokenizer look different after use.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        spec = json.loads(backend.to_str())
+        spec.pop("truncation", None)
+        spec.pop("padding", None)
+    else:  # a slow tokenizer: its vocabulary and its settings
+        spec = {"vocab": tokenizer.get_vocab(), "init": {k: str(v) for k, v in tokenizer.init_kwargs.items()}}
+    spec["class"] = type(tokenizer).__name__
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def tokenizer_spec(model) -> TokenizerSpec:
+    """The spec of a loaded SentenceTransformer, as training will use it."""
+    probe = model.preprocess(["a"])
+    features = tuple(
+        k for k, v in probe.items() if k != "input_ids" and hasattr(v, "shape") and getattr(v, "ndim", 0) == 2
+    )
+    return TokenizerSpec(tokenizer_fingerprint(model.tokenizer), model.max_seq_length, features)
+
+
+def text_columns(frame: pd.DataFrame, loss: str) -> list[str]:
+    """The loss's text columns in the order the loss reads them (mined negatives last)."""
+    import re
+
+    columns = [c for c in COLUMNS[loss] if c not in LABEL_COLUMNS]
+    if loss == "mnr":
+        columns += [c for c in frame.columns if re.fullmatch(r"negative(_\d+)?", c)]
+    return columns
+
+
+def _ids_array(model, texts: Sequence[str]) -> pa.ListArray:
+    """One list of ids per text, exactly as ``model.preprocess`` makes them, without the padding."""
+    out = model.preprocess(list(texts))
+    ids = out["input_ids"].numpy()
+    mask = out["attention_mask"].numpy().astype(bool)
+    lengths = mask.sum(axis=1)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(ids[mask].astype(np.int32)))
+
+
+def tokenize_frame(
+    frame: pd.DataFrame,
+    loss: str,
+    model,
+    chunk: int = 4096,
+    progress: Callable[[float], None] | None = None,
+) -> pa.Table:
+    """``<column>_input_ids`` for each text column of the loss, plus its label or score column.
+
+    Distinct texts are tokenised once (MNLI premises repeat), in chunks so memory stays bounded.
+    """
+    columns = text_columns(frame, loss)
+    for column in columns:
+        if column not in frame:
+            raise ValueError(f"training data: column {column!r} is missing (has {list(frame.columns)})")
+    texts = pd.unique(pd.concat([frame[c].astype(str) for c in columns], ignore_index=True))
+    arrays = []
+    for start in range(0, len(texts), chunk):
+        arrays.append(_ids_array(model, texts[start : start + chunk]))
+        if progress:
+            progress(min(1.0, (start + chunk) / max(1, len(texts))))
+    distinct = pa.concat_arrays(arrays) if arrays else pa.array([], type=pa.list_(pa.int32()))
+    position = pd.Index(texts)
+    table = {f"{c}{SUFFIX}": distinct.take(pa.array(position.get_indexer(frame[c].astype(str)))) for c in columns}
+    for label in LABEL_COLUMNS:
+        if label in frame:
+            table[label] = pa.array(frame[label].to_numpy())
+    return pa.table(table)
+
+
+def token_lengths(table: pa.Table) -> dict[str, np.ndarray]:
+    """Tokens per row, for each ids column."""
+    return {
+        name: np.diff(table.column(name).combine_chunks().offsets.to_numpy())
+        for name in table.column_names
+        if name.endswith(SUFFIX)
+    }
+
+
+def describe(table: pa.Table, spec: TokenizerSpec) -> dict[str, Any]:
+    """Per column: real tokens, length quantiles, rows cut at max_seq_length."""
+    stats = {}
+    for name, lengths in token_lengths(table).items():
+        stats[name] = {
+            "tokens": int(lengths.sum()),
+            "mean": round(float(lengths.mean()), 2) if len(lengths) else 0.0,
+            "p50": int(np.percentile(lengths, 50)) if len(lengths) else 0,
+            "p95": int(np.percentile(lengths, 95)) if len(lengths) else 0,
+            "max": int(lengths.max()) if len(lengths) else 0,
+            "truncated": int((lengths >= spec.max_seq_length).sum()) if spec.max_seq_length else 0,
+        }
+    return stats
+
+
+@dataclass(frozen=True)
+class TokenizedData:
+    """Token ids ready for training, with the spec that made them."""
+
+    table: pa.Table
+    spec: TokenizerSpec
+    source: str = "in memory"
+
+    @property
+    def columns(self) -> list[str]:
+        return [n[: -len(SUFFIX)] for n in self.table.column_names if n.endswith(SUFFIX)]
+
+    @property
+    def label_column(self) -> str | None:
+        return next((c for c in LABEL_COLUMNS if c in self.table.column_names), None)
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    def check_against(self, spec: TokenizerSpec) -> None:
+        """Refuse ids made for another tokenizer or another max_seq_length: they would train silently wrong."""
+        problems = []
+        if self.spec.fingerprint != spec.fingerprint:
+            problems.append(f"tokenizer {self.spec.fingerprint} (the model's is {spec.fingerprint})")
+        if self.spec.max_seq_length != spec.max_seq_length:
+            problems.append(f"max_seq_length {self.spec.max_seq_length} (the model's is {spec.max_seq_length})")
+        if problems:
+            raise TokenMismatch(
+                f"token ids in {self.source} were made with {' and '.join(problems)}; "
+                "re-run the tokens stage for this model (the flow does this by itself)"
+            )
+
+
+def write_tokens(table: pa.Table, folder: Path) -> int:
+    pq.write_table(table, folder / TOKENS_FILE, compression="zstd")
+    return table.num_rows
+
+
+def read_tokens(folder: Path, manifest: dict[str, Any]) -> TokenizedData:
+    spec = manifest.get("tokenizer") or {}
+    return TokenizedData(
+        pq.read_table(folder / TOKENS_FILE),
+        TokenizerSpec(spec.get("fingerprint", "?"), spec.get("max_seq_length"), tuple(spec.get("features", ()))),
+        str(folder / TOKENS_FILE),
+    )
+
+
+def lengths_histogram(table: pa.Table, path: Path) -> None:
+    """Token lengths per column, the shape that decides how much a batch pads."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, lengths in token_lengths(table).items():
+        ax.hist(lengths, bins=range(0, int(lengths.max(initial=1)) + 2), alpha=0.5, label=name[: -len(SUFFIX)])
+    ax.set_xlabel("tokens per text (after truncation)")
+    ax.set_ylabel("rows")
+    ax.set_title("token lengths of the training data")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,179 @@
+"""Token ids and the batches built from them: same ids as the model's own preprocessing, same loss and
+gradients as the stock collator and loss, little padding, and ids from another tokenizer refused."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sentence_transformers import SentenceTransformer
+from sentence_transformers.base.data_collator import BaseDataCollator
+from sentence_transformers.base.sampler import NoDuplicatesBatchSampler
+
+from tasks import batches, tokens
+from tasks.evaluation import sts_validation
+from tasks.labels import pairs_for_loss
+from tasks.models import bundled_minilm_dir
+from tasks.negatives import MiningConfig, soft_negatives
+from tasks.sources import DEFAULT_NLI_SAMPLE
+from tasks.training import TrainConfig, build_loss, train_model
+
+
+@pytest.fixture(scope="module")
+def minilm() -> SentenceTransformer:
+    return SentenceTransformer(str(bundled_minilm_dir()))
+
+
+@pytest.fixture(scope="module")
+def bundled_triplets() -> pd.DataFrame:
+    raw = pd.read_parquet(DEFAULT_NLI_SAMPLE)[["premise", "hypothesis", "label"]]
+    return soft_negatives(pairs_for_loss(raw, "mnr"), raw, MiningConfig())
+
+
+def _data(frame: pd.DataFrame, loss: str, model) -> tokens.TokenizedData:
+    return tokens.TokenizedData(tokens.tokenize_frame(frame, loss, model), tokens.tokenizer_spec(model))
+
+
+def test_ids_are_what_the_model_preprocess_makes(minilm, nli_sample):
+    triplets = soft_negatives(pairs_for_loss(nli_sample, "mnr"), nli_sample, MiningConfig())
+    table = tokens.tokenize_frame(triplets, "mnr", minilm, chunk=7)  # small chunks: the stitching is tested too
+    assert table.column_names == ["anchor_input_ids", "positive_input_ids", "negative_input_ids"]
+    assert table.num_rows == len(triplets)
+    for column in ("anchor", "positive", "negative"):
+        expected = minilm.preprocess(triplets[column].tolist())
+        for row, (ids, mask) in enumerate(zip(expected["input_ids"], expected["attention_mask"])):
+            assert table.column(f"{column}_input_ids")[row].as_py() == ids[mask.bool()].tolist()
+
+
+def test_labels_and_scores_travel_with_the_ids(minilm, nli_sample):
+    softmax = tokens.tokenize_frame(pairs_for_loss(nli_sample, "softmax"), "softmax", minilm)
+    assert softmax.column_names == ["premise_input_ids", "hypothesis_input_ids", "label"]
+    assert softmax.column("label").to_pylist() == nli_sample["label"].tolist()
+    cosine = tokens.tokenize_frame(pairs_for_loss(nli_sample, "cosine"), "cosine", minilm)
+    assert cosine.column("score").to_pylist() == (nli_sample["label"] == 0).astype(float).tolist()
+
+
+def _cost(lengths: np.ndarray, chunks: list[np.ndarray], overhead: int) -> float:
+    return sum(len(c) * lengths[c].max() + overhead for c in chunks)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(1, 128), min_size=1, max_size=300), st.sampled_from([0, 64, 2048]))
+def test_chunk_plans_cover_each_text_once_and_never_cost_more_than_one_padded_chunk(lengths, overhead):
+    lengths = np.array(lengths)
+    chunks = batches.plan_chunks(lengths, overhead)
+    assert sorted(np.concatenate(chunks).tolist()) == list(range(len(lengths)))
+    assert _cost(lengths, chunks, overhead) <= len(lengths) * lengths.max() + overhead
+    for longer, shorter in zip(chunks, chunks[1:]):  # chunks run from long texts to short ones
+        assert lengths[longer].min() >= lengths[shorter].max()
+
+
+def test_padding_of_the_bundled_triplets_at_batch_256(minilm, bundled_triplets):
+    """The issue's target, measured on the batches the GPU path builds without flash attention."""
+    data = _data(bundled_triplets, "mnr", minilm)
+    grouped = batches.build_collator(minilm, data, loss_takes_embeddings=True, device="cuda")
+    per_column = batches.build_collator(minilm, data, loss_takes_embeddings=False, device="cuda")
+    assert (grouped.mode, per_column.mode) == ("grouped", "columns")
+    grouped_ratio = batches.padding_profile(grouped, len(data), 256, seed=0)
+    column_ratio = batches.padding_profile(per_column, len(data), 256, seed=0)
+    assert grouped_ratio <= 1.15
+    assert column_ratio > 1.5 * grouped_ratio  # what each column padded on its own costs
+
+
+def _stock_and_ours(model, frame: pd.DataFrame, loss_name: str):
+    """Loss and gradients for one batch: the stock collator and loss, then ours, from the same weights."""
+    results = []
+    data = _data(frame, loss_name, model)
+    for ours in (False, True):
+        model.zero_grad()
+        torch.manual_seed(0)
+        loss = build_loss(model, loss_name)
+        if ours:
+            collator = batches.build_collator(model, data, loss_takes_embeddings=True, device="cpu")
+            collator.overhead = 0  # as many chunks as distinct lengths: the regrouping is exercised hard
+            batch = collator(list(range(len(frame))))
+            loss = batches.GroupedForwardLoss(loss)
+        else:
+            batch = BaseDataCollator(preprocess_fn=model.preprocess)(frame.to_dict("records"))
+        from sentence_transformers import SentenceTransformerTrainer
+
+        features, labels = SentenceTransformerTrainer.collect_features(None, batch)
+        value = loss(features, labels)
+        value.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((value.item(), grads))
+    return results
+
+
+@pytest.mark.parametrize("loss_name", ["mnr", "cosine", "softmax"])
+def test_grouped_batches_give_the_stock_loss_and_gradients(tiny_bert, nli_sample, loss_name):
+    model = SentenceTransformer(str(tiny_bert))
+    model.eval()  # no dropout: both paths must compute the same function
+    frame = pairs_for_loss(nli_sample.head(48), loss_name)
+    if loss_name == "mnr":
+        frame = soft_negatives(frame, nli_sample, MiningConfig())[["anchor", "positive", "negative"]]
+    (stock, stock_grads), (ours, our_grads) = _stock_and_ours(model, frame, loss_name)
+    assert ours == pytest.approx(stock, rel=1e-5)
+    assert stock_grads.keys() == our_grads.keys() and stock_grads
+    for name, grad in stock_grads.items():  # relative error of each whole gradient: sums in another order
+        assert (our_grads[name] - grad).norm() <= 1e-4 * grad.norm() + 1e-7, name
+
+
+def test_per_column_batches_equal_the_stock_collator(tiny_bert, nli_sample):
+    model = SentenceTransformer(str(tiny_bert))
+    frame = pairs_for_loss(nli_sample.head(40), "cosine")
+    ours = batches.build_collator(model, _data(frame, "cosine", model), False, "cpu")(list(range(40)))
+    stock = BaseDataCollator(preprocess_fn=model.preprocess)(frame.to_dict("records"))
+    for key in ("sentence1_input_ids", "sentence1_attention_mask", "sentence2_input_ids", "label"):
+        torch.testing.assert_close(ours[key], stock[key], msg=key)
+
+
+def test_flattened_batches_mark_where_each_text_starts(tiny_bert, nli_sample):
+    from transformers import DataCollatorWithFlattening
+
+    model = SentenceTransformer(str(tiny_bert))
+    frame = pairs_for_loss(nli_sample.head(10), "mnr")
+    data = _data(frame, "mnr", model)
+    collator = batches.build_collator(model, data, True, "cpu")
+    collator.mode, collator.flattener = "flattened", DataCollatorWithFlattening(return_flash_attn_kwargs=True)
+    batch = collator(list(range(len(frame))))
+    lengths = np.concatenate([tokens.token_lengths(data.table)[f"{c}_input_ids"] for c in ("anchor", "positive")])
+    assert batch["chunk0_input_ids"].shape == (1, lengths.sum())
+    assert batch["chunk0_cu_seq_lens_q"].tolist() == [0, *np.cumsum(lengths).tolist()]
+    starts = batch["chunk0_cu_seq_lens_q"][:-1]
+    assert (batch["chunk0_position_ids"][0, starts] == 0).all()
+    assert batch["chunk0_restore"].tolist() == list(range(len(lengths))) and int(batch["chunk0_columns"]) == 2
+    assert batches.padding_profile(collator, len(data), 4, seed=0) == 1.0
+
+
+def test_the_no_duplicates_sampler_compares_ids(tiny_bert):
+    model = SentenceTransformer(str(tiny_bert))
+    frame = pd.DataFrame({"anchor": ["a cat", "a dog", "a cat", "a bird"], "positive": ["x", "y", "z", "w"]})
+    dataset = batches.token_dataset(_data(frame, "mnr", model))
+    assert dataset.__getitems__([2, 0]) == [2, 0]  # the collator reads the rows itself
+    sampler = NoDuplicatesBatchSampler(dataset, batch_size=2, drop_last=False, seed=1)
+    for batch in sampler:
+        assert {0, 2} != set(batch)  # the two rows with the same anchor never share a batch
+
+
+def test_training_refuses_ids_made_for_another_tokenizer_or_length(tiny_bert, nli_sample, minilm, tmp_path):
+    frame = pairs_for_loss(nli_sample.head(32), "mnr")
+    made_by_tiny = _data(frame, "mnr", SentenceTransformer(str(tiny_bert)))  # max_seq_length 64
+    config = TrainConfig(batch_size=8, max_steps=1, eval_steps=0, checkpoint_steps=0)
+    with pytest.raises(tokens.TokenMismatch, match="max_seq_length 64 \\(the model's is 256\\)"):
+        train_model(str(bundled_minilm_dir()), made_by_tiny, sts_validation(8), config, tmp_path)
+    other = tokens.TokenizerSpec("0123456789abcdef", 64, made_by_tiny.spec.features)
+    with pytest.raises(tokens.TokenMismatch, match="tokenizer 0123456789abcdef"):
+        train_model(
+            str(tiny_bert), tokens.TokenizedData(made_by_tiny.table, other), sts_validation(8), config, tmp_path
+        )
+    assert not (tmp_path / "model").exists()
+
+
+def test_the_fingerprint_ignores_the_tokenizers_last_truncation(minilm):
+    before = tokens.tokenizer_fingerprint(minilm.tokenizer)
+    minilm.tokenizer(["some text"] * 2, truncation=True, max_length=5, padding=True)
+    assert tokens.tokenizer_fingerprint(minilm.tokenizer) == before

@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 from sentence_transformers.base.data_collator import BaseDataCollator
+from sentence_transformers.base.sampler import NoDuplicatesBatchSampler
 from torch import nn
 
 from tasks.tokens import SUFFIX, TokenizedData
@@ -50,6 +51,32 @@ def token_dataset(data: TokenizedData) -> TokenDataset:
     from datasets.table import InMemoryTable
 
     return TokenDataset(InMemoryTable(table))
+
+
+class IdsNoDuplicatesBatchSampler(NoDuplicatesBatchSampler):
+    """sentence-transformers' no-duplicates sampler, same algorithm and same batches, fed with each row's
+    texts as small integers (equal ids, equal integer) instead of re-reading and stringifying every row:
+    the stock path reads about 11,000 rows/s on one core, which alone would cap a GPU's step rate.
+    Give the class itself as the trainer's ``batch_sampler`` (it pickles with the arguments)."""
+
+    def __init__(self, dataset, **kwargs) -> None:
+        super().__init__(dataset, **kwargs)
+        self.precompute_hashes = True
+
+    def _build_hashes(self) -> None:
+        if self._row_hashes is not None:
+            return
+        if self.dataset._indices is not None:
+            raise ValueError("IdsNoDuplicatesBatchSampler reads the table directly: select or shuffle first")
+        codes: dict[bytes, int] = {}
+        per_column = []
+        for ids in self.dataset.data.table.columns:  # the label column was removed by the parent
+            ids = ids.combine_chunks()
+            offsets, values = ids.offsets.to_numpy(), ids.values.to_numpy()
+            per_column.append(
+                [codes.setdefault(values[a:b].tobytes(), len(codes)) for a, b in zip(offsets, offsets[1:])]
+            )
+        self._row_hashes = [set(row) for row in zip(*per_column)]
 
 
 def plan_chunks(lengths: np.ndarray, overhead: int) -> list[np.ndarray]:

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from tasks.artifacts import artifacts_root
-from tasks.models import ResolvedModel, load_model
+from tasks.models import ResolvedModel, encoding_precision, load_model
 
 
 def text_hash(text: str) -> str:
@@ -27,7 +27,10 @@ def text_hash(text: str) -> str:
 
 
 def _store(data_dir: str | Path, model: ResolvedModel) -> Path:
-    return artifacts_root(data_dir) / "embeddings" / model.fingerprint
+    """One store per model and precision: half-precision vectors from a GPU never mix with fp32 ones."""
+    precision = encoding_precision()
+    name = model.fingerprint if precision == "fp32" else f"{model.fingerprint}-{precision}"
+    return artifacts_root(data_dir) / "embeddings" / name
 
 
 def _read_store(store: Path) -> tuple[dict[str, int], np.ndarray | None]:

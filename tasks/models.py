@@ -92,11 +92,29 @@ def resolve_model(name: str) -> ResolvedModel:
     return ResolvedModel(name, folder, "hub", f"{name}@{Path(folder).name}")
 
 
+def encoding_precision(device: str | None = None) -> str:
+    """What encoding for mining and evaluation runs in: bf16 (else fp16) on CUDA, fp32 on the CPU.
+
+    Half precision doubles a GPU's encoding speed; the CPU keeps fp32, so the evaluation anchors
+    (STS-B test 0.8203, Banking77 0.8004 for the bundled MiniLM) hold exactly there.
+    """
+    import torch
+
+    if (device or "cuda").startswith("cpu") or not torch.cuda.is_available():
+        return "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
 def load_model(model: ResolvedModel, device: str | None = None):
-    """A SentenceTransformer for the resolved model; remote code is never trusted."""
+    """A SentenceTransformer for the resolved model, for encoding; remote code is never trusted."""
+    import torch
     from sentence_transformers import SentenceTransformer
 
     try:
-        return SentenceTransformer(model.location, device=device, trust_remote_code=False)
+        loaded = SentenceTransformer(model.location, device=device, trust_remote_code=False)
     except Exception as exc:
         raise ModelError(f"model {model.name!r} at {model.location}: cannot be loaded: {exc}") from exc
+    precision = encoding_precision(str(loaded.device))
+    if precision != "fp32":
+        loaded = loaded.to({"bf16": torch.bfloat16, "fp16": torch.float16}[precision])
+    return loaded

@@ -19,7 +19,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks import champion, distributed, evaluation, labels, negatives, plots, sources, tokens, training
 from tasks.artifacts import ArtifactRef, materialize, read_manifest, write_parquet
-from tasks.models import ResolvedModel, load_model
+from tasks.models import ResolvedModel, encoding_precision, load_model
 from tasks.progress import StageProgress, TrainingProgress
 
 # Bump a stage's version when its code changes what it writes: its key and those downstream move.
@@ -182,6 +182,8 @@ def evaluate(model: ResolvedModel, parents: list[ArtifactRef], limit: int | None
         return write_parquet(table, folder / "metrics.parquet")
 
     params = {"model": model.fingerprint, "limit": limit}
+    if encoding_precision() != "fp32":  # GPU scores in half precision are their own artifact
+        params["precision"] = encoding_precision()
     extra = {"model": asdict(model)}
     return _logged(materialize(data_dir, "metrics", VERSIONS["metrics"], params, parents, build, extra=extra))
 

@@ -312,7 +312,9 @@ def train_model(
         dataloader_pin_memory=cuda,
         dataloader_persistent_workers=workers > 0,
         torch_compile=config.compile,
-        batch_sampler=config.batch_sampler,
+        batch_sampler=batches.IdsNoDuplicatesBatchSampler
+        if config.batch_sampler == "no_duplicates"
+        else "batch_sampler",
         eval_strategy="steps" if config.eval_steps > 0 else "no",
         eval_steps=config.eval_steps if config.eval_steps > 0 else None,
         logging_steps=max(1, min(config.eval_steps or 100, 100)),

@@ -17,35 +17,13 @@ from pathlib import Path  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from tasks.models import bundled_minilm_dir  # noqa: E402
+from bench.data import TINY_BERT, build_bert  # noqa: E402
 from tasks.sources import SAMPLES  # noqa: E402
 
 
 def build_tiny_bert(folder: Path) -> Path:
     """A 2-layer, 32-wide BERT with MiniLM's vocabulary, saved in sentence-transformers format."""
-    import torch
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.models import Pooling, Transformer
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    torch.manual_seed(0)
-    hf_dir = folder / "hf"
-    tokenizer = BertTokenizerFast(vocab_file=str(bundled_minilm_dir() / "vocab.txt"), do_lower_case=True)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    BertModel(config).save_pretrained(hf_dir)
-    tokenizer.save_pretrained(hf_dir)
-    transformer = Transformer(str(hf_dir), max_seq_length=64)
-    model = SentenceTransformer(modules=[transformer, Pooling(transformer.get_embedding_dimension(), "mean")])
-    out = folder / "tiny-bert"
-    model.save(str(out))
-    return out
+    return build_bert(folder, TINY_BERT, max_seq_length=64, name="tiny-bert")
 
 
 @pytest.fixture(scope="session")

@@ -149,14 +149,24 @@ def test_flattened_batches_mark_where_each_text_starts(tiny_bert, nli_sample):
     assert batches.padding_profile(collator, len(data), 4, seed=0) == 1.0
 
 
-def test_the_no_duplicates_sampler_compares_ids(tiny_bert):
+def test_the_no_duplicates_sampler_keeps_equal_texts_apart_and_matches_the_stock_one(tiny_bert, nli_sample):
     model = SentenceTransformer(str(tiny_bert))
     frame = pd.DataFrame({"anchor": ["a cat", "a dog", "a cat", "a bird"], "positive": ["x", "y", "z", "w"]})
-    dataset = batches.token_dataset(_data(frame, "mnr", model))
+    data = _data(frame, "mnr", model)
+    dataset = batches.token_dataset(data)
     assert dataset.__getitems__([2, 0]) == [2, 0]  # the collator reads the rows itself
-    sampler = NoDuplicatesBatchSampler(dataset, batch_size=2, drop_last=False, seed=1)
-    for batch in sampler:
-        assert {0, 2} != set(batch)  # the two rows with the same anchor never share a batch
+    ours = batches.IdsNoDuplicatesBatchSampler
+    for seed in range(5):
+        for batch in ours(dataset, batch_size=2, drop_last=False, seed=seed, generator=torch.Generator()):
+            assert {0, 2} != set(batch)  # the two rows with the same anchor never share a batch
+
+    # on real triplets (premises repeat), the same batches as sentence-transformers' own sampler
+    triplets = soft_negatives(pairs_for_loss(nli_sample, "mnr"), nli_sample, MiningConfig())
+    data = _data(triplets, "mnr", model)
+    dataset = batches.token_dataset(data)
+    kwargs = {"batch_size": 16, "drop_last": False, "seed": 3}
+    stock = list(NoDuplicatesBatchSampler(dataset, generator=torch.Generator(), **kwargs))
+    assert list(batches.IdsNoDuplicatesBatchSampler(dataset, generator=torch.Generator(), **kwargs)) == stock
 
 
 def test_training_refuses_ids_made_for_another_tokenizer_or_length(tiny_bert, nli_sample, minilm, tmp_path):

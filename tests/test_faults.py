@@ -1,6 +1,6 @@
 """Fault injection: a real subprocess running the flow is killed with SIGKILL at each stage, then the
 run is started again. It must complete, reuse what finished before the kill, leave no half-written
-artifact, and produce data artifacts byte-identical to an uninterrupted run with the same seed."""
+artifact, and produce data artifacts (token ids included) byte-identical to an uninterrupted run with the same seed."""
 
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ def _finish(env, args, data_dir: Path, log: Path) -> dict:
 
 def _data_bytes(summary: dict) -> dict[str, bytes]:
     out = {}
-    for step in ("pairs", "loss-format", "train-data"):
+    for step in ("pairs", "loss-format", "train-data", "tokens"):
         folder = Path(summary["artifacts"][step]["path"])
         for parquet in sorted(folder.glob("*.parquet")):
             out[f"{step}/{parquet.name}"] = parquet.read_bytes()
@@ -99,12 +99,13 @@ def reference(server, flow_args, tmp_path_factory):
 KILL_POINTS = {
     "after loading": ("raw/*/manifest.json", {"pairs"}, None),  # the next step takes milliseconds
     "inside mining": ("triplets/.tmp-*", {"pairs", "loss-format"}, "train-data"),
+    "inside tokenizing": ("tokens/.tmp-*", {"pairs", "loss-format", "train-data"}, "tokens"),
     "inside training": (
         "models/.partial-*/_trainer/checkpoint-*/checkpoint.sealed",
-        {"pairs", "loss-format", "train-data"},
+        {"pairs", "loss-format", "train-data", "tokens"},
         "model",
     ),
-    "inside evaluation": ("metrics/.tmp-*", {"pairs", "loss-format", "train-data", "model"}, "base-metrics"),
+    "inside evaluation": ("metrics/.tmp-*", {"pairs", "loss-format", "train-data", "tokens", "model"}, "base-metrics"),
 }
 
 

@@ -39,8 +39,9 @@ worker: setup
 bench: setup
 	$(PY) bench/mining.py
 	$(PY) bench/training_overhead.py
+	$(PY) bench/training_throughput.py --cpu
 
-# On a GPU worker: the strong recipe's samples/s and MFU against the same recipe without its
-# no-duplicates sampler and mixed precision
+# On a GPU worker: raw PyTorch floor, bare sentence-transformers trainer and the pipeline, side by
+# side (bert-base architecture and MiniLM), with MFU against a matrix-product peak measured there
 bench-gpu: setup
-	$(PY) bench/strong_recipe.py
+	$(PY) bench/training_throughput.py

@@ -25,7 +25,10 @@ def build_bert(folder: Path, shape: dict, max_seq_length: int | None = None, nam
 
     torch.manual_seed(0)
     hf_dir = folder / f"{name}-hf"
-    tokenizer = BertTokenizerFast(vocab_file=str(bundled_minilm_dir() / "vocab.txt"), do_lower_case=True)
+    # the bundled MiniLM's own tokenizer files: BertTokenizerFast(vocab_file=...) gives a 5-token
+    # vocabulary under transformers 5, which turns every word into [UNK]
+    tokenizer = BertTokenizerFast.from_pretrained(str(bundled_minilm_dir()))
+    assert tokenizer.vocab_size == 30522, tokenizer.vocab_size
     positions = 512 if max_seq_length is None else max(128, max_seq_length)
     config = BertConfig(vocab_size=tokenizer.vocab_size, max_position_embeddings=positions, **shape)
     BertModel(config).save_pretrained(hf_dir)

@@ -49,6 +49,9 @@ def show_one(data_dir: str, ref: str, rows: int) -> None:
     if manifest is None:
         raise SystemExit(f"{folder}: no such artifact (see `train-embeddings inspect` for the list)")
     print(json.dumps({k: manifest[k] for k in ("stage", "key", "rows", "created", "params", "parents")}, indent=2))
+    if manifest.get("stage") == "tokens":
+        show_tokens(folder, manifest, rows)
+        return
     for path in sorted(folder.rglob("*.parquet")):
         df = pd.read_parquet(path)
         print(f"\n== {path.relative_to(folder)}: {len(df)} rows")
@@ -61,6 +64,29 @@ def show_one(data_dir: str, ref: str, rows: int) -> None:
         for column in ("positive_score", "negative_score", "value"):
             if column in df and pd.api.types.is_numeric_dtype(df[column]):
                 print(f"\n{column}: {df[column].describe().round(4).to_dict()}")
+
+
+def show_tokens(folder: Path, manifest: dict, rows: int) -> None:
+    """Token ids read back as text with the base model's tokenizer, beside their lengths and statistics."""
+    print(f"\ntokenizer: {json.dumps(manifest.get('tokenizer'))}")
+    stats = pd.DataFrame.from_dict(manifest.get("columns", {}), orient="index")
+    print(f"\n== tokens per text, by column\n{stats.to_string()}")
+    tokenizer = None
+    try:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(manifest["base_model"]["location"])
+    except Exception as exc:  # the base model's folder may be gone: show the ids instead
+        print(f"(cannot load the tokenizer to decode: {type(exc).__name__})")
+    df = pd.read_parquet(folder / "tokens.parquet").head(rows)
+    print(f"\n== tokens.parquet, first {len(df)} rows (length: decoded ids)")
+    for i, row in df.iterrows():
+        for column, ids in row.items():
+            if column.endswith("_input_ids"):
+                text = tokenizer.decode(ids) if tokenizer else str(list(ids))
+                print(f"{i:>4} {column:<22} {len(ids):>4}: {text[:110]}")
+            else:
+                print(f"{i:>4} {column:<22} {ids}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -306,7 +306,7 @@ def train_model(
         warmup_steps=0.1 if config.warmup_steps < 0 else config.warmup_steps,  # below 1: a share of all steps
         fp16=precision == "fp16",
         bf16=precision == "bf16",
-        optim="adamw_torch_fused" if cuda else "adamw_torch",
+        optim="adamw_torch_fused",  # transformers' default with torch >= 2.8, named here because it matters
         tf32=True if cuda and torch.cuda.get_device_capability()[0] >= 8 else None,
         dataloader_num_workers=workers,
         dataloader_pin_memory=cuda,

@@ -222,6 +222,10 @@ def test_inspect_lists_and_shows_artifacts(run, capsys):
     cli.main(["inspect", f"triplets/{key}", "--data-dir", str(run.data_dir)])
     shown = capsys.readouterr().out
     assert "triplets.parquet" in shown and "negative_score" in shown and key in shown
+    cli.main(["inspect", f"tokens/{summary['artifacts']['tokens']['key']}", "--data-dir", str(run.data_dir)])
+    shown = capsys.readouterr().out
+    assert "truncated" in shown and "max_seq_length" in shown
+    assert "anchor_input_ids" in shown and "[CLS]" in shown and "[SEP]" in shown  # ids read back as text
 
 
 def test_a_token_in_the_environment_is_never_written(run, monkeypatch):

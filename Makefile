@@ -3,17 +3,29 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?= -p negatives=semi-hard
 
-.PHONY: setup run test lint bench bench-gpu server deploy worker
+UV_VERSION := 0.13.8
+
+.PHONY: setup lock run test lint bench bench-gpu server deploy worker
 
 setup: $(VENV)/.installed
 
-# torch first and pinned: on CPU-only machines it takes the local CPU wheel instead of a CUDA build
-$(VENV)/.installed: pyproject.toml
+# torch first and pinned, outside the lock: on CPU-only machines pip takes the local CPU wheel
+# (a GPU worker installs the CUDA build of the same version before this); then every other
+# package exactly as locked, hashes checked, nothing resolved (uv: seconds, not minutes)
+$(VENV)/.installed: pyproject.toml requirements.lock
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q torch==2.13.0 uv==$(UV_VERSION)
+	$(VENV)/bin/uv pip install -q --python $(PY) --require-hashes --no-deps -r requirements.lock
+	$(VENV)/bin/uv pip install -q --python $(PY) --no-deps -e .
+	$(PY) -m pip check
 	touch $@
+
+# Re-resolve after changing a pin in pyproject.toml. --find-links: against the CPU torch wheel on
+# this disk; without it uv resolves PyPI's CUDA torch and locks its nvidia-* libraries too.
+lock: setup
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 \
+		--python-platform x86_64-manylinux_2_28 --find-links /opt/wheels --no-emit-package torch \
+		--custom-compile-command "make lock" -o requirements.lock
 
 run: setup
 	HF_HUB_DISABLE_TELEMETRY=1 $(VENV)/bin/train-embeddings run $(ARGS)

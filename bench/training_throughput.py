@@ -84,6 +84,7 @@ def raw_floor(model_dir: str, data: str, batch_size: int, steps: int) -> dict:
     from transformers import AutoModel
 
     from tasks import batches, tokens
+    from tasks.training import training_flops_per_token
 
     st_model, ids = _ids(model_dir, data)
     cuda = torch.cuda.is_available()
@@ -126,7 +127,7 @@ def raw_floor(model_dir: str, data: str, batch_size: int, steps: int) -> dict:
         "samples_per_second": steps * batch_size / seconds,
         "tokens_per_second": steps * batch_size * real / seconds,
         "padded_tokens_per_real": collator.pad_ratio,
-        "flops_per_token": 6.0 * sum(p.numel() for p in encoder.parameters()),
+        "flops_per_token": training_flops_per_token(encoder),
         "peak_gib": _memory(),
     }
 
@@ -138,6 +139,8 @@ def bare_trainer(model_dir: str, data: str, batch_size: int, steps: int) -> dict
     from datasets import Dataset
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, losses
     from sentence_transformers.training_args import SentenceTransformerTrainingArguments
+
+    from tasks.training import training_flops_per_token
 
     cuda = torch.cuda.is_available()
     model = SentenceTransformer(model_dir)
@@ -169,7 +172,7 @@ def bare_trainer(model_dir: str, data: str, batch_size: int, steps: int) -> dict
         "samples_per_second": steps * batch_size / seconds,
         "tokens_per_second": steps * batch_size * real / seconds,
         "padded_tokens_per_real": None,
-        "flops_per_token": 6.0 * sum(p.numel() for p in model.parameters()),
+        "flops_per_token": training_flops_per_token(model),
         "peak_gib": _memory(),
     }
 
@@ -268,7 +271,7 @@ def main() -> None:
     parser.add_argument("--models", default="bert-base,minilm", help="CUDA: bert-base and/or minilm")
     args = parser.parse_args()
     cuda = torch.cuda.is_available() and not args.cpu
-    steps = args.steps or (60 if cuda else 8)
+    steps = args.steps or (60 if cuda else 16)
     device = torch.cuda.get_device_name(0) if cuda else f"CPU ({os.cpu_count()} cores)"
     peak = isolated(peak_flops, cuda=cuda)["flops"]
     lines = [f"device: {device}; measured matrix-product peak {peak / 1e12:.1f} TFLOP/s ({'bf16' if cuda else 'fp32'})"]

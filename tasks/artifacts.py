@@ -28,6 +28,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tasks import environment
+
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
@@ -180,6 +182,7 @@ def materialize(
     key = artifact_key(stage, version, params, parents)
     found = find(data_dir, stage, key)
     if found is not None:
+        _warn_if_made_elsewhere(found)
         return found
     final = artifacts_root(data_dir) / stage / key
     started = time.perf_counter()
@@ -197,10 +200,19 @@ def materialize(
             "files": _checksums(tmp),
             "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "seconds": round(time.perf_counter() - started, 3),
+            "environment": environment.describe(),
             **(extra or {}),
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
         return _publish(tmp, final, ArtifactRef(stage, key, str(final), rows, cached=False))
+
+
+def _warn_if_made_elsewhere(ref: ArtifactRef) -> None:
+    """A reused artifact made with other versions of the libraries that decide results: say which."""
+    changed = environment.differences((read_manifest(ref.folder) or {}).get("environment"))
+    if changed:
+        names = ", ".join(f"{name} {was} -> {now}" for name, (was, now) in changed.items())
+        log.warning("%s/%s is reused, but was made with other library versions (%s)", ref.stage, ref.key, names)
 
 
 def _publish(tmp: Path, final: Path, ref: ArtifactRef) -> ArtifactRef:

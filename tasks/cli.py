@@ -48,7 +48,8 @@ def show_one(data_dir: str, ref: str, rows: int) -> None:
     manifest = read_manifest(folder)
     if manifest is None:
         raise SystemExit(f"{folder}: no such artifact (see `train-embeddings inspect` for the list)")
-    print(json.dumps({k: manifest[k] for k in ("stage", "key", "rows", "created", "params", "parents")}, indent=2))
+    shown = ("stage", "key", "rows", "created", "params", "parents", "environment")
+    print(json.dumps({k: manifest.get(k) for k in shown}, indent=2))
     if manifest.get("stage") == "tokens":
         show_tokens(folder, manifest, rows)
         return

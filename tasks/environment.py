@@ -8,6 +8,7 @@ logged with the difference, so a scheduled retrain never reuses across them unno
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 import platform
@@ -72,6 +73,11 @@ def _device() -> dict[str, Any]:
 
 def describe() -> dict[str, Any]:
     """The environment block of a manifest; identical for two runs on the same machine and commit."""
+    return copy.deepcopy(_describe())
+
+
+@functools.lru_cache(maxsize=1)
+def _describe() -> dict[str, Any]:  # once per process: versions and device do not change under it
     return {
         "python": platform.python_version(),
         "libraries": {name: _version(name) for name in (*RESULT_LIBRARIES, *OTHER_LIBRARIES)},

@@ -132,3 +132,33 @@ def test_a_damaged_artifact_is_named_in_a_warning(tmp_path, caplog):
     with caplog.at_level("WARNING"):
         assert find(tmp_path, "pairs", ref.key) is None
     assert str(ref.folder) in caplog.text and "damaged" in caplog.text
+
+
+def test_manifests_record_the_environment_and_a_reuse_across_versions_says_so(tmp_path, caplog):
+    import torch
+
+    from tasks import environment
+
+    ref = materialize(tmp_path, "pairs", 1, {"p": 1}, [], _build([]))
+    again = materialize(tmp_path / "other", "pairs", 1, {"p": 1}, [], _build([]))
+    recorded = json.loads((ref.folder / "manifest.json").read_text())["environment"]
+    assert recorded == json.loads((again.folder / "manifest.json").read_text())["environment"]  # same machine
+    assert recorded["libraries"]["torch"].startswith(torch.__version__.split("+")[0])
+    assert recorded["libraries"]["sentence-transformers"] and recorded["libraries"]["faiss"]
+    assert recorded["device"]["name"] == "cpu"
+    assert len(recorded["git"]["commit"]) == 40 and isinstance(recorded["git"]["dirty"], bool)
+
+    with caplog.at_level("WARNING"):
+        materialize(tmp_path, "pairs", 1, {"p": 1}, [], _build([]))
+    assert "other library versions" not in caplog.text  # same versions: reused quietly
+
+    manifest_path = ref.folder / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["environment"]["libraries"]["transformers"] = "4.0.0"
+    manifest_path.write_text(json.dumps(manifest))
+    assert environment.differences(manifest["environment"]) == {
+        "transformers": ("4.0.0", recorded["libraries"]["transformers"])
+    }
+    with caplog.at_level("WARNING"):
+        reused = materialize(tmp_path, "pairs", 1, {"p": 1}, [], _build([]))
+    assert reused.cached and f"transformers 4.0.0 -> {recorded['libraries']['transformers']}" in caplog.text

@@ -43,10 +43,10 @@ server: setup
 
 deploy: setup
 	$(VENV)/bin/prefect work-pool create gpu --type process --overwrite
-	TRAIN_EMBEDDINGS_HOME=$(CURDIR) $(VENV)/bin/prefect --no-prompt deploy --all
+	$(VENV)/bin/prefect --no-prompt deploy --all
 
 worker: setup
-	TRAIN_EMBEDDINGS_HOME=$(CURDIR) $(VENV)/bin/prefect worker start --pool gpu --type process
+	$(VENV)/bin/prefect worker start --pool gpu --type process
 
 bench: setup
 	$(PY) bench/mining.py

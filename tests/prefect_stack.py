@@ -44,7 +44,6 @@ def stack_env(tmp: Path, port: int, project: Path) -> dict[str, str]:
         DO_NOT_TRACK="1",
         HF_HUB_OFFLINE="1",
         HF_DATASETS_OFFLINE="1",
-        TRAIN_EMBEDDINGS_HOME=str(project),
         NO_COLOR="1",
         COLUMNS="200",
     )

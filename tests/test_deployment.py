@@ -91,6 +91,10 @@ def test_deployment_run_completes_then_is_served_from_cache(deployed, tiny_bert,
     assert flow_run.state.is_completed()
     assert names >= {"mnr", "mnr-semi-hard", "cosine", "softmax"}
     assert deployment.work_pool_name == "gpu"
+    # plain `prefect deploy --all` from the checkout, no extra setting: Prefect records the checkout
+    assert deployment.pull_steps == [
+        {"prefect.deployments.steps.set_working_directory": {"directory": str(PROJECT.resolve())}}
+    ]
     assert [s.schedule.cron for s in deployment.schedules] == ["0 3 * * 1"]
     assert flow_run.parameters["loss"] == "mnr" and flow_run.parameters["negatives"] == "soft"
     assert summary["parameters"]["nli_source"] == str(source)

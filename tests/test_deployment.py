@@ -5,6 +5,8 @@ Loopback only; everything started here is stopped, also when a step fails."""
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -17,11 +19,34 @@ pytestmark = pytest.mark.integration
 PROJECT = Path(__file__).resolve().parent.parent
 
 
+def _git(*args: str, cwd: Path) -> str:
+    done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
 @pytest.fixture(scope="module")
-def deployed(tmp_path_factory):
-    """Server (temporary SQLite), the gpu pool, every deployment of prefect.yaml, one worker."""
+def bare_repository(tmp_path_factory) -> tuple[str, str]:
+    """A bare repository holding this project's HEAD plus one more commit, and that commit: a run from
+    it is recognisable by its commit, which the checkout does not have."""
+    tmp = tmp_path_factory.mktemp("git")
+    bare, work = tmp / "train-embeddings.git", tmp / "work"
+    _git("clone", "--quiet", "--no-local", str(PROJECT), str(work), cwd=tmp)
+    (work / "CLONED.md").write_text("a commit only the bare repository has\n")
+    _git("add", "CLONED.md", cwd=work)
+    _git("-c", "user.name=test", "-c", "user.email=test@localhost", "commit", "--quiet", "-m", "marker", cwd=work)
+    _git("clone", "--quiet", "--bare", str(work), str(bare), cwd=tmp)
+    return f"file://{bare}", _git("rev-parse", "HEAD", cwd=work)
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory, bare_repository):
+    """Server (temporary SQLite), the gpu pool, every deployment of prefect.yaml, one worker that
+    runs in an empty folder: no checkout of the project where it works."""
     tmp = tmp_path_factory.mktemp("prefect-stack")
     env = stack.stack_env(tmp, stack.free_port(), PROJECT)
+    deploy_env = env | {"TRAIN_EMBEDDINGS_REPO": bare_repository[0], "TRAIN_EMBEDDINGS_COMMIT": bare_repository[1]}
+    worker_home = tmp / "worker"
+    worker_home.mkdir()
     procs = []
     try:
         server = stack.start(
@@ -32,9 +57,11 @@ def deployed(tmp_path_factory):
         procs.append(server)
         stack.wait_healthy(env["PREFECT_API_URL"], server)
         stack.cli(["work-pool", "create", "gpu", "--type", "process", "--overwrite"], env)
-        stack.cli(["--no-prompt", "deploy", "--all"], env, cwd=PROJECT)
+        stack.cli(["--no-prompt", "deploy", "--all"], deploy_env, cwd=PROJECT)
         procs.append(
-            stack.start(["worker", "start", "--pool", "gpu", "--type", "process"], env, tmp / "worker.log", cwd=PROJECT)
+            stack.start(
+                ["worker", "start", "--pool", "gpu", "--type", "process"], env, tmp / "worker.log", cwd=worker_home
+            )
         )
         with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}):
             yield env, tmp
@@ -42,6 +69,21 @@ def deployed(tmp_path_factory):
         for proc in reversed(procs):
             stack.stop(proc)
         stack.sweep(env["PREFECT_API_URL"])
+
+
+def _params(tiny_bert, nli_sample, tmp_path) -> dict:
+    source = tmp_path / "nli.parquet"
+    nli_sample.head(200)[["premise", "hypothesis", "label"]].to_parquet(source)
+    return {
+        "nli_source": source,
+        "max_pairs": 200,
+        "base_model": tiny_bert,
+        "max_steps": 3,
+        "warmup_steps": 1,
+        "eval_steps": 0,
+        "eval_limit": 100,
+        "data_dir": tmp_path / "data",
+    }
 
 
 def _run(env: dict, params: dict, deployment: str = "mnr") -> tuple[str, float]:
@@ -56,7 +98,7 @@ def _run(env: dict, params: dict, deployment: str = "mnr") -> tuple[str, float]:
     return run_id, seconds
 
 
-async def _inspect(run_id: str):
+async def _inspect(run_id: str, name: str = "mnr"):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
@@ -66,30 +108,20 @@ async def _inspect(run_id: str):
         artifacts = await client.read_artifacts(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run.id]))
         )
-        deployment = await client.read_deployment_by_name("train-embeddings/mnr")
+        deployment = await client.read_deployment_by_name(f"train-embeddings/{name}")
         names = {d.name for d in await client.read_deployments()}
         return flow_run, summary, {a.key: a for a in artifacts if a.key}, deployment, names
 
 
 def test_deployment_run_completes_then_is_served_from_cache(deployed, tiny_bert, nli_sample, tmp_path):
     env, tmp = deployed
-    source = tmp_path / "nli.parquet"
-    nli_sample.head(200)[["premise", "hypothesis", "label"]].to_parquet(source)
-    params = {
-        "nli_source": source,
-        "max_pairs": 200,
-        "base_model": tiny_bert,
-        "max_steps": 3,
-        "warmup_steps": 1,
-        "eval_steps": 0,
-        "eval_limit": 100,
-        "data_dir": tmp_path / "data",
-    }
+    params = _params(tiny_bert, nli_sample, tmp_path)
+    source = params["nli_source"]
 
     run_id, cold = _run(env, params)
     flow_run, summary, artifacts, deployment, names = asyncio.run(_inspect(run_id))
     assert flow_run.state.is_completed()
-    assert names >= {"mnr", "mnr-semi-hard", "cosine", "softmax"}
+    assert names >= {"mnr", "mnr-semi-hard", "cosine", "softmax", "mnr-git"}
     assert deployment.work_pool_name == "gpu"
     # plain `prefect deploy --all` from the checkout, no extra setting: Prefect records the checkout
     assert deployment.pull_steps == [
@@ -116,3 +148,20 @@ def test_deployment_run_completes_then_is_served_from_cache(deployed, tiny_bert,
     assert again["champion"]["promoted"] is False
     assert "| True |" in artifacts["train-embeddings-lineage"].data
     print(f"\ndeployment run → Completed: cold {cold:.1f}s, cached {warm:.1f}s")
+
+
+def test_a_worker_without_the_checkout_runs_the_git_deployment(
+    deployed, bare_repository, tiny_bert, nli_sample, tmp_path
+):
+    env, tmp = deployed
+    url, commit = bare_repository
+    run_id, _ = _run(env, _params(tiny_bert, nli_sample, tmp_path), deployment="mnr-git")
+    flow_run, summary, _, deployment, _ = asyncio.run(_inspect(run_id, "mnr-git"))
+    assert flow_run.state.is_completed()
+    clone = deployment.pull_steps[0]["prefect.deployments.steps.git_clone"]
+    assert (clone["repository"], clone["commit_sha"]) == (url, commit)  # fixed when deploying
+    # the code that ran came from the clone: its manifests carry the commit only the bare repository has
+    manifest = json.loads((Path(summary["artifacts"]["model"]["path"]) / "manifest.json").read_text())
+    assert manifest["environment"]["git"] == {"commit": commit, "dirty": False}
+    assert _git("rev-parse", "HEAD", cwd=PROJECT) != commit
+    assert not (tmp / "worker" / "flows").exists()  # nothing of the project was put where the worker works

@@ -15,16 +15,41 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from flows.train_embeddings import BUNDLED_MINILM, train_embeddings
 from tasks import plots
 from tasks.artifacts import ArtifactRef, materialize, write_parquet
+from tasks.labels import LOSSES
 from tasks.report import markdown_table
 from tasks.sources import DEFAULT_NLI_SAMPLE, REPO_ROOT
 
-GRID = ("softmax", "cosine", "mnr+none", "mnr+soft", "mnr+semi-hard", "mnr+contradiction")
+GRID = (
+    "softmax",
+    "cosine",
+    "mnr+none",
+    "mnr+soft",
+    "mnr+semi-hard",
+    "mnr+contradiction",
+    "mnr+semi-hard+relative",
+    "mnr+soft+matryoshka",
+    "gist",
+)
+# Modifiers after the loss and negatives: MatryoshkaLoss around the loss, or semi-hard negatives
+# kept only below 95% of the positive's score (NV-Retriever's best setting).
+RELATIVE_MARGIN = 0.05
+MATRYOSHKA_DIMS = [384, 256, 128, 64]  # all-MiniLM-L6-v2 is 384 wide
 
 
-def cell_parameters(cell: str) -> dict:
-    """``"mnr+semi-hard"`` → loss mnr with semi-hard negatives; ``"cosine"`` → cosine, no negatives."""
-    loss, _, negatives = cell.partition("+")
-    return {"loss": loss, "negatives": negatives or None}
+def cell_parameters(cell: str, matryoshka_dims: tuple[int, ...] = ()) -> dict:
+    """``"mnr+semi-hard"`` → loss mnr with semi-hard negatives; ``"cosine"`` → cosine, no negatives;
+    ``"mnr+soft+matryoshka"`` → inside MatryoshkaLoss; ``"mnr+semi-hard+relative"`` → positive-aware mining."""
+    loss, *rest = cell.split("+")
+    negatives, modifiers = (rest[0], rest[1:]) if rest else (None, [])
+    unknown = [m for m in modifiers if m not in ("matryoshka", "relative")]
+    if loss not in LOSSES or unknown:
+        raise ValueError(f"parameter grid: unknown cell {cell!r}; use e.g. {list(GRID)}")
+    parameters: dict = {"loss": loss, "negatives": negatives}
+    if "matryoshka" in modifiers:
+        parameters["matryoshka_dims"] = list(matryoshka_dims)
+    if "relative" in modifiers:
+        parameters["relative_margin"] = RELATIVE_MARGIN
+    return parameters
 
 
 def comparison_table(results: dict[str, dict]) -> pd.DataFrame:
@@ -52,20 +77,26 @@ def compare_losses(
     seed: int = 42,
     max_steps: int = -1,
     eval_limit: int | None = None,
+    eval_tasks: list[str] | None = None,
+    matryoshka_dims: list[int] = MATRYOSHKA_DIMS,
     data_dir: str = "data",
 ) -> dict:
-    """Train every cell of the grid on the same data and compare them with the base model."""
-    shared = {name: value for name, value in locals().items() if name != "grid"}  # the cells' common settings
+    """Train every cell of the grid on the same data and compare them with the base model.
+
+    Every cell is evaluated the same way: the same tasks and rows, and STS-B at each of
+    ``matryoshka_dims`` for every model, so the table shows what truncation costs each of them.
+    """
+    shared = {name: value for name, value in locals().items() if name not in ("grid", "matryoshka_dims")}
+    dims = tuple(matryoshka_dims)
     grid = list(grid)
-    unknown = [cell for cell in grid if cell_parameters(cell)["loss"] not in ("softmax", "cosine", "mnr")]
-    if unknown:
-        raise ValueError(f"parameter grid: unknown cells {unknown}; use e.g. {list(GRID)}")
-    results = {cell: train_embeddings(**shared, **cell_parameters(cell)) for cell in grid}
+    cells = {cell: cell_parameters(cell, dims) for cell in grid}  # unknown cells fail before any training
+    results = {cell: train_embeddings(**shared, eval_dims=list(dims), **cells[cell]) for cell in grid}
     table = comparison_table(results)
     parents = [ArtifactRef("metrics", r["artifacts"]["trained-metrics"]["key"], "") for r in results.values()]
 
     def build(folder: Path) -> int:
         plots.grid_comparison(table, folder / "comparison.png")
+        plots.grid_dimensions(table, folder / "dimensions.png")
         (folder / "comparison.md").write_text(markdown_table(table.round(4)))
         return write_parquet(table, folder / "comparison.parquet")
 

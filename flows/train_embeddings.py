@@ -17,15 +17,32 @@ from prefect import flow, get_run_logger
 from tasks import report as reporting
 from tasks import stages
 from tasks.artifacts import read_manifest
-from tasks.evaluation import METRICS
-from tasks.labels import LOSSES
-from tasks.models import resolve_model
+from tasks.evaluation import DEFAULT_TASKS, EvalSettings
+from tasks.labels import LOSSES, RANKING
+from tasks.models import embedding_dimension, hub_reachable, resolve_model
 from tasks.negatives import MiningConfig
 from tasks.recipes import apply_recipe
 from tasks.sources import DEFAULT_NLI_SAMPLE, REPO_ROOT
-from tasks.training import TrainConfig
+from tasks.training import TrainConfig, check_matryoshka_dims
 
 BUNDLED_MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+
+# The parameters a recipe may set are None in the signature ("not passed"); these are their values
+# when neither the caller nor a recipe sets them. negatives stays None: it then follows the loss.
+UNSET_DEFAULTS = {
+    "loss": "mnr",
+    "negatives": None,
+    "nli_source": str(DEFAULT_NLI_SAMPLE.relative_to(REPO_ROOT)),
+    "base_model": BUNDLED_MINILM,
+    "epochs": 1.0,
+    "batch_size": 32,
+    "learning_rate": 5e-5,
+    "warmup_steps": 100,
+    "eval_steps": 100,
+    "precision": "fp16",
+    "batch_sampler": "batch_sampler",
+    "mini_batch_size": 0,
+}
 
 
 def build_config(cls, parameters: dict):
@@ -33,48 +50,67 @@ def build_config(cls, parameters: dict):
     return cls(**{f.name: parameters[f.name] for f in fields(cls) if f.name in parameters})
 
 
-def check_parameters(loss: str, mining: MiningConfig, max_pairs: int | None, promote_metric: str) -> None:
-    """Fail before any data is read or model loaded."""
+def resolve_parameters(given: dict) -> dict:
+    """The run's settings: what was passed, then the recipe's values, then the defaults; list-valued
+    parameters as tuples."""
+    p = apply_recipe(given.get("recipe"), given, UNSET_DEFAULTS)
+    p["negatives"] = p["negatives"] or ("soft" if p["loss"] == "mnr" else "none")  # the seed's MNR: soft negatives
+    p["matryoshka_dims"] = tuple(p.get("matryoshka_dims") or ())
+    p["eval_dims"] = p["matryoshka_dims"] if p.get("eval_dims") is None else tuple(p["eval_dims"])
+    p["eval_tasks"] = tuple(DEFAULT_TASKS if p.get("eval_tasks") is None else p["eval_tasks"])
+    return p
+
+
+def check_parameters(p: dict, mining: MiningConfig, config: TrainConfig, settings: EvalSettings) -> None:
+    """Fail before any data is read or model loaded, naming the parameter."""
+    loss = p["loss"]
     if loss not in LOSSES:
         raise ValueError(f"parameter loss: {loss!r} is not one of {LOSSES}")
-    if loss != "mnr" and mining.strategy != "none":
+    if loss not in RANKING and mining.strategy != "none":
         raise ValueError(
-            f"parameter negatives: {mining.strategy!r} applies to loss 'mnr' only; use 'none' with {loss!r}"
+            f"parameter negatives: {mining.strategy!r} applies to losses {RANKING} only; use 'none' with {loss!r}"
         )
     mining.check()
-    if max_pairs is not None and max_pairs < 1:
-        raise ValueError(f"parameter max_pairs: must be positive or None, got {max_pairs}")
-    if promote_metric not in METRICS:
-        raise ValueError(f"parameter promote_metric: {promote_metric!r} is not one of {METRICS}")
+    config.check()
+    if p["max_pairs"] is not None and p["max_pairs"] < 1:
+        raise ValueError(f"parameter max_pairs: must be positive or None, got {p['max_pairs']}")
+    settings.check(hub_reachable)
+    metrics = settings.metric_names()
+    if p["promote_metric"] not in metrics:
+        raise ValueError(f"parameter promote_metric: {p['promote_metric']!r} is not one of {metrics}")
 
 
 @flow(name="train-embeddings")  # not log_prints: it breaks dill's stdout capture (datasets)
 def train_embeddings(
-    loss: str = "mnr",
+    loss: str | None = None,
     negatives: str | None = None,
-    nli_source: str = str(DEFAULT_NLI_SAMPLE.relative_to(REPO_ROOT)),
+    nli_source: str | None = None,
     max_pairs: int | None = 50_000,
-    base_model: str = BUNDLED_MINILM,
+    base_model: str | None = None,
     miner_model: str = BUNDLED_MINILM,
-    epochs: float = 1.0,
-    batch_size: int = 32,
-    learning_rate: float = 5e-5,
-    warmup_steps: int = 100,
+    epochs: float | None = None,
+    batch_size: int | None = None,
+    learning_rate: float | None = None,
+    warmup_steps: int | None = None,
     seed: int = 42,
     data_dir: str = "data",
-    eval_steps: int = 100,
+    eval_steps: int | None = None,
     max_steps: int = -1,
     eval_limit: int | None = None,
+    eval_tasks: list[str] | None = None,
     range_min: int = 0,
     range_max: int = 50,
     margin: float = 0.05,
+    relative_margin: float = 0.0,
     max_score: float | None = None,
     num_negatives: int = 1,
     sampling: str = "top",
     negatives_layout: str = "rows",
-    precision: str = "fp16",
-    batch_sampler: str = "batch_sampler",
-    mini_batch_size: int = 0,
+    matryoshka_dims: list[int] | None = None,
+    eval_dims: list[int] | None = None,
+    precision: str | None = None,
+    batch_sampler: str | None = None,
+    mini_batch_size: int | None = None,
     checkpoint_steps: int = 500,
     unpad: bool = True,
     attention: str = "auto",
@@ -86,16 +122,26 @@ def train_embeddings(
 
     Offline by default: the bundled MNLI sample and the bundled all-MiniLM-L6-v2. With network,
     ``recipe="seed"`` is the notebook's setting (glue/mnli, bert-base-uncased) and ``recipe="strong"``
-    the best we know; a recipe sets every parameter left at its default.
+    the best we know; a recipe sets only the parameters left unset (None), so a value passed always wins.
+    Unset: loss mnr (gist: GISTEmbedLoss guided by ``miner_model``), the bundled MNLI sample, MiniLM,
+    1 epoch, batch 32, learning rate 5e-5, 100 warmup and evaluation steps, fp16 on CUDA.
+    ``matryoshka_dims`` trains inside MatryoshkaLoss and scores STS-B at each dimension (``eval_dims``
+    scores other dimensions, or any model's truncations).
+    ``eval_tasks`` are MTEB task names (default Banking77Classification; STSBenchmark is bundled too).
     ``eval_limit`` caps evaluation rows per split (for quick runs); ``max_steps`` caps training.
-    The trained model becomes the champion only if it beats the current one on ``promote_metric``.
+    The trained model becomes the champion only if it beats the current one on ``promote_metric``,
+    evaluated the same way.
     """
-    p = apply_recipe(recipe, dict(locals()), FLOW_DEFAULTS)
-    negatives = p["negatives"] or ("soft" if p["loss"] == "mnr" else "none")  # the seed's MNR: soft negatives
+    p = resolve_parameters(dict(locals()))
+    negatives = p["negatives"]
     mining = build_config(MiningConfig, p | {"strategy": negatives, "layout": p["negatives_layout"]})
     config = build_config(TrainConfig, p)
-    check_parameters(p["loss"], mining, p["max_pairs"], p["promote_metric"])
-    config.check()
+    settings = EvalSettings(p["eval_tasks"], p["eval_limit"], p["eval_dims"])
+    check_parameters(p, mining, config, settings)
+    if settings.dims:  # against the base model's dimension, read from its folder, before any model loads
+        dimension = embedding_dimension(resolve_model(p["base_model"]).location)
+        check_matryoshka_dims(config.matryoshka_dims, p["loss"], dimension)
+        check_matryoshka_dims(settings.dims, "", dimension, parameter="eval_dims")
     log = get_run_logger()
     os.environ.setdefault("WANDB_DISABLED", "true")
     data_dir = str(Path(p["data_dir"]).resolve())
@@ -106,27 +152,27 @@ def train_embeddings(
     pairs = stages.map_labels(raw, p["loss"], data_dir)
     # 3. Negatives for MNR
     train_data = pairs
-    miner = resolve_model(p["miner_model"]) if negatives == "semi-hard" else None
+    miner = resolve_model(p["miner_model"]) if negatives == "semi-hard" or p["loss"] == "gist" else None
     if negatives != "none":
         train_data = stages.mine_negatives(pairs, raw, mining, miner, data_dir)
     # 4. Token ids, once per data and tokenizer
     base = resolve_model(p["base_model"])
     ids = stages.tokenize(train_data, base, p["loss"], data_dir)
-    # 5. Train
-    model = stages.train(ids, base, config, data_dir)
+    # 5. Train (GIST: the miner model guides the in-batch negatives)
+    model = stages.train(ids, base, config, data_dir, guide=miner if p["loss"] == "gist" else None)
     # 6. Evaluate the base and the trained model
-    base_metrics = stages.evaluate(base, [], p["eval_limit"], data_dir)
-    trained_metrics = stages.evaluate(stages.trained_model(model), [model], p["eval_limit"], data_dir)
-    # 7. Promote to champion only if it beats the current one
-    decision = stages.promote(model, trained_metrics, p["promote_metric"], data_dir)
+    base_metrics = stages.evaluate(base, [], settings, data_dir)
+    trained_metrics = stages.evaluate(stages.trained_model(model), [model], settings, data_dir)
+    # 7. Promote to champion only if it beats the current one, evaluated the same way
+    decision = stages.promote(model, trained_metrics, settings, p["promote_metric"], data_dir)
     # 8. Report
     refs = {"pairs": raw, "loss-format": pairs, "train-data": train_data, "tokens": ids, "model": model}
     refs |= {"base-metrics": base_metrics, "trained-metrics": trained_metrics}
-    refs["report"] = reporting.report(base_metrics, trained_metrics, refs, decision, data_dir)
+    refs["report"] = reporting.report(base_metrics, trained_metrics, refs, decision, settings.dims, data_dir)
 
     base_scores, trained_scores = stages.read_metrics(base_metrics), stages.read_metrics(trained_metrics)
     summary = {
-        "parameters": p | {"negatives": negatives},
+        "parameters": p,
         "base_model": {"name": base.name, "source": base.source, "location": base.location},
         "miner_model": None if miner is None else {"name": miner.name, "source": miner.source},
         "model_path": str(model.folder / "model"),
@@ -135,6 +181,7 @@ def train_embeddings(
             step: {"path": r.path, "key": r.key, "rows": r.rows, "cached": r.cached} for step, r in refs.items()
         },
         "metrics": {m: {"base": base_scores[m], "trained": trained_scores[m]} for m in base_scores},
+        "evaluation": settings.record(),
         "champion": decision,
     }
     summary["run_record"] = str(reporting.write_run_record(data_dir, summary))

@@ -244,8 +244,12 @@ class GroupedForwardLoss(nn.Module):
 
 
 def inner_loss(loss: nn.Module) -> nn.Module:
-    """The sentence-transformers loss inside a wrapper, or the loss itself."""
-    return loss.loss if isinstance(loss, GroupedForwardLoss) else loss
+    """The sentence-transformers loss inside its wrappers (ours, MatryoshkaLoss), or the loss itself."""
+    from sentence_transformers.losses import MatryoshkaLoss
+
+    while isinstance(loss, GroupedForwardLoss | MatryoshkaLoss):
+        loss = loss.loss
+    return loss
 
 
 def can_flatten(model) -> bool:

@@ -35,6 +35,7 @@ def train_distributed(
     sts_validation: pd.DataFrame,
     config: TrainConfig,
     out_dir: Path,
+    guide_location: str | None = None,
 ) -> dict:
     """Run ``train_model`` under torchrun with ``processes_for(config)`` processes; return its summary."""
     spec_dir = out_dir / "_ddp"
@@ -52,6 +53,7 @@ def train_distributed(
         "out": str(out_dir),
         "dir": str(spec_dir),
         "tokenizer": tokenizer,
+        "guide": guide_location,
     }
     (spec_dir / "spec.json").write_text(json.dumps(spec))
     command = [
@@ -87,8 +89,9 @@ def main(spec_path: str) -> None:
         spec["model"],
         train,
         pd.read_parquet(folder / "sts.parquet"),
-        TrainConfig(**spec["config"]),
+        TrainConfig(**spec["config"] | {"matryoshka_dims": tuple(spec["config"]["matryoshka_dims"])}),
         Path(spec["out"]),
+        guide_location=spec["guide"],
     )
 
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 import pandas as pd
 
 ENTAILMENT, NEUTRAL, CONTRADICTION = 0, 1, 2
-LOSSES = ("softmax", "cosine", "mnr")
+LOSSES = ("softmax", "cosine", "mnr", "gist")
+RANKING = ("mnr", "gist")  # in-batch negatives: (anchor, positive[, negative...]) rows
 COLUMNS = {
     "softmax": ["premise", "hypothesis", "label"],
     "cosine": ["sentence1", "sentence2", "score"],
     "mnr": ["anchor", "positive"],
+    "gist": ["anchor", "positive"],
 }
 
 
@@ -34,13 +36,13 @@ def cosine_pairs(pairs: pd.DataFrame) -> pd.DataFrame:
 
 
 def mnr_pairs(pairs: pd.DataFrame) -> pd.DataFrame:
-    """MultipleNegativesRankingLoss: entailment rows as (anchor = premise, positive = hypothesis)."""
+    """MultipleNegativesRankingLoss and GISTEmbedLoss: entailment rows as (anchor = premise, positive = hypothesis)."""
     entailed = pairs[pairs["label"] == ENTAILMENT]
     return pd.DataFrame({"anchor": entailed["premise"].to_numpy(), "positive": entailed["hypothesis"].to_numpy()})
 
 
 def pairs_for_loss(pairs: pd.DataFrame, loss: str) -> pd.DataFrame:
-    mappers = {"softmax": softmax_pairs, "cosine": cosine_pairs, "mnr": mnr_pairs}
+    mappers = {"softmax": softmax_pairs, "cosine": cosine_pairs, "mnr": mnr_pairs, "gist": mnr_pairs}
     if loss not in mappers:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
     return mappers[loss](pairs)

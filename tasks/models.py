@@ -118,3 +118,31 @@ def load_model(model: ResolvedModel, device: str | None = None):
     if precision != "fp32":
         loaded = loaded.to({"bf16": torch.bfloat16, "fp16": torch.float16}[precision])
     return loaded
+
+
+def embedding_dimension(location: str) -> int | None:
+    """The dimension of a sentence-transformers folder's embeddings, read from its module configs
+    (no weights loaded): the last Dense layer's ``out_features``, else the pooled width; None if unknown."""
+    import json
+
+    folder = Path(location)
+    try:
+        modules = json.loads((folder / "modules.json").read_text())
+    except (OSError, ValueError):
+        return None
+    dimension = None
+    for module in modules:
+        try:
+            config = json.loads((folder / module.get("path", "") / "config.json").read_text())
+        except (OSError, ValueError):
+            continue
+        kind = module.get("type", "")
+        if kind.endswith("Dense"):
+            dimension = config.get("out_features", dimension)
+        elif kind.endswith("Pooling"):  # sentence-transformers 6 writes embedding_dimension and one pooling_mode
+            width = config.get("word_embedding_dimension", config.get("embedding_dimension"))
+            modes = config.get("pooling_mode")
+            modes = len(modes) if isinstance(modes, list) else 1 if isinstance(modes, str) else None
+            modes = modes or sum(1 for k, v in config.items() if k.startswith("pooling_mode_") and v is True)
+            dimension = width * max(1, modes) if width else dimension
+    return dimension

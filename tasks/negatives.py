@@ -4,7 +4,10 @@ Candidates are all hypotheses of the source. A text equal to the anchor or to an
 hypothesis the source pairs with the same premise (after normalising case and whitespace)
 is never a negative, whatever the strategy. Semi-hard negatives must also score below the
 anchor's positive minus ``margin`` (a guard against unlabelled positives) and below
-``max_score`` when set. Several negatives per anchor come out as extra rows or columns.
+``max_score`` when set, and, when ``relative_margin`` is above 0, at or below
+``(1 - relative_margin)`` times the positive's score (NV-Retriever's TopK-PercPos: a cap that
+scales with the positive, so near-duplicates of strong positives are skipped). Several
+negatives per anchor come out as extra rows or columns.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ class MiningConfig:
     range_max: int = 50
     max_score: float | None = None
     margin: float = 0.05
+    relative_margin: float = 0.0  # > 0: negatives also score <= (1 - relative_margin) * positive's score
     sampling: str = "top"  # "top": the highest-ranked admissible; "random": a seeded draw among them
     layout: str = "rows"  # "rows": one (anchor, positive, negative) row each; "columns": negative_1..n
     seed: int = 42
@@ -48,6 +52,8 @@ class MiningConfig:
             raise ValueError(f"parameter sampling: {self.sampling!r} is not 'top' or 'random'")
         if self.layout not in ("rows", "columns"):
             raise ValueError(f"parameter negatives_layout: {self.layout!r} is not 'rows' or 'columns'")
+        if not 0 <= self.relative_margin < 1:
+            raise ValueError(f"parameter relative_margin: must be in [0, 1), got {self.relative_margin}")
         if self.strategy == "semi-hard":
             if not 0 <= self.range_min < self.range_max:
                 raise ValueError(
@@ -160,9 +166,11 @@ def semi_hard_negatives(
     batch_size: int = 1024,
 ) -> tuple[pd.DataFrame, dict]:
     """Candidates ranked by similarity to the anchor: skip the top ``range_min``, look up to ``range_max``,
-    keep those below ``max_score`` and below the positive's score minus ``margin``, pick ``num_negatives``.
+    keep those below ``max_score``, below the positive's score minus ``margin`` and (when
+    ``relative_margin`` > 0) at most ``(1 - relative_margin)`` times the positive's score; pick ``num_negatives``.
 
-    Returns the negatives and search facts (index kind, recall of an approximate index).
+    Returns the negatives and mining facts: index kind, recall of an approximate index, and how many
+    candidates of the rank window each rule removed.
     """
     config.check()
     candidates = candidate_pool(raw_pairs)
@@ -174,18 +182,38 @@ def semi_hard_negatives(
     anchors = mnr["anchor"].tolist()
     rng = np.random.default_rng(config.seed)
     picks: list[list[tuple]] = []
+    # Counted among the window's candidates, each rule on its own: one failing two rules counts under both.
+    counts = dict.fromkeys(
+        ["window_candidates", "removed_same_premise", "removed_margin", "removed_max_score"]
+        + ["removed_relative_margin", "admissible_candidates"],
+        0,
+    )
+    in_window = np.arange(k) >= config.range_min
     for start, scores, ids in index.search(anchor_vectors, k, batch_size):
+        positives = positive_scores[start : start + len(ids)]
+        window = (ids >= 0) & in_window
+        score_ok = scores <= (positives - config.margin)[:, None]
+        counts["removed_margin"] += int((window & ~score_ok).sum())
+        if config.max_score is not None:
+            below_max = scores <= config.max_score
+            counts["removed_max_score"] += int((window & ~below_max).sum())
+            score_ok &= below_max
+        if config.relative_margin > 0:
+            below_relative = scores <= ((1 - config.relative_margin) * positives)[:, None]
+            counts["removed_relative_margin"] += int((window & ~below_relative).sum())
+            score_ok &= below_relative
+        counts["window_candidates"] += int(window.sum())
         for row in range(len(ids)):
-            i = start + row
-            banned = forbidden[normalise(anchors[i])]
-            ceiling = positive_scores[i] - config.margin
-            if config.max_score is not None:
-                ceiling = min(ceiling, config.max_score)
-            admissible = [
-                (candidates[c], float(s), rank)
-                for rank, (c, s) in enumerate(zip(ids[row], scores[row]))
-                if rank >= config.range_min and c >= 0 and s <= ceiling and normalised[c] not in banned
-            ]
+            banned = forbidden[normalise(anchors[start + row])]
+            admissible = []
+            ranks = np.flatnonzero(window[row])
+            looked_at = zip(ranks.tolist(), ids[row, ranks].tolist(), scores[row, ranks].tolist(), score_ok[row, ranks])
+            for rank, c, score, ok in looked_at:
+                if normalised[c] in banned:
+                    counts["removed_same_premise"] += 1
+                elif ok:
+                    admissible.append((candidates[c], score, rank))
+            counts["admissible_candidates"] += len(admissible)
             if config.sampling == "random" and len(admissible) > config.num_negatives:
                 chosen = sorted(rng.choice(len(admissible), config.num_negatives, replace=False))
                 admissible = [admissible[j] for j in chosen]
@@ -193,7 +221,7 @@ def semi_hard_negatives(
     out = _arrange(mnr, picks, config, scored=True)
     positive_by_anchor = dict(zip(zip(mnr["anchor"], mnr["positive"]), positive_scores.astype("float64")))
     out.insert(2, "positive_score", [positive_by_anchor[(a, p)] for a, p in zip(out["anchor"], out["positive"])])
-    facts = {"index": index.kind, "recall_at_10": recall_at_k(index, anchor_vectors, k=min(10, k))}
+    facts = {"index": index.kind, "recall_at_10": recall_at_k(index, anchor_vectors, k=min(10, k))} | counts
     return out, facts
 
 

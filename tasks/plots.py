@@ -47,7 +47,7 @@ def metric_comparison(table: pd.DataFrame, path: Path) -> None:
 
 def grid_comparison(table: pd.DataFrame, path: Path) -> None:
     """One group of bars per metric, one bar per model (base first)."""
-    metrics = [c for c in table.columns if c not in ("model", "train_rows")]
+    metrics = [c for c in table.columns if c not in ("model", "train_rows") and "_dim" not in c]
     fig, ax = plt.subplots(figsize=(9, 4.5))
     width = 0.8 / len(table)
     for i, row in enumerate(table.itertuples(index=False)):
@@ -57,6 +57,41 @@ def grid_comparison(table: pd.DataFrame, path: Path) -> None:
     ax.set_ylim(0, 1.0)
     ax.set_title("Loss × negatives, same data")
     ax.legend(fontsize=8, ncol=3, loc="lower center")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def dimension_curve(table: pd.DataFrame, path: Path) -> None:
+    """STS-B test Spearman against the embedding dimension kept (Matryoshka truncation), base and trained."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for column, marker in (("base", "o"), ("trained", "s")):
+        ax.plot(table["dimension"], table[column], marker=marker, label=column)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(list(table["dimension"]), [str(d) for d in table["dimension"]])
+    ax.set_xlabel("embedding dimension kept")
+    ax.set_ylabel("STS-B test Spearman")
+    ax.set_title("Score against dimension (Matryoshka)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def grid_dimensions(table: pd.DataFrame, path: Path, metric: str = "stsb_test_spearman") -> None:
+    """STS-B test Spearman against the dimension kept, one line per model (the full width at the right)."""
+    dims = sorted(int(c.rsplit("_dim", 1)[1]) for c in table.columns if c.startswith(f"{metric}_dim"))
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for row in table.itertuples(index=False):
+        values = row._asdict()
+        ax.plot(dims, [values[f"{metric}_dim{d}"] for d in dims], marker="o", label=row.model)
+    if dims:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(dims, [str(d) for d in dims])
+    ax.set_xlabel("embedding dimension kept")
+    ax.set_ylabel("STS-B test Spearman")
+    ax.set_title("Score against dimension, every model")
+    ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -8,8 +8,9 @@ a lower learning rate with a warmup ratio. It uses the plain MNR loss whenever t
 GPU memory: CachedMultipleNegativesRankingLoss was measured 4.8x slower on an H100 where memory
 was ample, so it is used only when asked (``mini_batch_size`` > 0) or when a batch would not fit.
 
-A recipe sets the parameters the caller left at the flow's defaults; anything passed with a
-value other than its default wins.
+A recipe sets only the parameters the caller left unset (None in the flow's signature): any value
+passed wins, even one equal to the default. Parameters neither passed nor set by the recipe take
+their usual defaults.
 """
 
 from __future__ import annotations
@@ -18,8 +19,7 @@ from typing import Any
 
 RECIPES: dict[str, dict[str, Any]] = {
     "seed": {
-        "nli_source": "glue/mnli",
-        "max_pairs": 50_000,
+        "nli_source": "glue/mnli",  # the first 50,000 rows: max_pairs' default
         "base_model": "bert-base-uncased",
         "epochs": 1.0,
         "batch_size": 32,
@@ -45,13 +45,16 @@ RECIPES: dict[str, dict[str, Any]] = {
 
 
 def apply_recipe(recipe: str | None, given: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
-    """The parameters to run with: the recipe's values for those left at their default."""
-    if recipe is None:
-        return dict(given)
-    if recipe not in RECIPES:
+    """The parameters to run with: those passed, then the recipe's, then ``defaults`` for what is still unset.
+
+    ``given`` holds None for a parameter the caller did not pass; ``defaults`` holds the value each
+    such parameter takes when neither the caller nor the recipe sets it.
+    """
+    if recipe is not None and recipe not in RECIPES:
         raise ValueError(f"parameter recipe: {recipe!r} is not one of {sorted(RECIPES)}")
+    settings = RECIPES.get(recipe, {}) if recipe else {}
     resolved = dict(given)
-    for name, value in RECIPES[recipe].items():
-        if name in given and given[name] == defaults.get(name):
-            resolved[name] = value
+    for name, default in defaults.items():
+        if resolved.get(name) is None:
+            resolved[name] = settings.get(name, default)
     return resolved

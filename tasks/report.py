@@ -17,12 +17,28 @@ from tasks.champion import read_champion
 
 
 def comparison(base: dict[str, float], trained: dict[str, float], champion: dict[str, float]) -> pd.DataFrame:
-    """One row per metric: base, trained, their difference, and the champion after this run."""
+    """One row per metric: base, trained, their difference, and the champion after this run (when it has it)."""
     rows = [
-        {"metric": m, "base": base[m], "trained": trained[m], "delta": trained[m] - base[m], "champion": champion[m]}
+        {
+            "metric": m,
+            "base": base[m],
+            "trained": trained[m],
+            "delta": trained[m] - base[m],
+            "champion": champion.get(m, float("nan")),
+        }
         for m in base
     ]
     return pd.DataFrame(rows)
+
+
+def by_dimension(base: dict[str, float], trained: dict[str, float], dims: tuple[int, ...]) -> pd.DataFrame:
+    """STS-B test Spearman against embedding dimension, base and trained (full dimension included)."""
+    from tasks.evaluation import dimension_metric
+
+    full = "stsb_test_spearman"
+    rows = [{"dimension": d, "base": base[dimension_metric(full, d)], "trained": trained[dimension_metric(full, d)]}
+            for d in dims]  # fmt: skip
+    return pd.DataFrame(rows).sort_values("dimension").reset_index(drop=True)
 
 
 def markdown_table(df: pd.DataFrame) -> str:
@@ -41,7 +57,11 @@ def lineage_markdown(refs: dict[str, ArtifactRef], decision: dict) -> str:
     verdict = (
         f"**Champion** ({decision['metric']}): {decision['reason']}. "
         f"Candidate {decision['candidate']['model_key']} scored {decision['candidate']['score']:.4f}; "
-        f"champion now {decision['champion_after']['model_key']} ({decision['champion_after']['score']:.4f})."
+        + (
+            f"champion now {decision['champion_after']['model_key']} ({decision['champion_after']['score']:.4f})."
+            if decision.get("champion_after")
+            else "no champion."
+        )
     )
     return "# train-embeddings lineage\n\n" + "\n".join(lines) + "\n\n" + verdict + "\n"
 
@@ -52,23 +72,29 @@ def report(
     trained_metrics: ArtifactRef,
     refs: dict[str, ArtifactRef],
     decision: dict,
+    dims: tuple[int, ...],
     data_dir: str,
 ) -> ArtifactRef:
-    """Comparison table and picture (an artifact), plus Prefect table and markdown artifacts."""
+    """Comparison table and picture (an artifact), score against dimension for Matryoshka runs, plus
+    Prefect table and markdown artifacts."""
     base = json.loads((base_metrics.folder / "metrics.json").read_text())
     trained = json.loads((trained_metrics.folder / "metrics.json").read_text())
     champion = read_champion(data_dir) or {}
     table = comparison(base, trained, champion.get("metrics", trained))
 
     def build(folder: Path) -> int:
-        plots.metric_comparison(table, folder / "comparison.png")
+        plots.metric_comparison(table[~table["metric"].str.contains("_dim")], folder / "comparison.png")
+        if dims:
+            curve = by_dimension(base, trained, dims)
+            plots.dimension_curve(curve, folder / "dimensions.png")
+            write_parquet(curve, folder / "dimensions.parquet")
         return write_parquet(table.drop(columns=["champion"]), folder / "comparison.parquet")
 
     ref = materialize(data_dir, "reports", 1, {}, [base_metrics, trained_metrics], build)
     create_table_artifact(
         key="train-embeddings-metrics",
         table=table.round(4).to_dict(orient="records"),
-        description="STS-B Spearman (cosine) and MTEB Banking77 accuracy: base, trained, champion",
+        description="STS-B Spearman (cosine) and the MTEB tasks' main scores: base, trained, champion",
     )
     create_markdown_artifact(
         key="train-embeddings-lineage",

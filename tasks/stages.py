@@ -23,7 +23,12 @@ from tasks.models import ResolvedModel, encoding_precision, load_model
 from tasks.progress import StageProgress, TrainingProgress
 
 # Bump a stage's version when its code changes what it writes: its key and those downstream move.
-VERSIONS = {"raw": 1, "pairs": 1, "triplets": 2, "tokens": 1, "models": 2, "metrics": 1}
+VERSIONS = {"raw": 1, "pairs": 1, "triplets": 2, "tokens": 1, "models": 2, "metrics": 2}
+
+
+def unless_off(params: dict, **off) -> dict:
+    """Leave out settings at their "off" value, so an option added later keeps existing artifacts' keys."""
+    return {k: v for k, v in params.items() if not (k in off and v == off[k])}
 
 
 def _read(ref: ArtifactRef, name: str) -> pd.DataFrame:
@@ -68,7 +73,7 @@ def mine_negatives(
 ) -> ArtifactRef:
     """Triplets (or n-tuples) with negatives, a diagnostics table, a sample to eyeball, a histogram."""
     config.check()
-    params = asdict(config)
+    params = unless_off(asdict(config), relative_margin=0.0)
     if config.strategy == "semi-hard":
         assert miner is not None
         params["miner"] = miner.fingerprint
@@ -132,15 +137,25 @@ def read_tokens(ref: ArtifactRef) -> tokens.TokenizedData:
 
 
 @task(name="train-model", cache_policy=NO_CACHE)
-def train(data: ArtifactRef, base: ResolvedModel, config: training.TrainConfig, data_dir: str) -> ArtifactRef:
-    """A sentence-transformers model trained on the tokens stage's ids with the configured loss."""
-    info: dict = {"base_model": asdict(base)}
+def train(
+    data: ArtifactRef,
+    base: ResolvedModel,
+    config: training.TrainConfig,
+    data_dir: str,
+    guide: ResolvedModel | None = None,
+) -> ArtifactRef:
+    """A sentence-transformers model trained on the tokens stage's ids with the configured loss
+    (``guide``: GISTEmbedLoss's guide model)."""
+    info: dict = {"base_model": asdict(base), "guide_model": None if guide is None else asdict(guide)}
+    guide_location = None if guide is None else guide.location
 
     def build(folder):
         get_run_logger().info("training %s with %s loss on %s", base.name, config.loss, training.device_name())
         ids = read_tokens(data)
         if distributed.processes_for(config) > 1:
-            summary = distributed.train_distributed(base.location, ids, evaluation.sts_validation(), config, folder)
+            summary = distributed.train_distributed(
+                base.location, ids, evaluation.sts_validation(), config, folder, guide_location
+            )
         else:
             summary = training.train_model(
                 base.location,
@@ -149,6 +164,7 @@ def train(data: ArtifactRef, base: ResolvedModel, config: training.TrainConfig, 
                 config,
                 folder,
                 callbacks=[TrainingProgress(f"training {config.loss} on {training.device_name()}")],
+                guide_location=guide_location,
             )
         info["training"] = {k: v for k, v in summary.items() if k != "log_history"}
         get_run_logger().info(
@@ -162,7 +178,9 @@ def train(data: ArtifactRef, base: ResolvedModel, config: training.TrainConfig, 
         )
         return summary["rows"]
 
-    params = {"base_model": base.fingerprint, **asdict(config)}
+    params = {"base_model": base.fingerprint, **unless_off(asdict(config), matryoshka_dims=())}
+    if guide is not None:
+        params["guide"] = guide.fingerprint
     ref = materialize(data_dir, "models", VERSIONS["models"], params, [data], build, extra=info, resumable=True)
     return _logged(ref)
 
@@ -171,30 +189,65 @@ def trained_model(ref: ArtifactRef) -> ResolvedModel:
     return ResolvedModel(f"models/{ref.key}", str(ref.folder / "model"), "local", ref.key)
 
 
-@task(name="evaluate-model", cache_policy=NO_CACHE)
-def evaluate(model: ResolvedModel, parents: list[ArtifactRef], limit: int | None, data_dir: str) -> ArtifactRef:
-    """STS-B validation/test Spearman and MTEB Banking77 accuracy, as metrics.json and Parquet."""
+def evaluate_artifact(
+    model: ResolvedModel, parents: list[ArtifactRef], settings: evaluation.EvalSettings, data_dir: str
+) -> ArtifactRef:
+    """The metrics artifact of ``model`` under ``settings`` (computed once, then served from the store)."""
 
     def build(folder):
-        metrics = evaluation.evaluate_model(load_model(model), limit, folder)
+        progress = StageProgress(f"evaluating {model.name}")
+        metrics = evaluation.evaluate_model(load_model(model), settings, folder, progress.update)
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        table = pd.DataFrame({"metric": list(metrics), "value": list(metrics.values())})
-        return write_parquet(table, folder / "metrics.parquet")
+        return write_parquet(evaluation.metrics_table(metrics, settings.dims), folder / "metrics.parquet")
 
-    params = {"model": model.fingerprint, "limit": limit}
+    params = {"model": model.fingerprint, "limit": settings.limit, "tasks": list(settings.tasks)}
+    params["dims"] = list(settings.dims)
     if encoding_precision() != "fp32":  # GPU scores in half precision are their own artifact
         params["precision"] = encoding_precision()
-    extra = {"model": asdict(model)}
-    return _logged(materialize(data_dir, "metrics", VERSIONS["metrics"], params, parents, build, extra=extra))
+    extra = {"model": asdict(model), "evaluation": settings.record()}
+    return materialize(data_dir, "metrics", VERSIONS["metrics"], params, parents, build, extra=extra)
+
+
+@task(name="evaluate-model", cache_policy=NO_CACHE)
+def evaluate(
+    model: ResolvedModel, parents: list[ArtifactRef], settings: evaluation.EvalSettings, data_dir: str
+) -> ArtifactRef:
+    """STS-B validation/test Spearman (at each Matryoshka dimension) and the MTEB tasks' main scores,
+    as metrics.json and metrics.parquet."""
+    return _logged(evaluate_artifact(model, parents, settings, data_dir))
 
 
 def read_metrics(ref: ArtifactRef) -> dict[str, float]:
     return json.loads((ref.folder / "metrics.json").read_text())
 
 
+def reevaluator(model: ArtifactRef, data_dir: str):
+    """Scores of ``model`` under a champion's recorded settings, when its evaluation data is still the same."""
+
+    def reevaluate(record: dict) -> dict[str, float]:
+        settings = evaluation.EvalSettings.from_record(record)
+        try:
+            now = settings.fingerprints()
+        except ValueError as exc:
+            raise champion.CannotCompare(f"the champion's evaluation cannot be repeated: {exc}") from exc
+        changed = sorted(k for k in record.get("data", {}) if record["data"][k] != now.get(k))
+        if changed:
+            raise champion.CannotCompare(
+                f"the champion was evaluated on other data for {changed} than this checkout has"
+            )
+        get_run_logger().info("re-evaluating %s the champion's way: %s", model.key, record)
+        return read_metrics(evaluate_artifact(trained_model(model), [model], settings, data_dir))
+
+    return reevaluate
+
+
 @task(name="promote-champion", cache_policy=NO_CACHE)
-def promote(model: ArtifactRef, metrics: ArtifactRef, metric: str, data_dir: str) -> dict:
-    """Make the trained model the champion only if it beats the current one on ``metric``."""
-    decision = champion.promote_if_better(data_dir, model, read_metrics(metrics), metric)
+def promote(
+    model: ArtifactRef, metrics: ArtifactRef, settings: evaluation.EvalSettings, metric: str, data_dir: str
+) -> dict:
+    """Make the trained model the champion only if it beats the current one on ``metric``, evaluated alike."""
+    decision = champion.promote_if_better(
+        data_dir, model, read_metrics(metrics), metric, settings.record(), reevaluator(model, data_dir)
+    )
     get_run_logger().info("champion on %s: %s", metric, decision["reason"])
     return decision

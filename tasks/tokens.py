@@ -79,7 +79,7 @@ def text_columns(frame: pd.DataFrame, loss: str) -> list[str]:
     import re
 
     columns = [c for c in COLUMNS[loss] if c not in LABEL_COLUMNS]
-    if loss == "mnr":
+    if loss in ("mnr", "gist"):
         columns += [c for c in frame.columns if re.fullmatch(r"negative(_\d+)?", c)]
     return columns
 

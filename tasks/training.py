@@ -53,6 +53,7 @@ class TrainConfig:
     attention: str = "auto"  # "auto": flash attention where installed on CUDA, else SDPA; or a transformers name
     compile: bool = False  # torch.compile the model (measured in bench/training_throughput.py)
     dataloader_workers: int = -1  # -1: 2 on CUDA (with pinned memory), 0 on CPU
+    matryoshka_dims: tuple[int, ...] = ()  # the loss inside MatryoshkaLoss at these dimensions; (): not wrapped
 
     def check(self) -> None:
         if self.precision not in ("fp16", "bf16", "fp32"):
@@ -61,12 +62,30 @@ class TrainConfig:
             raise ValueError(
                 f"parameter batch_sampler: {self.batch_sampler!r} is not 'batch_sampler' or 'no_duplicates'"
             )
-        if self.mini_batch_size > 0 and self.loss != "mnr":
-            raise ValueError("parameter mini_batch_size: the cached loss applies to loss 'mnr' only")
+        if self.mini_batch_size > 0 and self.loss not in ("mnr", "gist"):
+            raise ValueError("parameter mini_batch_size: the cached losses apply to loss 'mnr' or 'gist' only")
         if self.mini_batch_size < -1:
             raise ValueError(f"parameter mini_batch_size: -1 (auto), 0 (plain) or a size, got {self.mini_batch_size}")
         if self.attention not in ATTENTION:
             raise ValueError(f"parameter attention: {self.attention!r} is not one of {ATTENTION}")
+        check_matryoshka_dims(self.matryoshka_dims, self.loss)
+
+
+def check_matryoshka_dims(
+    dims: tuple[int, ...], loss: str, model_dimension: int | None = None, parameter: str = "matryoshka_dims"
+) -> None:
+    """Positive, distinct, within the model's dimension (when known), and not with SoftmaxLoss, whose
+    classifier reads the full embedding."""
+    if not dims:
+        return
+    if loss == "softmax":
+        raise ValueError(f"parameter {parameter}: SoftmaxLoss's classifier needs the full dimension; use another loss")
+    if any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dims) or len(set(dims)) != len(dims):
+        raise ValueError(f"parameter {parameter}: need distinct positive integers, got {list(dims)}")
+    if model_dimension is not None and max(dims) > model_dimension:
+        raise ValueError(
+            f"parameter {parameter}: {max(dims)} is above the model's embedding dimension {model_dimension}"
+        )
 
 
 ATTENTION = ("auto", "sdpa", "eager", "flash_attention_2", "flash_attention_3", "flash_attention_4")
@@ -90,10 +109,17 @@ def device_name() -> str:
     return f"cuda ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "cpu"
 
 
-def build_loss(model, loss: str, mini_batch_size: int = 0):
-    """SoftmaxLoss(3 labels), CosineSimilarityLoss or (Cached)MultipleNegativesRankingLoss."""
+def build_loss(model, loss: str, mini_batch_size: int = 0, guide=None):
+    """SoftmaxLoss(3 labels), CosineSimilarityLoss, (Cached)MultipleNegativesRankingLoss or
+    (Cached)GISTEmbedLoss, whose ``guide`` model drops in-batch negatives it scores above the positive."""
     from sentence_transformers import losses
 
+    if loss == "gist":
+        if guide is None:
+            raise ValueError("loss 'gist' needs a guide model")
+        if mini_batch_size > 0:
+            return losses.CachedGISTEmbedLoss(model, guide, mini_batch_size=mini_batch_size)
+        return losses.GISTEmbedLoss(model, guide)
     if loss == "mnr" and mini_batch_size > 0:
         return losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=mini_batch_size)
 
@@ -106,9 +132,20 @@ def build_loss(model, loss: str, mini_batch_size: int = 0):
     raise ValueError(f"unknown loss {loss!r}")
 
 
+def matryoshka(model, loss, dims: tuple[int, ...]):
+    """``loss`` inside sentence-transformers' MatryoshkaLoss: the model runs once per batch, and the loss is
+    summed over the embedding truncated to each dimension (ours or the library's chunks alike)."""
+    from sentence_transformers import losses
+
+    if not dims:
+        return loss
+    check_matryoshka_dims(dims, "", model.get_embedding_dimension())
+    return losses.MatryoshkaLoss(model, loss, matryoshka_dims=list(dims))
+
+
 def training_columns(train: pd.DataFrame, loss: str) -> list[str]:
     """The columns the loss reads, in the order it reads them (negative last, when mined)."""
-    label = [c for c in tokens.LABEL_COLUMNS if c in train.columns and loss != "mnr"]
+    label = [c for c in tokens.LABEL_COLUMNS if c in train.columns and loss not in ("mnr", "gist")]
     return tokens.text_columns(train, loss) + label
 
 
@@ -151,6 +188,19 @@ def load_for_training(model_location: str, attention: str):
         return SentenceTransformer(model_location, trust_remote_code=False), "default"
 
 
+def load_guide(location: str | None, device):
+    """GISTEmbedLoss's guide: frozen, in evaluation mode, on the training model's device."""
+    from sentence_transformers import SentenceTransformer
+
+    if location is None:
+        raise ValueError("loss 'gist' needs a guide model (parameter miner_model)")
+    guide = SentenceTransformer(location, device=str(device), trust_remote_code=False)
+    guide.eval()
+    for parameter in guide.parameters():
+        parameter.requires_grad_(False)
+    return guide
+
+
 def activation_bytes(model, tokens_per_step: float) -> float:
     """Rough activation memory of one training step: about 34 bytes per token, layer and hidden unit
     in 16-bit precision (Korthikanti et al., 2022, without the attention matrix that SDPA never stores)."""
@@ -164,7 +214,7 @@ def resolve_mini_batch(config: TrainConfig, model, data: tokens.TokenizedData) -
     """The cached loss only when asked, or, with "auto" (-1), when a plain batch would not fit."""
     import torch
 
-    if config.mini_batch_size >= 0 or config.loss != "mnr":
+    if config.mini_batch_size >= 0 or config.loss not in ("mnr", "gist"):
         return max(0, config.mini_batch_size)
     if not torch.cuda.is_available():
         return 0
@@ -243,7 +293,7 @@ def loss_head(loss) -> dict:
     from tasks.batches import inner_loss
 
     loss = inner_loss(loss)
-    return {k: v.detach().contiguous() for k, v in loss.state_dict().items() if not k.startswith("model.")}
+    return {k: v.detach().contiguous() for k, v in loss.state_dict().items() if not k.startswith(("model.", "guide."))}
 
 
 def train_model(
@@ -253,11 +303,12 @@ def train_model(
     config: TrainConfig,
     out_dir: Path,
     callbacks: list | None = None,
+    guide_location: str | None = None,
 ) -> dict:
     """Train and save to ``out_dir/model``; returns the log history and throughput.
 
     ``train`` is token ids from the tokens stage (checked against the model's tokenizer), or texts,
-    which are tokenised here first with the same function.
+    which are tokenised here first with the same function. ``guide_location`` is GISTEmbedLoss's guide.
     """
     import torch
     from sentence_transformers import SentenceTransformerTrainer
@@ -285,10 +336,12 @@ def train_model(
     # when asked or when a batch would not fit
     set_seed(config.seed)
     mini_batch = resolve_mini_batch(config, model, data)
-    loss = build_loss(model, config.loss, mini_batch)
-    grouped = config.unpad and mini_batch == 0
+    guide = load_guide(guide_location, model.device) if config.loss == "gist" else None
+    loss = build_loss(model, config.loss, mini_batch, guide)
+    grouped = config.unpad and mini_batch == 0 and config.loss != "gist"  # GIST embeds each column itself
     collator = batches.build_collator(model, data, grouped, "cuda" if cuda else "cpu")
     train_loss = batches.GroupedForwardLoss(loss) if collator.mode != "columns" else loss
+    train_loss = matryoshka(model, train_loss, config.matryoshka_dims)
 
     # Evaluator: STS-B validation, Spearman of cosine similarity against gold / 5
     evaluator = EmbeddingSimilarityEvaluator(
@@ -364,7 +417,7 @@ def train_model(
         "mixed_precision": precision,
         "attention": attention,
         "batches": collator.mode,
-        "loss_class": type(loss).__name__,
+        "loss_class": type(loss).__name__ + (" in MatryoshkaLoss" if config.matryoshka_dims else ""),
         "processes": world,
         "steps": result.global_step,
         "train_loss": result.training_loss,

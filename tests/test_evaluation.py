@@ -1,26 +1,71 @@
 """Correctness anchors: the bundled all-MiniLM-L6-v2 scores as published.
 
 STS-B test Spearman 0.8203 and validation 0.8672 (EmbeddingSimilarityEvaluator, gold / 5), and
-mteb's own Banking77Classification accuracy 0.8004 on the bundled data, as on the MTEB leaderboard.
+mteb's own Banking77Classification accuracy 0.8004 and STSBenchmark 0.8203 on the bundled data, as
+on the MTEB leaderboard, with texts encoded in token-length order.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from tasks.evaluation import banking77_splits, evaluate_model
+from tasks.evaluation import EvalSettings, banking77_splits, evaluate_model, metrics_table, stsb_pairs, stsb_scores
 from tasks.models import load_model, resolve_model
 
-pytestmark = pytest.mark.integration
 
-
+@pytest.mark.integration
 def test_bundled_minilm_reproduces_the_published_scores(tmp_path):
     model = load_model(resolve_model("sentence-transformers/all-MiniLM-L6-v2"))
-    metrics = evaluate_model(model, None, tmp_path)
-    assert metrics["stsb_test_spearman"] == pytest.approx(0.8203, abs=5e-4)
-    assert metrics["stsb_validation_spearman"] == pytest.approx(0.8672, abs=5e-4)
-    assert metrics["banking77_accuracy"] == pytest.approx(0.8004, abs=5e-4)
-    assert (tmp_path / "mteb" / "banking77.json").exists()
+    progress: list[float] = []
+    settings = EvalSettings(("Banking77Classification", "STSBenchmark"))
+    metrics = evaluate_model(model, settings, tmp_path, progress.append)
+    assert metrics["stsb_test_spearman"] == pytest.approx(0.8203, abs=5e-5)
+    assert metrics["stsb_validation_spearman"] == pytest.approx(0.8672, abs=5e-5)
+    assert metrics["banking77_accuracy"] == pytest.approx(0.8004, abs=5e-5)
+    assert metrics["stsbenchmark_cosine_spearman"] == pytest.approx(0.8203, abs=5e-5)  # MTEB leaderboard: 82.03
+    assert (tmp_path / "mteb" / "Banking77Classification.json").exists()
+    assert len(progress) > 50 and progress == sorted(progress) and progress[-1] == 1.0  # reported as it goes
+    assert list(metrics) == settings.metric_names()
+
+
+def test_truncated_embeddings_are_the_ones_evaluated(tiny_bert):
+    """STS-B at a Matryoshka dimension is the Spearman of the model's own truncated embeddings."""
+    from scipy.stats import spearmanr
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(tiny_bert))
+    scores = stsb_scores(model, EvalSettings((), limit=60, dims=(16, 8)), bar=None)
+    pairs = stsb_pairs("test", 60)
+    for dim in (16, 8):
+        a = model.encode(pairs["sentence1"].tolist(), truncate_dim=dim, normalize_embeddings=True)
+        b = model.encode(pairs["sentence2"].tolist(), truncate_dim=dim, normalize_embeddings=True)
+        expected = spearmanr(pairs["score"], (a * b).sum(axis=1)).statistic
+        assert scores[f"stsb_test_spearman_dim{dim}"] == pytest.approx(expected, abs=1e-5)
+    assert scores["stsb_test_spearman_dim16"] != pytest.approx(scores["stsb_test_spearman"], abs=1e-6)
+    table = metrics_table(scores, (16, 8))
+    assert list(table.columns) == ["metric", "value", "dim_16", "dim_8"]
+    assert table["metric"].tolist() == ["stsb_validation_spearman", "stsb_test_spearman"]
+    assert np.isfinite(table[["value", "dim_16", "dim_8"]].to_numpy()).all()
+
+
+def test_token_order_pads_less_than_character_order_and_keeps_every_text_in_place(tiny_bert):
+    from sentence_transformers import SentenceTransformer
+
+    from tasks.embeddings import token_lengths
+    from tasks.mteb_eval import encode_in_token_order
+
+    model = SentenceTransformer(str(tiny_bert))
+    texts = stsb_pairs("validation", 200)["sentence1"].tolist()
+    ours = encode_in_token_order(model, texts, 16)
+    assert np.allclose(ours, model.encode(texts, batch_size=16), atol=1e-5)
+    lengths = np.array(token_lengths(model, texts))
+
+    def padded(order):
+        return sum(lengths[order[i : i + 16]].max() * len(order[i : i + 16]) for i in range(0, len(order), 16))
+
+    by_tokens, by_chars = np.argsort(-lengths, kind="stable"), np.argsort([-len(t) for t in texts], kind="stable")
+    assert padded(by_tokens) < padded(by_chars)
 
 
 def test_limited_banking77_is_stratified():

@@ -56,7 +56,7 @@ def flow_args(tiny_bert, nli_sample, tmp_path_factory):
 
 
 def _start(env: dict, args: list[str], data_dir: Path, log: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "tasks.cli", "run", *args, "-p", f"data_dir={data_dir}"]
+    command = [sys.executable, "-m", "flows.cli", "run", *args, "-p", f"data_dir={data_dir}"]
     with open(log, "ab") as out:
         return subprocess.Popen(
             command, cwd=PROJECT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True

@@ -13,8 +13,8 @@ import pytest
 from prefect.testing.utilities import prefect_test_harness
 from sentence_transformers import SentenceTransformer
 
+from flows import cli
 from flows.train_embeddings import train_embeddings
-from tasks import cli
 from tasks.sources import DataError
 
 pytestmark = pytest.mark.integration
@@ -199,8 +199,72 @@ def test_bad_input_fails_before_any_model_and_harms_nothing(run, tmp_path, conte
 def test_bad_parameters_are_refused(run):
     with pytest.raises(ValueError, match="parameter loss"):
         run(loss="triplet")
-    with pytest.raises(ValueError, match="applies to loss 'mnr' only"):
+    with pytest.raises(ValueError, match="applies to losses"):
         run(loss="cosine", negatives="semi-hard")
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"matryoshka_dims": [64, 32]}, "parameter matryoshka_dims: 64 is above the model's embedding dimension 32"),
+        ({"loss": "softmax", "negatives": None, "matryoshka_dims": [16]}, "parameter matryoshka_dims: SoftmaxLoss"),
+        ({"eval_tasks": ["Banking77Clasification"]}, "parameter eval_tasks: 'Banking77Clasification' is not an MTEB"),
+        ({"eval_tasks": ["SciFact"]}, r"parameter eval_tasks: \['SciFact'\] load their data from the Hugging Face Hub"),
+        ({"relative_margin": 1.0}, "parameter relative_margin"),
+        ({"relative_margin": -0.1}, "parameter relative_margin"),
+        ({"promote_metric": "stsb_test_spearman_dim16"}, "parameter promote_metric"),
+    ],
+)
+def test_bad_new_options_fail_before_anything_is_read(run, tmp_path, overrides, message):
+    data_dir = tmp_path / "untouched"
+    with pytest.raises(ValueError, match=message):
+        run(data_dir=str(data_dir), **overrides)
+    assert not data_dir.exists()  # nothing read, no model loaded, nothing written
+
+
+def test_gist_matryoshka_positive_aware_mining_and_any_mteb_task_end_to_end(run, tmp_path):
+    """Every new option at once, on MNLI rows no other test reads."""
+    from tasks.sources import DEFAULT_NLI_SAMPLE
+
+    unseen = tmp_path / "unseen.parquet"
+    pd.read_parquet(DEFAULT_NLI_SAMPLE).iloc[6000:6300][["premise", "hypothesis", "label"]].to_parquet(unseen)
+    summary = run(
+        nli_source=str(unseen),
+        loss="gist",
+        negatives="semi-hard",
+        relative_margin=0.05,
+        matryoshka_dims=[32, 16],
+        eval_tasks=["Banking77Classification", "STSBenchmark"],
+        promote_metric="stsb_test_spearman_dim16",
+    )
+    arts = summary["artifacts"]
+    triplets = pd.read_parquet(f"{arts['train-data']['path']}/triplets.parquet")
+    assert len(triplets) > 0 and (triplets["negative_score"] <= 0.95 * triplets["positive_score"]).all()
+    assert _manifest(arts["train-data"])["diagnostics"]["removed_relative_margin"] >= 0
+    training = _manifest(arts["model"])["training"]
+    assert training["loss_class"] == "GISTEmbedLoss in MatryoshkaLoss" and training["batches"] == "columns"
+    assert _manifest(arts["model"])["guide_model"]["source"] == "bundled"
+
+    metrics = pd.read_parquet(f"{arts['trained-metrics']['path']}/metrics.parquet")
+    assert list(metrics.columns) == ["metric", "value", "dim_32", "dim_16"]
+    assert metrics["metric"].tolist() == [
+        "stsb_validation_spearman",
+        "stsb_test_spearman",
+        "banking77_accuracy",
+        "stsbenchmark_cosine_spearman",
+    ]
+    stsb = metrics.set_index("metric")
+    assert stsb.loc["stsb_test_spearman", "dim_32"] == pytest.approx(stsb.loc["stsb_test_spearman", "value"])  # full
+    assert stsb[["dim_16"]].iloc[:2].notna().all().all() and stsb[["dim_16"]].iloc[2:].isna().all().all()
+    # the bundled STS-B test split is the pairs MTEB's STSBenchmark scores: the same number both ways
+    assert stsb.loc["stsbenchmark_cosine_spearman", "value"] == pytest.approx(
+        stsb.loc["stsb_test_spearman", "value"], abs=1e-6
+    )
+    assert (Path(arts["report"]["path"]) / "dimensions.png").stat().st_size > 0
+    assert pd.read_parquet(f"{arts['report']['path']}/dimensions.parquet")["dimension"].tolist() == [16, 32]
+    assert summary["champion"]["metric"] == "stsb_test_spearman_dim16"
+    assert summary["evaluation"]["tasks"] == ["Banking77Classification", "STSBenchmark"]
+    assert summary["evaluation"]["data"]["STSBenchmark"].startswith("bundled:")
 
 
 @pytest.mark.parametrize("loss", ["softmax", "cosine"])
@@ -307,17 +371,26 @@ def test_compare_losses_grid_writes_one_complete_table(prefect_api, tiny_bert, t
         max_steps=2,
         eval_limit=100,
         batch_size=16,
+        matryoshka_dims=[32, 16],
         data_dir=str(tmp_path / "data"),
     )
     table = pd.read_parquet(Path(result["path"]) / "comparison.parquet")
     assert table["model"].tolist() == ["base", *GRID]
+    assert {"mnr+soft+matryoshka", "gist", "mnr+semi-hard+relative"} <= set(GRID)
     assert list(table.columns) == [
         "model",
         "train_rows",
         "stsb_validation_spearman",
+        "stsb_validation_spearman_dim32",
+        "stsb_validation_spearman_dim16",
         "stsb_test_spearman",
+        "stsb_test_spearman_dim32",
+        "stsb_test_spearman_dim16",
         "banking77_accuracy",
-    ]
+    ]  # every model evaluated alike: STS-B at each dimension for all of them
     assert table.drop(columns="model").notna().all().all()
     assert (table["train_rows"][1:] > 0).all()
-    assert (Path(result["path"]) / "comparison.png").stat().st_size > 0
+    for picture in ("comparison.png", "dimensions.png"):
+        assert (Path(result["path"]) / picture).stat().st_size > 0
+    with pytest.raises(ValueError, match="parameter grid"):
+        compare_losses(grid=("mnr+soft+wobbly",), data_dir=str(tmp_path / "data"))

@@ -123,7 +123,9 @@ def test_semi_hard_negatives_score_below_their_positive(nli_sample, mined):
     _assert_never_a_positive(triplets, mnr)
     assert (triplets["negative_score"] <= triplets["positive_score"] - 0.05 + 1e-6).all()
     assert triplets["negative_rank"].between(0, 19).all()
-    assert facts == {"index": "flat", "recall_at_10": 1.0}
+    assert facts | {"index": "flat", "recall_at_10": 1.0} == facts
+    assert facts["removed_relative_margin"] == 0 and facts["removed_max_score"] == 0
+    assert facts["admissible_candidates"] <= facts["window_candidates"] == 20 * len(mnr)
 
 
 def test_semi_hard_picks_the_first_admissible_exact_neighbour(nli_sample, mined):
@@ -155,6 +157,7 @@ def test_semi_hard_several_negatives_random_sampling_and_max_score(nli_sample, m
         "negative_2",
         "negative_3",
     ]
+    assert list(triplets.columns[:3]) == ["anchor", "positive", "positive_score"]
     scores = triplets[["negative_1_score", "negative_2_score", "negative_3_score"]]
     assert (scores.to_numpy() <= 0.6 + 1e-6).all()
     assert (scores.to_numpy() <= triplets[["positive_score"]].to_numpy() - 0.05 + 1e-6).all()
@@ -165,6 +168,88 @@ def test_semi_hard_several_negatives_random_sampling_and_max_score(nli_sample, m
     assert facts["pairs_with_negatives"] == len(triplets)
     assert facts["share_short_of_negatives"] == round((len(mnr) - len(triplets)) / len(mnr), 4)
     assert facts["mean_negative_score"] < facts["mean_positive_score"]
+
+
+def _rule_failures(raw: pd.DataFrame, mnr, anchors, positives, candidates, config) -> dict[str, np.ndarray]:
+    """Each rule on its own, for every candidate of the rank window (exact search, as the miner does)."""
+    pool = candidate_pool(raw)
+    forbidden = forbidden_texts(raw)
+    k = min(config.range_max, len(pool))
+    (_, scores, ids), *_ = build_index(candidates).search(anchors, k)
+    positive = np.einsum("ij,ij->i", anchors, positives)[:, None]
+    window = (ids >= 0) & (np.arange(k) >= config.range_min)
+    banned = np.array(
+        [[normalise(pool[c]) in forbidden[normalise(a)] for c in row] for a, row in zip(mnr["anchor"], ids)]
+    )
+    over_max = scores > config.max_score if config.max_score is not None else np.zeros_like(window)
+    return {
+        "same_premise": banned[window],
+        "margin": (scores > positive - config.margin)[window],
+        "max_score": over_max[window],
+        "relative_margin": (scores > (1 - config.relative_margin) * positive)[window]
+        if config.relative_margin > 0
+        else np.zeros(window.sum(), dtype=bool),
+    }
+
+
+def test_the_relative_margin_caps_negatives_at_a_share_of_the_positive(nli_sample, mined):
+    mnr, anchors, positives, candidates = mined
+    absolute = MiningConfig(strategy="semi-hard", range_max=30, num_negatives=2)
+    relative = MiningConfig(strategy="semi-hard", range_max=30, num_negatives=2, relative_margin=0.3)
+    before, _ = semi_hard_negatives(mnr, nli_sample, anchors, positives, candidates, absolute)
+    after, facts = semi_hard_negatives(mnr, nli_sample, anchors, positives, candidates, relative)
+    # the absolute margin alone lets through negatives above 0.7 x the positive: the cap has work to do
+    assert (before["negative_score"] > 0.7 * before["positive_score"] + 1e-4).sum() >= 10
+    assert len(after) > 0.5 * len(mnr)
+    assert (after["negative_score"] <= 0.7 * after["positive_score"] + 1e-6).all()
+    assert (after["negative_score"] <= after["positive_score"] - 0.05 + 1e-6).all()
+    _assert_never_a_positive(after, mnr)
+    assert facts["removed_relative_margin"] > 0
+    assert (
+        facts["admissible_candidates"]
+        < semi_hard_negatives(mnr, nli_sample, anchors, positives, candidates, absolute)[1]["admissible_candidates"]
+    )
+
+
+def test_a_zero_relative_margin_changes_nothing(nli_sample, mined):
+    mnr, anchors, positives, candidates = mined
+    for extra in ({}, {"range_min": 2, "max_score": 0.6, "sampling": "random", "layout": "columns"}):
+        unset = MiningConfig(strategy="semi-hard", range_max=30, num_negatives=2, **extra)
+        zero = MiningConfig(strategy="semi-hard", range_max=30, num_negatives=2, relative_margin=0.0, **extra)
+        before, before_facts = semi_hard_negatives(mnr, nli_sample, anchors, positives, candidates, unset)
+        after, after_facts = semi_hard_negatives(mnr, nli_sample, anchors, positives, candidates, zero)
+        assert after.equals(before) and after_facts == before_facts
+        assert after_facts["removed_relative_margin"] == 0
+    # 0 turns the rule off rather than capping at the positive itself: with a negative margin,
+    # negatives scoring above their positive stay admissible
+    loose = MiningConfig(strategy="semi-hard", range_max=30, margin=-0.2, relative_margin=0.0)
+    triplets, _ = semi_hard_negatives(mnr, nli_sample, anchors, positives, candidates, loose)
+    assert (triplets["negative_score"] > triplets["positive_score"]).any()
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"relative_margin": 0.3},
+        {"relative_margin": 0.2, "range_min": 3, "max_score": 0.3, "margin": 0.1},
+        {},
+    ],
+)
+def test_the_removal_counts_add_up(nli_sample, mined, extra):
+    mnr, anchors, positives, candidates = mined
+    config = MiningConfig(strategy="semi-hard", range_max=30, **extra)
+    _, facts = semi_hard_negatives(mnr, nli_sample, anchors, positives, candidates, config)
+    failures = _rule_failures(nli_sample, mnr, anchors, positives, candidates, config)
+    failing = np.logical_or.reduce(list(failures.values()))
+    assert facts["window_candidates"] == len(failing) == 30 * len(mnr) - (config.range_min * len(mnr))
+    assert {rule: facts[f"removed_{rule}"] for rule in failures} == {r: int(f.sum()) for r, f in failures.items()}
+    assert facts["admissible_candidates"] + int(failing.sum()) == facts["window_candidates"]
+    removed = [facts[f"removed_{rule}"] for rule in failures]
+    # each rule counted on its own: overlaps make the sum at least the number removed
+    assert max(removed) <= facts["window_candidates"] - facts["admissible_candidates"] <= sum(removed)
+    assert facts["removed_same_premise"] > 0
+    assert (facts["removed_relative_margin"] > 0) == ("relative_margin" in extra)
+    assert (facts["removed_max_score"] > 0) == ("max_score" in extra)
 
 
 def test_the_approximate_index_runs_above_the_threshold(nli_sample, mined):
@@ -196,11 +281,19 @@ def test_ivf_recall_is_measured_against_exact_search():
         (MiningConfig(num_negatives=0), "at least 1"),
         (MiningConfig(sampling="best"), "parameter sampling"),
         (MiningConfig(layout="wide"), "negatives_layout"),
+        (MiningConfig(strategy="semi-hard", relative_margin=-0.1), r"^parameter relative_margin: .*\[0, 1\).*-0\.1"),
+        (MiningConfig(relative_margin=1.0), r"^parameter relative_margin: .*\[0, 1\).*1\.0"),
     ],
 )
 def test_impossible_settings_are_refused(config, message):
     with pytest.raises(ValueError, match=message):
         config.check()
+
+
+@pytest.mark.parametrize("relative_margin", [0.0, 0.95])
+@pytest.mark.parametrize("strategy", ["soft", "semi-hard"])
+def test_a_relative_margin_in_range_is_accepted(strategy, relative_margin):
+    MiningConfig(strategy=strategy, relative_margin=relative_margin).check()
 
 
 def test_an_empty_corpus_is_refused():

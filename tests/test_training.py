@@ -117,3 +117,55 @@ def test_data_parallel_training_under_torchrun_on_cpu(tmp_path, tiny_bert, nli_s
     assert summary["processes"] == 2 and summary["steps"] == 3
     assert SentenceTransformer(str(tmp_path / "model")).encode(["a test"]).shape == (1, 32)
     assert not (tmp_path / "_ddp").exists()
+
+
+@pytest.mark.parametrize("mini_batch_size", [0, 4])
+def test_gist_trains_with_a_guide_that_filters_in_batch_negatives(tmp_path, tiny_bert, nli_sample, mini_batch_size):
+    """GISTEmbedLoss (cached for big batches) with a frozen guide; the guide's weights never move and
+    are not saved with the loss head."""
+    guide = tmp_path / "guide"
+    SentenceTransformer(str(tiny_bert)).save(str(guide))
+    guide_before = SentenceTransformer(str(guide)).encode(["a test"])
+    config = TrainConfig(
+        loss="gist", batch_size=8, warmup_steps=1, eval_steps=0, max_steps=3, mini_batch_size=mini_batch_size
+    )
+    out = tmp_path / "out"
+    config_with_checkpoint = TrainConfig(**{**config.__dict__, "checkpoint_steps": 2})
+    summary = train_model(
+        str(tiny_bert),
+        pairs_for_loss(nli_sample, "gist"),
+        sts_validation(20),
+        config_with_checkpoint,
+        out,
+        guide_location=str(guide),
+    )
+    assert summary["steps"] == 3
+    assert summary["loss_class"] == ("CachedGISTEmbedLoss" if mini_batch_size else "GISTEmbedLoss")
+    assert summary["batches"] == "columns"  # GIST embeds each column, with the guide beside the model
+    trained = SentenceTransformer(str(out / "model")).encode(["a test"])
+    assert abs(trained - guide_before).max() > 0
+    assert np.allclose(SentenceTransformer(str(guide)).encode(["a test"]), guide_before)
+    with pytest.raises(ValueError, match="guide"):
+        train_model(str(tiny_bert), pairs_for_loss(nli_sample, "gist"), sts_validation(20), config, tmp_path / "x")
+
+
+@pytest.mark.parametrize("loss", ["mnr", "cosine"])
+def test_matryoshka_wraps_the_loss_and_trains_every_dimension(tmp_path, tiny_bert, nli_sample, loss):
+    data = pairs_for_loss(nli_sample, loss)
+    config = TrainConfig(
+        loss=loss, batch_size=8, warmup_steps=1, eval_steps=0, max_steps=3, matryoshka_dims=(32, 16, 8)
+    )
+    summary = train_model(str(tiny_bert), data, sts_validation(20), config, tmp_path)
+    assert summary["loss_class"].endswith("in MatryoshkaLoss")
+    assert summary["batches"] != "columns"  # our length-grouped chunks run inside MatryoshkaLoss
+    assert summary["train_loss"] > 0
+
+
+def test_matryoshka_dims_are_checked_with_the_parameter_name():
+    with pytest.raises(ValueError, match="parameter matryoshka_dims: .*SoftmaxLoss"):
+        TrainConfig(loss="softmax", matryoshka_dims=(16,)).check()
+    with pytest.raises(ValueError, match="parameter matryoshka_dims"):
+        TrainConfig(loss="mnr", matryoshka_dims=(16, 16)).check()
+    with pytest.raises(ValueError, match="parameter matryoshka_dims"):
+        TrainConfig(loss="mnr", matryoshka_dims=(0,)).check()
+    TrainConfig(loss="mnr", matryoshka_dims=(384, 64)).check()

@@ -21,27 +21,20 @@ from tasks.evaluation import DEFAULT_TASKS, EvalSettings
 from tasks.labels import LOSSES, RANKING
 from tasks.models import embedding_dimension, hub_reachable, resolve_model
 from tasks.negatives import MiningConfig
-from tasks.recipes import apply_recipe
+from tasks.recipes import RECIPES, apply_recipe
 from tasks.sources import DEFAULT_NLI_SAMPLE, REPO_ROOT
 from tasks.training import TrainConfig, check_matryoshka_dims
 
 BUNDLED_MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 
 # The parameters a recipe may set are None in the signature ("not passed"); these are their values
-# when neither the caller nor a recipe sets them. negatives stays None: it then follows the loss.
-UNSET_DEFAULTS = {
+# when neither the caller nor a recipe sets them: the seed's training settings on the bundled data
+# and model. negatives stays None: it then follows the loss.
+UNSET_DEFAULTS = RECIPES["seed"] | {
     "loss": "mnr",
     "negatives": None,
     "nli_source": str(DEFAULT_NLI_SAMPLE.relative_to(REPO_ROOT)),
     "base_model": BUNDLED_MINILM,
-    "epochs": 1.0,
-    "batch_size": 32,
-    "learning_rate": 5e-5,
-    "warmup_steps": 100,
-    "eval_steps": 100,
-    "precision": "fp16",
-    "batch_sampler": "batch_sampler",
-    "mini_batch_size": 0,
 }
 
 

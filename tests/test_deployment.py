@@ -121,7 +121,7 @@ def test_deployment_run_completes_then_is_served_from_cache(deployed, tiny_bert,
     run_id, cold = _run(env, params)
     flow_run, summary, artifacts, deployment, names = asyncio.run(_inspect(run_id))
     assert flow_run.state.is_completed()
-    assert names >= {"mnr", "mnr-semi-hard", "cosine", "softmax", "mnr-git"}
+    assert names >= {"mnr", "mnr-semi-hard", "cosine", "softmax", "gist", "mnr-matryoshka", "mnr-git"}
     assert deployment.work_pool_name == "gpu"
     # plain `prefect deploy --all` from the checkout, no extra setting: Prefect records the checkout
     assert deployment.pull_steps == [

@@ -33,7 +33,6 @@ BUNDLED_FILES = {
     "Banking77Classification": [BANKING77_DIR / "train.parquet", BANKING77_DIR / "test.parquet"],
     "STSBenchmark": [STSB_DIR / "test.parquet"],
 }
-METRICS = ("stsb_validation_spearman", "stsb_test_spearman", "banking77_accuracy")  # the default settings'
 
 
 def dimension_metric(metric: str, dim: int) -> str:

@@ -12,6 +12,7 @@ fingerprints. The champion keeps it, so that models evaluated differently are ne
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,13 +53,15 @@ class EvalSettings:
         names += [dimension_metric(m, d) for m in names[:2] for d in self.dims]
         return names + [mteb_eval.metric_name(t) for t in self.tasks]
 
+    @functools.cached_property
     def fingerprints(self) -> dict[str, str]:
-        """The evaluation data's identity: hashes of bundled files, pinned hub revisions of the others."""
+        """The evaluation data's identity: hashes of bundled files, pinned hub revisions of the others
+        (hashed once per settings, though a run records them in several places)."""
         return {name: mteb_eval.data_fingerprint(name, BUNDLED_FILES) for name in ("stsb", *self.tasks)}
 
     def record(self) -> dict:
         """What the champion keeps: the settings and the data's fingerprints."""
-        return {"tasks": list(self.tasks), "limit": self.limit, "dims": list(self.dims), "data": self.fingerprints()}
+        return {"tasks": list(self.tasks), "limit": self.limit, "dims": list(self.dims), "data": self.fingerprints}
 
     @classmethod
     def from_record(cls, record: dict) -> EvalSettings:
@@ -112,11 +115,14 @@ def stsb_pairs(split: str, limit: int | None) -> pd.DataFrame:
     return pairs.head(limit) if limit else pairs
 
 
-def stsb_scores(model, settings: EvalSettings, bar, batch_size: int = 64) -> dict[str, float]:
-    """STS-B validation and test Spearman, at the full and at each truncated dimension."""
+def stsb_scores(
+    model, settings: EvalSettings, bar, batch_size: int = 64, splits: dict[str, pd.DataFrame] | None = None
+) -> dict[str, float]:
+    """STS-B validation and test Spearman, at the full and at each truncated dimension (``splits``: the
+    pairs, when already read)."""
     scores = {}
     for split in STSB_SPLITS:
-        pairs = stsb_pairs(split, settings.limit)
+        pairs = splits[split] if splits else stsb_pairs(split, settings.limit)
         texts = [*pairs["sentence1"], *pairs["sentence2"]]
         vectors = mteb_eval.encode_in_token_order(model, texts, batch_size, bar, convert_to_numpy=True)
         first, second, gold = vectors[: len(pairs)], vectors[len(pairs) :], (pairs["score"] / 5.0).to_numpy()
@@ -139,12 +145,11 @@ class _Fraction:
             self.report(min(0.99, self.done / self.expected))  # 1.0 only when the evaluation ends
 
 
-def texts_expected(settings: EvalSettings) -> int:
+def texts_expected(stsb: dict[str, pd.DataFrame], tasks: dict[str, dict[str, pd.DataFrame] | None]) -> int:
     """About how many texts the evaluation encodes: STS-B exactly; for Banking77, its test split and the
     undersampled train split mteb keeps (about 1.5x the test); a guess of 10,000 per hub task."""
-    count = sum(2 * len(stsb_pairs(split, settings.limit)) for split in STSB_SPLITS)
-    for name in settings.tasks:
-        data = bundled_task_data(name, settings.limit)
+    count = sum(2 * len(pairs) for pairs in stsb.values())
+    for name, data in tasks.items():
         if data is None:
             count += 10_000
         elif name == "Banking77Classification":
@@ -161,16 +166,17 @@ def evaluate_model(
 
     ``progress(fraction)`` is told after each batch of texts, for a Prefect progress artifact.
     """
-    dimension = model.get_embedding_dimension()
-    if settings.dims and max(settings.dims) > (dimension or 0):
-        raise ValueError(f"parameter matryoshka_dims: {max(settings.dims)} is above the model's dimension {dimension}")
-    fraction = _Fraction(texts_expected(settings), progress)
-    sts_texts = sum(2 * len(stsb_pairs(split, settings.limit)) for split in STSB_SPLITS)
-    with tqdm(desc="evaluating: STS-B", unit="text", total=sts_texts) as bar:
-        metrics = stsb_scores(model, settings, mteb_eval.Tally(bar, fraction.update))
-    for name in settings.tasks:
+    from tasks.training import check_matryoshka_dims
+
+    check_matryoshka_dims(settings.dims, "", model.get_embedding_dimension(), parameter="eval_dims")
+    stsb = {split: stsb_pairs(split, settings.limit) for split in STSB_SPLITS}  # each file read once
+    tasks = {name: bundled_task_data(name, settings.limit) for name in settings.tasks}
+    fraction = _Fraction(texts_expected(stsb, tasks), progress)
+    with tqdm(desc="evaluating: STS-B", unit="text", total=sum(2 * len(p) for p in stsb.values())) as bar:
+        metrics = stsb_scores(model, settings, mteb_eval.Tally(bar, fraction.update), splits=stsb)
+    for name, data in tasks.items():
         metrics[mteb_eval.metric_name(name)] = mteb_eval.evaluate_task(
-            model, name, bundled_task_data(name, settings.limit), out_dir / "mteb", on_texts=fraction.update
+            model, name, data, out_dir / "mteb", on_texts=fraction.update
         )
     if progress:
         progress(1.0)
@@ -179,7 +185,8 @@ def evaluate_model(
 
 def metrics_table(metrics: dict[str, float], dims: tuple[int, ...]) -> pd.DataFrame:
     """One row per metric with its full-dimension ``value`` and, for Matryoshka runs, a column per dimension."""
-    base = [m for m in metrics if not any(m == dimension_metric(n, d) for n in metrics for d in dims)]
+    truncated = {dimension_metric(m, d) for m in metrics for d in dims}
+    base = [m for m in metrics if m not in truncated]
     table = pd.DataFrame({"metric": base, "value": [metrics[m] for m in base]})
     for dim in dims:
         table[f"dim_{dim}"] = [metrics.get(dimension_metric(m, dim), float("nan")) for m in base]

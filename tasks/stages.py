@@ -227,7 +227,7 @@ def reevaluator(model: ArtifactRef, data_dir: str):
     def reevaluate(record: dict) -> dict[str, float]:
         settings = evaluation.EvalSettings.from_record(record)
         try:
-            now = settings.fingerprints()
+            now = settings.fingerprints
         except ValueError as exc:
             raise champion.CannotCompare(f"the champion's evaluation cannot be repeated: {exc}") from exc
         changed = sorted(k for k in record.get("data", {}) if record["data"][k] != now.get(k))

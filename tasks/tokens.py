@@ -25,7 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.labels import COLUMNS
+from tasks.labels import COLUMNS, RANKING
 
 SUFFIX = "_input_ids"
 LABEL_COLUMNS = ("label", "score")
@@ -79,7 +79,7 @@ def text_columns(frame: pd.DataFrame, loss: str) -> list[str]:
     import re
 
     columns = [c for c in COLUMNS[loss] if c not in LABEL_COLUMNS]
-    if loss in ("mnr", "gist"):
+    if loss in RANKING:
         columns += [c for c in frame.columns if re.fullmatch(r"negative(_\d+)?", c)]
     return columns
 

@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from transformers import TrainerCallback, set_seed
 
 from tasks import tokens
+from tasks.labels import RANKING
 
 log = logging.getLogger(__name__)
 LOSS_HEAD = "loss_head.safetensors"
@@ -62,7 +63,7 @@ class TrainConfig:
             raise ValueError(
                 f"parameter batch_sampler: {self.batch_sampler!r} is not 'batch_sampler' or 'no_duplicates'"
             )
-        if self.mini_batch_size > 0 and self.loss not in ("mnr", "gist"):
+        if self.mini_batch_size > 0 and self.loss not in RANKING:
             raise ValueError("parameter mini_batch_size: the cached losses apply to loss 'mnr' or 'gist' only")
         if self.mini_batch_size < -1:
             raise ValueError(f"parameter mini_batch_size: -1 (auto), 0 (plain) or a size, got {self.mini_batch_size}")
@@ -145,7 +146,7 @@ def matryoshka(model, loss, dims: tuple[int, ...]):
 
 def training_columns(train: pd.DataFrame, loss: str) -> list[str]:
     """The columns the loss reads, in the order it reads them (negative last, when mined)."""
-    label = [c for c in tokens.LABEL_COLUMNS if c in train.columns and loss not in ("mnr", "gist")]
+    label = [c for c in tokens.LABEL_COLUMNS if c in train.columns and loss not in RANKING]
     return tokens.text_columns(train, loss) + label
 
 
@@ -214,7 +215,7 @@ def resolve_mini_batch(config: TrainConfig, model, data: tokens.TokenizedData) -
     """The cached loss only when asked, or, with "auto" (-1), when a plain batch would not fit."""
     import torch
 
-    if config.mini_batch_size >= 0 or config.loss not in ("mnr", "gist"):
+    if config.mini_batch_size >= 0 or config.loss not in RANKING:
         return max(0, config.mini_batch_size)
     if not torch.cuda.is_available():
         return 0

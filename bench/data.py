@@ -21,7 +21,7 @@ def build_bert(folder: Path, shape: dict, max_seq_length: int | None = None, nam
     from sentence_transformers.models import Pooling, Transformer
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
-    from tasks.models import bundled_minilm_dir
+    from tasks.models.resolve import bundled_minilm_dir
 
     torch.manual_seed(0)
     hf_dir = folder / f"{name}-hf"
@@ -45,10 +45,10 @@ def triplets_frame(negatives: str = "soft", folder: Path | None = None, rows: in
     ``rows`` repeats them up to that many (the seed trains on 16,875 MNR pairs)."""
     import pandas as pd
 
-    from tasks.labels import mnr_pairs
-    from tasks.models import resolve_model
-    from tasks.negatives import MiningConfig, mine_semi_hard, soft_negatives
-    from tasks.sources import DEFAULT_NLI_SAMPLE
+    from tasks.models.resolve import resolve_model
+    from tasks.negatives.strategies import MiningConfig, mine_semi_hard, soft_negatives
+    from tasks.pairs.labels import mnr_pairs
+    from tasks.pairs.sources import DEFAULT_NLI_SAMPLE
 
     raw = pd.read_parquet(DEFAULT_NLI_SAMPLE)[["premise", "hypothesis", "label"]]
     mnr = mnr_pairs(raw)

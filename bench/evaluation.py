@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 def evaluation_texts() -> list[str]:
     """The texts the default evaluation encodes: STS-B validation and test pairs, Banking77 train and test."""
-    from tasks.evaluation import banking77_splits, stsb_pairs
+    from tasks.evaluation.data import banking77_splits, stsb_pairs
 
     texts: list[str] = []
     for split in ("validation", "test"):
@@ -48,9 +48,8 @@ def padding(lengths, order, batch_size: int) -> float:
 def main() -> None:
     import numpy as np
 
-    from tasks.embeddings import token_lengths
-    from tasks.models import load_model, resolve_model
-    from tasks.mteb_eval import encode_in_token_order
+    from tasks.models.encoding import encode_in_token_order, load_model, text_token_lengths
+    from tasks.models.resolve import resolve_model
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--texts", type=int, default=0, help="a seeded sample of this many texts (0: all)")
@@ -61,7 +60,7 @@ def main() -> None:
     if args.texts:
         texts = [texts[i] for i in np.random.default_rng(0).choice(len(texts), args.texts, replace=False)]
     model = load_model(resolve_model("sentence-transformers/all-MiniLM-L6-v2"))
-    lengths = token_lengths(model, texts)
+    lengths = text_token_lengths(model, texts)
     by_chars = sorted(range(len(texts)), key=lambda i: -len(texts[i]))  # sentence-transformers' own order
     by_tokens = sorted(range(len(texts)), key=lambda i: -lengths[i])
 

@@ -35,8 +35,8 @@ from bench.isolation import isolated  # noqa: E402
 def _inputs():
     import pandas as pd
 
-    from tasks.labels import mnr_pairs
-    from tasks.negatives import candidate_pool
+    from tasks.negatives.strategies import candidate_pool
+    from tasks.pairs.labels import mnr_pairs
 
     raw = pd.read_parquet(ROOT / "data" / "samples" / "mnli" / "train.parquet")[["premise", "hypothesis", "label"]]
     return raw, mnr_pairs(raw), candidate_pool(raw)
@@ -47,7 +47,8 @@ def run_reference(out: str) -> dict:
     from datasets import Dataset
     from sentence_transformers.util import mine_hard_negatives
 
-    from tasks.models import load_model, resolve_model
+    from tasks.models.encoding import load_model
+    from tasks.models.resolve import resolve_model
 
     raw, mnr, pool = _inputs()
     model = load_model(resolve_model(MINER))
@@ -73,8 +74,8 @@ def run_reference(out: str) -> dict:
 
 def run_ours(out: str, data_dir: str, range_min: int, range_max: int) -> dict:
     started = time.perf_counter()
-    from tasks.models import resolve_model
-    from tasks.negatives import MiningConfig, mine_semi_hard
+    from tasks.models.resolve import resolve_model
+    from tasks.negatives.strategies import MiningConfig, mine_semi_hard
 
     raw, mnr, _ = _inputs()
     config = MiningConfig(strategy="semi-hard", range_min=range_min, range_max=range_max, margin=0.05)
@@ -87,7 +88,7 @@ def run_search(n: int, dim: int, queries: int, exact: bool, clustered: bool = Fa
     """Build and search; ``clustered``: vectors around n/200 centres, closer to real embeddings."""
     import numpy as np
 
-    from tasks.index import EXACT_LIMIT, build_index, recall_at_k
+    from tasks.negatives.index import EXACT_LIMIT, build_index, recall_at_k
 
     rng = np.random.default_rng(0)
     if clustered:
@@ -109,13 +110,13 @@ def run_search(n: int, dim: int, queries: int, exact: bool, clustered: bool = Fa
 def padding(batch_size: int = 64) -> dict:
     """Padded tokens per real token when batches are ordered by characters (sentence-transformers'
     ``encode``) and by token count (ours), over the texts a cold mine encodes."""
-    from tasks.embeddings import batches_by_length, token_lengths
-    from tasks.models import load_model, resolve_model
-    from tasks.negatives import texts_to_encode
+    from tasks.models.encoding import batches_by_length, load_model, text_token_lengths
+    from tasks.models.resolve import resolve_model
+    from tasks.negatives.strategies import texts_to_encode
 
     _, mnr, pool = _inputs()
     texts = texts_to_encode(mnr, pool)
-    tokens = token_lengths(load_model(resolve_model(MINER)), texts)
+    tokens = text_token_lengths(load_model(resolve_model(MINER)), texts)
 
     def ratio(batches) -> float:
         return sum(max(tokens[i] for i in b) * len(b) for b in batches) / sum(tokens)
@@ -130,8 +131,8 @@ def agreement(ours_path: str, reference_path: str) -> dict:
     import numpy as np
     import pandas as pd
 
-    from tasks.embeddings import encode_cached
-    from tasks.models import resolve_model
+    from tasks.models.resolve import resolve_model
+    from tasks.negatives.embeddings import encode_cached
 
     ours, ref = pd.read_parquet(ours_path), pd.read_parquet(reference_path)
     key = ["anchor", "positive"]

@@ -34,7 +34,7 @@ def bare(data: str, out: str, steps: int) -> dict:
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, losses
     from sentence_transformers.training_args import SentenceTransformerTrainingArguments
 
-    from tasks.models import bundled_minilm_dir
+    from tasks.models.resolve import bundled_minilm_dir
 
     started = time.perf_counter()
     model = SentenceTransformer(str(bundled_minilm_dir()))
@@ -65,19 +65,19 @@ def pipeline(data: str, out: str, steps: int) -> dict:
     from prefect.testing.utilities import prefect_test_harness
 
     from tasks import stages
-    from tasks.artifacts import ArtifactRef
-    from tasks.models import resolve_model
-    from tasks.training import TrainConfig
+    from tasks.models.resolve import resolve_model
+    from tasks.store.artifacts import ArtifactRef
+    from tasks.training.recipe import recipe_and_runtime
 
     ref = ArtifactRef("triplets", "bench", str(Path(data).parent))
-    config = TrainConfig(loss="mnr", batch_size=32, warmup_steps=10, eval_steps=0, max_steps=steps)
+    config = recipe_and_runtime(loss="mnr", batch_size=32, warmup_steps=10, eval_steps=0, max_steps=steps)
 
     @flow
     def train_only() -> float:
         started = time.perf_counter()  # cold: the tokens stage runs inside the clock, as the bare script tokenises
         base = resolve_model(MINILM)
         ids = stages.tokenize(ref, base, "mnr", out)
-        stages.train(ids, base, config, out)
+        stages.train(ids, base, *config, out)
         return time.perf_counter() - started
 
     with prefect_test_harness(server_startup_timeout=120):

@@ -69,7 +69,7 @@ def _ids(model_dir: str, data: str):
     import pandas as pd
     from sentence_transformers import SentenceTransformer
 
-    from tasks import tokens
+    from tasks.training import tokens
 
     model = SentenceTransformer(model_dir)
     frame = pd.read_parquet(data)
@@ -83,8 +83,8 @@ def raw_floor(model_dir: str, data: str, batch_size: int, steps: int) -> dict:
     import torch.nn.functional as F
     from transformers import AutoModel
 
-    from tasks import batches, tokens
-    from tasks.training import training_flops_per_token
+    from tasks.training import batches, tokens
+    from tasks.training.trainer import training_flops_per_token
 
     st_model, ids = _ids(model_dir, data)
     cuda = torch.cuda.is_available()
@@ -140,7 +140,7 @@ def bare_trainer(model_dir: str, data: str, batch_size: int, steps: int) -> dict
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, losses
     from sentence_transformers.training_args import SentenceTransformerTrainingArguments
 
-    from tasks.training import training_flops_per_token
+    from tasks.training.trainer import training_flops_per_token
 
     cuda = torch.cuda.is_available()
     model = SentenceTransformer(model_dir)
@@ -164,7 +164,7 @@ def bare_trainer(model_dir: str, data: str, batch_size: int, steps: int) -> dict
     started = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - started
-    from tasks import tokens
+    from tasks.training import tokens
 
     table = tokens.tokenize_frame(frame.head(2000), "mnr", model)
     real = sum(int(v.sum()) for v in tokens.token_lengths(table).values()) / table.num_rows
@@ -179,15 +179,18 @@ def bare_trainer(model_dir: str, data: str, batch_size: int, steps: int) -> dict
 
 def pipeline(model_dir: str, data: str, config: dict, overhead: int | None = None) -> dict:
     """(c) The pipeline's train stage on ids of the tokens stage (tokenising is a cached stage: not timed)."""
-    from tasks import batches
-    from tasks.evaluation import sts_validation
-    from tasks.training import TrainConfig, train_model
+    from tasks.evaluation.data import stsb_pairs
+    from tasks.training import batches
+    from tasks.training.recipe import recipe_and_runtime
+    from tasks.training.trainer import train_model
 
     if overhead is not None:
         for device in batches.CHUNK_OVERHEAD_TOKENS:
             batches.CHUNK_OVERHEAD_TOKENS[device] = overhead
     _, ids = _ids(model_dir, data)
-    summary = train_model(model_dir, ids, sts_validation(), TrainConfig(**config), Path(f"{data}.{os.getpid()}"))
+    summary = train_model(
+        model_dir, ids, stsb_pairs("validation"), *recipe_and_runtime(**config), Path(f"{data}.{os.getpid()}")
+    )
     return {
         "samples_per_second": summary["samples_per_second"],
         "tokens_per_second": summary["tokens_per_second"],
@@ -208,7 +211,7 @@ def input_pipeline(model_dir: str, data: str, batch_size: int, batches_to_time: 
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.base.data_collator import BaseDataCollator
 
-    from tasks import batches, tokens
+    from tasks.training import batches, tokens
 
     model = SentenceTransformer(model_dir)
     frame = pd.read_parquet(data)
@@ -299,7 +302,7 @@ def main() -> None:
         data = str(folder / "triplets.parquet")
         triplets_frame(rows=SEED_ROWS).to_parquet(data)
         if cuda:
-            from tasks.models import bundled_minilm_dir
+            from tasks.models.resolve import bundled_minilm_dir
 
             models = {}
             if "bert-base" in args.models:
@@ -350,7 +353,7 @@ def main() -> None:
             results[label] = runs
         pipe = None
         if not cuda:
-            from tasks.models import bundled_minilm_dir
+            from tasks.models.resolve import bundled_minilm_dir
 
             pipe = isolated(
                 input_pipeline, model_dir=str(bundled_minilm_dir()), data=data, batch_size=256, batches_to_time=40

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from tasks import cleanup
-from tasks.artifacts import artifacts_root, list_artifacts, read_manifest
+from tasks.store import cleanup
+from tasks.store.artifacts import artifacts_root, list_artifacts, read_manifest
 
 
 def parse_params(items: list[str]) -> dict:

@@ -12,12 +12,14 @@ import pandas as pd
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from flows.train_embeddings import BUNDLED_MINILM, train_embeddings
-from tasks import plots
-from tasks.artifacts import ArtifactRef, materialize, write_parquet
-from tasks.labels import LOSSES
-from tasks.report import markdown_table
-from tasks.sources import DEFAULT_NLI_SAMPLE, REPO_ROOT
+from flows.train_embeddings import train_embeddings
+from tasks.models.resolve import BUNDLED_MINILM
+from tasks.pairs.labels import LOSSES
+from tasks.pairs.sources import DEFAULT_NLI_SAMPLE
+from tasks.pairs.tables import REPO_ROOT
+from tasks.report import plots
+from tasks.report.tables import markdown_table
+from tasks.store.artifacts import ArtifactRef, materialize, write_parquet
 
 GRID = (
     "softmax",
@@ -86,11 +88,28 @@ def compare_losses(
     Every cell is evaluated the same way: the same tasks and rows, and STS-B at each of
     ``matryoshka_dims`` for every model, so the table shows what truncation costs each of them.
     """
-    shared = {name: value for name, value in locals().items() if name not in ("grid", "matryoshka_dims")}
     dims = tuple(matryoshka_dims)
     grid = list(grid)
     cells = {cell: cell_parameters(cell, dims) for cell in grid}  # unknown cells fail before any training
-    results = {cell: train_embeddings(**shared, eval_dims=list(dims), **cells[cell]) for cell in grid}
+    results = {
+        cell: train_embeddings(
+            nli_source=nli_source,
+            max_pairs=max_pairs,
+            base_model=base_model,
+            miner_model=miner_model,
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            seed=seed,
+            max_steps=max_steps,
+            eval_limit=eval_limit,
+            eval_tasks=eval_tasks,
+            eval_dims=list(dims),
+            data_dir=data_dir,
+            **cells[cell],
+        )
+        for cell in grid
+    }
     table = comparison_table(results)
     parents = [ArtifactRef("metrics", r["artifacts"]["trained-metrics"]["key"], "") for r in results.values()]
 

@@ -2,75 +2,53 @@
 
 Every stage writes an artifact under ``<data_dir>/artifacts/<stage>/<key>/`` whose key derives
 from all that determines it, so a re-run with the same parameters is served from those
-artifacts and a changed parameter recomputes only what lies downstream of it.
+artifacts and a changed parameter recomputes only what lies downstream of it. The flow's flat
+parameters become the stages' settings in one place, by name: the recipe's choices, the mining
+config, the training recipe (keyed) and runtime (never keyed), the evaluation settings.
 """
 
 from __future__ import annotations
 
-import inspect
 import os
-from dataclasses import fields
+from dataclasses import asdict
 from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from tasks import report as reporting
 from tasks import stages
-from tasks.artifacts import read_manifest
-from tasks.evaluation import DEFAULT_TASKS, EvalSettings
-from tasks.labels import LOSSES, RANKING
-from tasks.models import embedding_dimension, hub_reachable, resolve_model
-from tasks.negatives import MiningConfig
-from tasks.recipes import RECIPES, apply_recipe
-from tasks.sources import DEFAULT_NLI_SAMPLE, REPO_ROOT
-from tasks.training import TrainConfig, check_matryoshka_dims
-
-BUNDLED_MINILM = "sentence-transformers/all-MiniLM-L6-v2"
-
-# The parameters a recipe may set are None in the signature ("not passed"); these are their values
-# when neither the caller nor a recipe sets them: the seed's training settings on the bundled data
-# and model. negatives stays None: it then follows the loss.
-UNSET_DEFAULTS = RECIPES["seed"] | {
-    "loss": "mnr",
-    "negatives": None,
-    "nli_source": str(DEFAULT_NLI_SAMPLE.relative_to(REPO_ROOT)),
-    "base_model": BUNDLED_MINILM,
-}
+from tasks.evaluation.settings import DEFAULT_TASKS, EvalSettings
+from tasks.models.resolve import BUNDLED_MINILM, check_dims, embedding_dimension, hub_reachable, resolve_model
+from tasks.negatives.strategies import MiningConfig
+from tasks.pairs.labels import LOSSES, RANKING
+from tasks.recipes import Choices, apply_recipe
+from tasks.store.artifacts import read_manifest
+from tasks.store.runs import write_run_record
+from tasks.training.recipe import TrainRecipe, TrainRuntime
 
 
-def build_config(cls, parameters: dict):
-    """A config dataclass from the flow's flat parameters, by keyword: each field named once, never by position."""
-    return cls(**{f.name: parameters[f.name] for f in fields(cls) if f.name in parameters})
-
-
-def resolve_parameters(given: dict) -> dict:
-    """The run's settings: what was passed, then the recipe's values, then the defaults; list-valued
-    parameters as tuples."""
-    p = apply_recipe(given.get("recipe"), given, UNSET_DEFAULTS)
-    p["negatives"] = p["negatives"] or ("soft" if p["loss"] == "mnr" else "none")  # the seed's MNR: soft negatives
-    p["matryoshka_dims"] = tuple(p.get("matryoshka_dims") or ())
-    p["eval_dims"] = p["matryoshka_dims"] if p.get("eval_dims") is None else tuple(p["eval_dims"])
-    p["eval_tasks"] = tuple(DEFAULT_TASKS if p.get("eval_tasks") is None else p["eval_tasks"])
-    return p
-
-
-def check_parameters(p: dict, mining: MiningConfig, config: TrainConfig, settings: EvalSettings) -> None:
+def check_settings(chosen: Choices, max_pairs: int | None, mining: MiningConfig, recipe: TrainRecipe,
+                   runtime: TrainRuntime, settings: EvalSettings, promote_metric: str) -> None:  # fmt: skip
     """Fail before any data is read or model loaded, naming the parameter."""
-    loss = p["loss"]
-    if loss not in LOSSES:
-        raise ValueError(f"parameter loss: {loss!r} is not one of {LOSSES}")
-    if loss not in RANKING and mining.strategy != "none":
+    if chosen.loss not in LOSSES:
+        raise ValueError(f"parameter loss: {chosen.loss!r} is not one of {LOSSES}")
+    if chosen.loss not in RANKING and mining.strategy != "none":
         raise ValueError(
-            f"parameter negatives: {mining.strategy!r} applies to losses {RANKING} only; use 'none' with {loss!r}"
+            f"parameter negatives: {mining.strategy!r} applies to losses {RANKING} only; "
+            f"use 'none' with {chosen.loss!r}"
         )
     mining.check()
-    config.check()
-    if p["max_pairs"] is not None and p["max_pairs"] < 1:
-        raise ValueError(f"parameter max_pairs: must be positive or None, got {p['max_pairs']}")
+    recipe.check()
+    runtime.check()
+    if max_pairs is not None and max_pairs < 1:
+        raise ValueError(f"parameter max_pairs: must be positive or None, got {max_pairs}")
     settings.check(hub_reachable)
     metrics = settings.metric_names()
-    if p["promote_metric"] not in metrics:
-        raise ValueError(f"parameter promote_metric: {p['promote_metric']!r} is not one of {metrics}")
+    if promote_metric not in metrics:
+        raise ValueError(f"parameter promote_metric: {promote_metric!r} is not one of {metrics}")
+    if recipe.matryoshka_dims or settings.dims:  # against the base model's dimension, read from its folder
+        dimension = embedding_dimension(resolve_model(chosen.base_model).location)
+        recipe.check_matryoshka(dimension)
+        check_dims(settings.dims, dimension, "eval_dims")
 
 
 @flow(name="train-embeddings")  # not log_prints: it breaks dill's stdout capture (datasets)
@@ -105,6 +83,7 @@ def train_embeddings(
     batch_sampler: str | None = None,
     mini_batch_size: int | None = None,
     checkpoint_steps: int = 500,
+    processes: int = 0,
     unpad: bool = True,
     attention: str = "auto",
     compile: bool = False,
@@ -123,49 +102,101 @@ def train_embeddings(
     ``eval_tasks`` are MTEB task names (default Banking77Classification; STSBenchmark is bundled too).
     ``eval_limit`` caps evaluation rows per split (for quick runs); ``max_steps`` caps training.
     The trained model becomes the champion only if it beats the current one on ``promote_metric``,
-    evaluated the same way.
+    evaluated the same way. ``checkpoint_steps``, ``eval_steps``, ``processes``, ``unpad``, ``attention``
+    and ``compile`` decide only how training runs: changing them alone is served from the store.
     """
-    p = resolve_parameters(dict(locals()))
-    negatives = p["negatives"]
-    mining = build_config(MiningConfig, p | {"strategy": negatives, "layout": p["negatives_layout"]})
-    config = build_config(TrainConfig, p)
-    settings = EvalSettings(p["eval_tasks"], p["eval_limit"], p["eval_dims"])
-    check_parameters(p, mining, config, settings)
-    if settings.dims:  # against the base model's dimension, read from its folder, before any model loads
-        dimension = embedding_dimension(resolve_model(p["base_model"]).location)
-        check_matryoshka_dims(config.matryoshka_dims, p["loss"], dimension)
-        check_matryoshka_dims(settings.dims, "", dimension, parameter="eval_dims")
+    # The parameters, by name: what a recipe may set (None: not passed), then each stage's settings
+    chosen = apply_recipe(
+        recipe,
+        Choices(
+            loss=loss,
+            negatives=negatives,
+            nli_source=nli_source,
+            base_model=base_model,
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            warmup_steps=warmup_steps,
+            eval_steps=eval_steps,
+            precision=precision,
+            batch_sampler=batch_sampler,
+            mini_batch_size=mini_batch_size,
+        ),
+    )
+    mining = MiningConfig(
+        strategy=chosen.negatives,
+        num_negatives=num_negatives,
+        range_min=range_min,
+        range_max=range_max,
+        max_score=max_score,
+        margin=margin,
+        relative_margin=relative_margin,
+        sampling=sampling,
+        layout=negatives_layout,
+        seed=seed,
+    )
+    train_recipe = TrainRecipe(
+        loss=chosen.loss,
+        epochs=chosen.epochs,
+        batch_size=chosen.batch_size,
+        learning_rate=chosen.learning_rate,
+        warmup_steps=chosen.warmup_steps,
+        max_steps=max_steps,
+        seed=seed,
+        precision=chosen.precision,
+        batch_sampler=chosen.batch_sampler,
+        mini_batch_size=chosen.mini_batch_size,
+        matryoshka_dims=tuple(matryoshka_dims or ()),
+    )
+    runtime = TrainRuntime(
+        eval_steps=chosen.eval_steps,
+        checkpoint_steps=checkpoint_steps,
+        processes=processes,
+        unpad=unpad,
+        attention=attention,
+        compile=compile,
+    )
+    settings = EvalSettings(
+        tasks=tuple(DEFAULT_TASKS if eval_tasks is None else eval_tasks),
+        limit=eval_limit,
+        dims=train_recipe.matryoshka_dims if eval_dims is None else tuple(eval_dims),
+    )
+    check_settings(chosen, max_pairs, mining, train_recipe, runtime, settings, promote_metric)
     log = get_run_logger()
     os.environ.setdefault("WANDB_DISABLED", "true")
-    data_dir = str(Path(p["data_dir"]).resolve())
+    data_dir = str(Path(data_dir).resolve())
 
     # 1. Load and validate the NLI pairs (before any model is touched)
-    raw = stages.load_pairs(p["nli_source"], p["max_pairs"], data_dir)
+    raw = stages.load_pairs(chosen.nli_source, max_pairs, data_dir)
     # 2. Map labels to the loss's format
-    pairs = stages.map_labels(raw, p["loss"], data_dir)
-    # 3. Negatives for MNR
+    pairs = stages.map_labels(raw, chosen.loss, data_dir)
+    # 3. Negatives for MNR and GIST
     train_data = pairs
-    miner = resolve_model(p["miner_model"]) if negatives == "semi-hard" or p["loss"] == "gist" else None
-    if negatives != "none":
+    needs_miner = mining.strategy == "semi-hard" or chosen.loss == "gist"
+    miner = resolve_model(miner_model) if needs_miner else None
+    if mining.strategy != "none":
         train_data = stages.mine_negatives(pairs, raw, mining, miner, data_dir)
     # 4. Token ids, once per data and tokenizer
-    base = resolve_model(p["base_model"])
-    ids = stages.tokenize(train_data, base, p["loss"], data_dir)
+    base = resolve_model(chosen.base_model)
+    ids = stages.tokenize(train_data, base, chosen.loss, data_dir)
     # 5. Train (GIST: the miner model guides the in-batch negatives)
-    model = stages.train(ids, base, config, data_dir, guide=miner if p["loss"] == "gist" else None)
+    model = stages.train(ids, base, train_recipe, runtime, data_dir, guide=miner if chosen.loss == "gist" else None)
     # 6. Evaluate the base and the trained model
     base_metrics = stages.evaluate(base, [], settings, data_dir)
     trained_metrics = stages.evaluate(stages.trained_model(model), [model], settings, data_dir)
     # 7. Promote to champion only if it beats the current one, evaluated the same way
-    decision = stages.promote(model, trained_metrics, settings, p["promote_metric"], data_dir)
+    decision = stages.promote(model, trained_metrics, settings, promote_metric, data_dir)
     # 8. Report
     refs = {"pairs": raw, "loss-format": pairs, "train-data": train_data, "tokens": ids, "model": model}
     refs |= {"base-metrics": base_metrics, "trained-metrics": trained_metrics}
-    refs["report"] = reporting.report(base_metrics, trained_metrics, refs, decision, settings.dims, data_dir)
+    refs["report"] = stages.report(base_metrics, trained_metrics, refs, decision, settings.dims, data_dir)
 
     base_scores, trained_scores = stages.read_metrics(base_metrics), stages.read_metrics(trained_metrics)
     summary = {
-        "parameters": p,
+        "parameters": asdict(chosen) | {"recipe": recipe, "max_pairs": max_pairs, "miner_model": miner_model},
+        "mining": asdict(mining),
+        "train_recipe": asdict(train_recipe),
+        "runtime": asdict(runtime),
         "base_model": {"name": base.name, "source": base.source, "location": base.location},
         "miner_model": None if miner is None else {"name": miner.name, "source": miner.source},
         "model_path": str(model.folder / "model"),
@@ -177,13 +208,11 @@ def train_embeddings(
         "evaluation": settings.record(),
         "champion": decision,
     }
-    summary["run_record"] = str(reporting.write_run_record(data_dir, summary))
+    summary["run_record"] = str(write_run_record(data_dir, summary))
     for metric, pair in summary["metrics"].items():
         log.info("%s: %.4f → %.4f", metric, pair["base"], pair["trained"])
     return summary
 
-
-FLOW_DEFAULTS = {name: param.default for name, param in inspect.signature(train_embeddings.fn).parameters.items()}
 
 if __name__ == "__main__":
     train_embeddings()

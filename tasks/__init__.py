@@ -1,0 +1,19 @@
+"""The pipeline's library, one folder per step of the journey, the Prefect tasks above them.
+
+    pairs/       raw → pairs        NLI sources (hub, local), input validation, label maps
+    negatives/   pairs → triplets   soft / contradiction / semi-hard negatives, FAISS, embedding cache
+    training/    triplets → tokens → model
+                                    token ids, the recipe and its runtime, batches, sampler, losses,
+                                    hardware policy, checkpoints, throughput, the trainer, torchrun
+    evaluation/  model → metrics    bundled data, settings, STS-B, MTEB through mteb
+    report/      metrics → report   tables and plots
+    models/      used by every step that loads a model: which folder a name means, how texts encode
+    store/       under everything: keyed artifacts and manifests, environment, champion, runs, cleanup
+    recipes.py   named recipes over the flow's parameters
+    progress.py  Prefect progress artifacts
+    stages.py    the Prefect tasks: what keys each artifact, which plain function builds it
+
+Imports only point down this list's layers: store, models, pairs, then negatives / training /
+evaluation (never one another), report, recipes and progress, stages; ``flows/`` sits on top
+(``tests/test_recipes.py`` checks it).
+"""

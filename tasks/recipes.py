@@ -8,14 +8,19 @@ a lower learning rate with a warmup ratio. It uses the plain MNR loss whenever t
 GPU memory: CachedMultipleNegativesRankingLoss was measured 4.8x slower on an H100 where memory
 was ample, so it is used only when asked (``mini_batch_size`` > 0) or when a batch would not fit.
 
-A recipe sets only the parameters the caller left unset (None in the flow's signature): any value
-passed wins, even one equal to the default. Parameters neither passed nor set by the recipe take
-their usual defaults.
+A recipe sets only the parameters the caller left unset (None in the flow's signature, ``Choices``
+here): any value passed wins, even one equal to the default. Parameters neither passed nor set by
+the recipe take their usual defaults (``UNSET``).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 from typing import Any
+
+from tasks.models.resolve import BUNDLED_MINILM
+from tasks.pairs.sources import DEFAULT_NLI_SAMPLE
+from tasks.pairs.tables import REPO_ROOT
 
 RECIPES: dict[str, dict[str, Any]] = {
     "seed": {
@@ -44,17 +49,41 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
-def apply_recipe(recipe: str | None, given: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
-    """The parameters to run with: those passed, then the recipe's, then ``defaults`` for what is still unset.
+@dataclass(frozen=True)
+class Choices:
+    """The flow parameters a recipe may set, as passed: None means "not passed"."""
 
-    ``given`` holds None for a parameter the caller did not pass; ``defaults`` holds the value each
-    such parameter takes when neither the caller nor the recipe sets it.
-    """
+    loss: str | None = None
+    negatives: str | None = None
+    nli_source: str | None = None
+    base_model: str | None = None
+    epochs: float | None = None
+    batch_size: int | None = None
+    learning_rate: float | None = None
+    warmup_steps: int | None = None
+    eval_steps: int | None = None
+    precision: str | None = None
+    batch_sampler: str | None = None
+    mini_batch_size: int | None = None
+
+
+# What each is when neither the caller nor a recipe sets it: the seed's training settings on the bundled
+# data and model. negatives stays None here: it then follows the loss (apply_recipe).
+UNSET = Choices(
+    **RECIPES["seed"]
+    | {"loss": "mnr", "nli_source": str(DEFAULT_NLI_SAMPLE.relative_to(REPO_ROOT)), "base_model": BUNDLED_MINILM}
+)
+
+
+def apply_recipe(recipe: str | None, given: Choices) -> Choices:
+    """The choices to run with: those passed, then the recipe's, then ``UNSET``'s; an unset ``negatives``
+    means soft negatives for MNR (the seed's) and none for the other losses."""
     if recipe is not None and recipe not in RECIPES:
         raise ValueError(f"parameter recipe: {recipe!r} is not one of {sorted(RECIPES)}")
     settings = RECIPES.get(recipe, {}) if recipe else {}
-    resolved = dict(given)
-    for name, default in defaults.items():
-        if resolved.get(name) is None:
-            resolved[name] = settings.get(name, default)
-    return resolved
+    resolved = {}
+    for name in (f.name for f in fields(Choices)):
+        passed = getattr(given, name)
+        resolved[name] = passed if passed is not None else settings.get(name, getattr(UNSET, name))
+    resolved["negatives"] = resolved["negatives"] or ("soft" if resolved["loss"] == "mnr" else "none")
+    return Choices(**resolved)

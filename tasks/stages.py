@@ -1,10 +1,14 @@
 """The pipeline's stages as thin Prefect tasks: parent artifacts in, one artifact out.
 
-Each stage only states what determines its artifact (parameters, parents, a version to bump
-when its code changes meaning) and calls the plain functions that do the work. The artifact
-store is the cache: a finished artifact with the same key is returned as is (``cached``),
-a missing or damaged one is rebuilt, so a deleted file never crashes a re-run. Prefect's own
-result cache is off (NO_CACHE) because it cannot see a deleted file; the store can.
+Each stage only states what determines its artifact (parameters, parents, a version to bump when
+its code changes meaning) and calls the plain functions of its step (``pairs``, ``negatives``,
+``training``, ``evaluation``, ``report``) that do the work; each build returns what it made. The
+artifact store is the cache: a finished artifact with the same key is returned as is (``cached``),
+a missing or damaged one is rebuilt, so a deleted file never crashes a re-run. Prefect's own result
+cache is off (NO_CACHE) because it cannot see a deleted file; the store can.
+
+(Over 300 lines because it is the one place where every stage's key is stated: splitting it would
+scatter what a reader checks together.)
 """
 
 from __future__ import annotations
@@ -14,16 +18,26 @@ from dataclasses import asdict
 
 import pandas as pd
 from prefect import get_run_logger, task
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from tasks import champion, distributed, evaluation, labels, negatives, plots, sources, tokens, training
-from tasks.artifacts import ArtifactRef, materialize, read_manifest, write_parquet
-from tasks.models import ResolvedModel, encoding_precision, load_model
+from tasks.evaluation.data import stsb_pairs
+from tasks.evaluation.evaluate import evaluate_model, metrics_table
+from tasks.evaluation.settings import EvalSettings
+from tasks.models.encoding import encoding_precision, load_model
+from tasks.models.resolve import ResolvedModel
+from tasks.negatives import strategies
+from tasks.pairs import labels, sources
 from tasks.progress import StageProgress, TrainingProgress
+from tasks.report import plots, tables
+from tasks.store import champion
+from tasks.store.artifacts import ArtifactRef, Built, materialize, read_manifest, write_parquet
+from tasks.training import distributed, hardware, tokens
+from tasks.training.recipe import TrainRecipe, TrainRuntime
+from tasks.training.trainer import train_model
 
 # Bump a stage's version when its code changes what it writes: its key and those downstream move.
-VERSIONS = {"raw": 1, "pairs": 1, "triplets": 2, "tokens": 1, "models": 2, "metrics": 2}
+VERSIONS = {"raw": 1, "pairs": 1, "triplets": 2, "tokens": 1, "models": 3, "metrics": 2, "reports": 1}
 
 
 def unless_off(params: dict, **off) -> dict:
@@ -45,23 +59,21 @@ def _logged(ref: ArtifactRef) -> ArtifactRef:
 @task(name="load-nli-pairs", cache_policy=NO_CACHE)
 def load_pairs(source: str, max_pairs: int | None, data_dir: str) -> ArtifactRef:
     """Validated NLI pairs (premise, hypothesis, label) from the hub or a local file."""
-    fingerprint = sources.source_fingerprint(source)
-    info: dict = {}
 
-    def build(folder):
-        pairs, info["origin"] = sources.load_nli_pairs(source, max_pairs)
-        info["labels"] = json.loads(sources.describe_nli(pairs))
-        return write_parquet(pairs, folder / "pairs.parquet")
+    def build(folder) -> Built:
+        pairs, origin = sources.load_nli_pairs(source, max_pairs)
+        rows = write_parquet(pairs, folder / "pairs.parquet")
+        return Built(rows, {"origin": origin, "labels": json.loads(sources.describe_nli(pairs))})
 
-    params = {"source": fingerprint, "max_pairs": max_pairs}
-    return _logged(materialize(data_dir, "raw", VERSIONS["raw"], params, [], build, extra=info))
+    params = {"source": sources.source_fingerprint(source), "max_pairs": max_pairs}
+    return _logged(materialize(data_dir, "raw", VERSIONS["raw"], params, [], build))
 
 
 @task(name="map-labels", cache_policy=NO_CACHE)
 def map_labels(raw: ArtifactRef, loss: str, data_dir: str) -> ArtifactRef:
     """The training format for the loss: softmax 3 labels, cosine 1/0 scores, mnr (anchor, positive)."""
 
-    def build(folder):
+    def build(folder) -> int:
         return write_parquet(labels.pairs_for_loss(_read(raw, "pairs.parquet"), loss), folder / "pairs.parquet")
 
     return _logged(materialize(data_dir, "pairs", VERSIONS["pairs"], {"loss": loss}, [raw], build))
@@ -69,7 +81,11 @@ def map_labels(raw: ArtifactRef, loss: str, data_dir: str) -> ArtifactRef:
 
 @task(name="mine-negatives", cache_policy=NO_CACHE)
 def mine_negatives(
-    pairs: ArtifactRef, raw: ArtifactRef, config: negatives.MiningConfig, miner: ResolvedModel | None, data_dir: str
+    pairs: ArtifactRef,
+    raw: ArtifactRef,
+    config: strategies.MiningConfig,
+    miner: ResolvedModel | None,
+    data_dir: str,
 ) -> ArtifactRef:
     """Triplets (or n-tuples) with negatives, a diagnostics table, a sample to eyeball, a histogram."""
     config.check()
@@ -77,29 +93,27 @@ def mine_negatives(
     if config.strategy == "semi-hard":
         assert miner is not None
         params["miner"] = miner.fingerprint
-    info: dict = {}
 
-    def build(folder):
+    def build(folder) -> Built:
         mnr, raw_pairs = _read(pairs, "pairs.parquet"), _read(raw, "pairs.parquet")
+        facts: dict = {}
         if config.strategy == "soft":
-            triplets = negatives.soft_negatives(mnr, raw_pairs, config)
+            triplets = strategies.soft_negatives(mnr, raw_pairs, config)
         elif config.strategy == "contradiction":
-            triplets = negatives.contradiction_negatives(mnr, raw_pairs, config)
+            triplets = strategies.contradiction_negatives(mnr, raw_pairs, config)
         else:
-            info["miner"] = asdict(miner)
             progress = StageProgress(f"encoding texts with {miner.name}")
-            triplets, facts = negatives.mine_semi_hard(mnr, raw_pairs, miner, data_dir, config, progress.update)
-            info["encoded_texts"] = facts.pop("encoded_texts")
-            info["search"] = facts
+            triplets, search = strategies.mine_semi_hard(mnr, raw_pairs, miner, data_dir, config, progress.update)
+            facts = {"miner": asdict(miner), "encoded_texts": search.pop("encoded_texts"), "search": search}
             if len(triplets) and "negative_score" in triplets:
                 plots.similarity_histogram(triplets, folder / "similarities.png")
         if triplets.empty:
             raise ValueError(f"negatives={config.strategy!r} found no negative for any of {len(mnr)} pairs")
-        info["diagnostics"] = negatives.diagnostics(mnr, triplets, config) | info.get("search", {})
+        facts["diagnostics"] = strategies.diagnostics(mnr, triplets, config) | facts.get("search", {})
         write_parquet(triplets.sample(min(200, len(triplets)), random_state=config.seed), folder / "sample.parquet")
-        return write_parquet(triplets, folder / "triplets.parquet")
+        return Built(write_parquet(triplets, folder / "triplets.parquet"), facts)
 
-    ref = materialize(data_dir, "triplets", VERSIONS["triplets"], params, [pairs, raw], build, extra=info)
+    ref = materialize(data_dir, "triplets", VERSIONS["triplets"], params, [pairs, raw], build)
     diagnostics = (read_manifest(ref.folder) or {}).get("diagnostics", {})
     create_table_artifact(
         key="mining-diagnostics",
@@ -111,62 +125,62 @@ def mine_negatives(
 
 @task(name="tokenize", cache_policy=NO_CACHE)
 def tokenize(data: ArtifactRef, base: ResolvedModel, loss: str, data_dir: str) -> ArtifactRef:
-    """Token ids of the training data, made once with the model's own preprocessing (``tasks/tokens.py``).
+    """Token ids of the training data, made once with the model's own preprocessing (``training/tokens.py``).
 
     Keyed by its parent, the tokenizer's fingerprint and max_seq_length, so another learning rate or
     epoch count re-uses it, and another tokenizer or length never does.
     """
     model = load_model(base, device="cpu")
     spec = tokens.tokenizer_spec(model)
-    info: dict = {"tokenizer": spec.as_dict(), "base_model": asdict(base)}
 
-    def build(folder):
+    def build(folder) -> Built:
         frame = _read(data, "triplets.parquet" if data.stage == "triplets" else "pairs.parquet")
         progress = StageProgress(f"tokenizing with {base.name}")
         table = tokens.tokenize_frame(frame, loss, model, progress=progress.update)
-        info["columns"] = tokens.describe(table, spec)
         tokens.lengths_histogram(table, folder / "lengths.png")
-        return tokens.write_tokens(table, folder)
+        return Built(tokens.write_tokens(table, folder), {"columns": tokens.describe(table, spec)})
 
     params = {"tokenizer": spec.fingerprint, "max_seq_length": spec.max_seq_length, "loss": loss}
-    return _logged(materialize(data_dir, "tokens", VERSIONS["tokens"], params, [data], build, extra=info))
+    facts = {"tokenizer": spec.as_dict(), "base_model": asdict(base)}
+    return _logged(materialize(data_dir, "tokens", VERSIONS["tokens"], params, [data], build, facts=facts))
 
 
 def read_tokens(ref: ArtifactRef) -> tokens.TokenizedData:
     return tokens.read_tokens(ref.folder, read_manifest(ref.folder) or {})
 
 
+def model_key_params(base: ResolvedModel, recipe: TrainRecipe, guide: ResolvedModel | None) -> dict:
+    """What decides the trained weights: the base model, the recipe with the precision that really runs
+    here (the CPU trains fp32 whatever is asked), and GIST's guide. Never the runtime."""
+    params = {"base_model": base.fingerprint, **unless_off(asdict(recipe), matryoshka_dims=())}
+    params["precision"] = hardware.mixed_precision(recipe.precision)
+    if guide is not None:
+        params["guide"] = guide.fingerprint
+    return params
+
+
 @task(name="train-model", cache_policy=NO_CACHE)
 def train(
     data: ArtifactRef,
     base: ResolvedModel,
-    config: training.TrainConfig,
+    recipe: TrainRecipe,
+    runtime: TrainRuntime,
     data_dir: str,
     guide: ResolvedModel | None = None,
 ) -> ArtifactRef:
-    """A sentence-transformers model trained on the tokens stage's ids with the configured loss
-    (``guide``: GISTEmbedLoss's guide model)."""
-    info: dict = {"base_model": asdict(base), "guide_model": None if guide is None else asdict(guide)}
+    """A sentence-transformers model trained on the tokens stage's ids by the recipe (``guide``:
+    GISTEmbedLoss's guide model); keyed by the recipe only, so a runtime change is served from the store."""
     guide_location = None if guide is None else guide.location
 
-    def build(folder):
-        get_run_logger().info("training %s with %s loss on %s", base.name, config.loss, training.device_name())
-        ids = read_tokens(data)
-        if distributed.processes_for(config) > 1:
-            summary = distributed.train_distributed(
-                base.location, ids, evaluation.sts_validation(), config, folder, guide_location
-            )
+    def build(folder) -> Built:
+        device = hardware.device_name()
+        get_run_logger().info("training %s with %s loss on %s", base.name, recipe.loss, device)
+        ids, sts = read_tokens(data), stsb_pairs("validation")
+        if distributed.processes_for(runtime) > 1:
+            summary = distributed.train_distributed(base.location, ids, sts, recipe, runtime, folder, guide_location)
         else:
-            summary = training.train_model(
-                base.location,
-                ids,
-                evaluation.sts_validation(),
-                config,
-                folder,
-                callbacks=[TrainingProgress(f"training {config.loss} on {training.device_name()}")],
-                guide_location=guide_location,
-            )
-        info["training"] = {k: v for k, v in summary.items() if k != "log_history"}
+            progress = TrainingProgress(f"training {recipe.loss} on {device}")
+            summary = train_model(base.location, ids, sts, recipe, runtime, folder, [progress], guide_location)
         get_run_logger().info(
             "trained %s steps on %s: %s samples/s, %s tokens/s, %sx padded tokens, MFU %s",
             summary["steps"],
@@ -176,12 +190,11 @@ def train(
             summary["padded_tokens_per_real"],
             summary["mfu"],
         )
-        return summary["rows"]
+        return Built(summary["rows"], {"training": {k: v for k, v in summary.items() if k != "log_history"}})
 
-    params = {"base_model": base.fingerprint, **unless_off(asdict(config), matryoshka_dims=())}
-    if guide is not None:
-        params["guide"] = guide.fingerprint
-    ref = materialize(data_dir, "models", VERSIONS["models"], params, [data], build, extra=info, resumable=True)
+    params = model_key_params(base, recipe, guide)
+    facts = {"base_model": asdict(base), "guide_model": None if guide is None else asdict(guide)}
+    ref = materialize(data_dir, "models", VERSIONS["models"], params, [data], build, facts=facts, resumable=True)
     return _logged(ref)
 
 
@@ -190,28 +203,26 @@ def trained_model(ref: ArtifactRef) -> ResolvedModel:
 
 
 def evaluate_artifact(
-    model: ResolvedModel, parents: list[ArtifactRef], settings: evaluation.EvalSettings, data_dir: str
+    model: ResolvedModel, parents: list[ArtifactRef], settings: EvalSettings, data_dir: str
 ) -> ArtifactRef:
     """The metrics artifact of ``model`` under ``settings`` (computed once, then served from the store)."""
 
-    def build(folder):
+    def build(folder) -> int:
         progress = StageProgress(f"evaluating {model.name}")
-        metrics = evaluation.evaluate_model(load_model(model), settings, folder, progress.update)
+        metrics = evaluate_model(load_model(model), settings, folder, progress.update)
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        return write_parquet(evaluation.metrics_table(metrics, settings.dims), folder / "metrics.parquet")
+        return write_parquet(metrics_table(metrics, settings.dims), folder / "metrics.parquet")
 
     params = {"model": model.fingerprint, "limit": settings.limit, "tasks": list(settings.tasks)}
     params["dims"] = list(settings.dims)
     if encoding_precision() != "fp32":  # GPU scores in half precision are their own artifact
         params["precision"] = encoding_precision()
-    extra = {"model": asdict(model), "evaluation": settings.record()}
-    return materialize(data_dir, "metrics", VERSIONS["metrics"], params, parents, build, extra=extra)
+    facts = {"model": asdict(model), "evaluation": settings.record()}
+    return materialize(data_dir, "metrics", VERSIONS["metrics"], params, parents, build, facts=facts)
 
 
 @task(name="evaluate-model", cache_policy=NO_CACHE)
-def evaluate(
-    model: ResolvedModel, parents: list[ArtifactRef], settings: evaluation.EvalSettings, data_dir: str
-) -> ArtifactRef:
+def evaluate(model: ResolvedModel, parents: list[ArtifactRef], settings: EvalSettings, data_dir: str) -> ArtifactRef:
     """STS-B validation/test Spearman (at each Matryoshka dimension) and the MTEB tasks' main scores,
     as metrics.json and metrics.parquet."""
     return _logged(evaluate_artifact(model, parents, settings, data_dir))
@@ -225,7 +236,7 @@ def reevaluator(model: ArtifactRef, data_dir: str):
     """Scores of ``model`` under a champion's recorded settings, when its evaluation data is still the same."""
 
     def reevaluate(record: dict) -> dict[str, float]:
-        settings = evaluation.EvalSettings.from_record(record)
+        settings = EvalSettings.from_record(record)
         try:
             now = settings.fingerprints
         except ValueError as exc:
@@ -242,12 +253,47 @@ def reevaluator(model: ArtifactRef, data_dir: str):
 
 
 @task(name="promote-champion", cache_policy=NO_CACHE)
-def promote(
-    model: ArtifactRef, metrics: ArtifactRef, settings: evaluation.EvalSettings, metric: str, data_dir: str
-) -> dict:
+def promote(model: ArtifactRef, metrics: ArtifactRef, settings: EvalSettings, metric: str, data_dir: str) -> dict:
     """Make the trained model the champion only if it beats the current one on ``metric``, evaluated alike."""
     decision = champion.promote_if_better(
         data_dir, model, read_metrics(metrics), metric, settings.record(), reevaluator(model, data_dir)
     )
     get_run_logger().info("champion on %s: %s", metric, decision["reason"])
     return decision
+
+
+@task(name="report", cache_policy=NO_CACHE)
+def report(
+    base_metrics: ArtifactRef,
+    trained_metrics: ArtifactRef,
+    refs: dict[str, ArtifactRef],
+    decision: dict,
+    dims: tuple[int, ...],
+    data_dir: str,
+) -> ArtifactRef:
+    """Comparison table and picture (an artifact), score against dimension for Matryoshka runs, plus
+    Prefect table and markdown artifacts."""
+    base, trained = read_metrics(base_metrics), read_metrics(trained_metrics)
+    current = champion.read_champion(data_dir) or {}
+    table = tables.comparison(base, trained, current.get("metrics", trained))
+
+    def build(folder) -> int:
+        plots.metric_comparison(table[~table["metric"].str.contains("_dim")], folder / "comparison.png")
+        if dims:
+            curve = tables.by_dimension(base, trained, dims)
+            plots.dimension_curve(curve, folder / "dimensions.png")
+            write_parquet(curve, folder / "dimensions.parquet")
+        return write_parquet(table.drop(columns=["champion"]), folder / "comparison.parquet")
+
+    ref = materialize(data_dir, "reports", VERSIONS["reports"], {}, [base_metrics, trained_metrics], build)
+    create_table_artifact(
+        key="train-embeddings-metrics",
+        table=table.round(4).to_dict(orient="records"),
+        description="STS-B Spearman (cosine) and the MTEB tasks' main scores: base, trained, champion",
+    )
+    create_markdown_artifact(
+        key="train-embeddings-lineage",
+        markdown=tables.lineage_markdown(refs | {"report": ref}, decision),
+        description="artifacts of this run and the champion decision",
+    )
+    return ref

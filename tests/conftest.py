@@ -18,7 +18,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from bench.data import TINY_BERT, build_bert  # noqa: E402
-from tasks.sources import SAMPLES  # noqa: E402
+from tasks.pairs.tables import SAMPLES  # noqa: E402
 
 
 def build_tiny_bert(folder: Path) -> Path:

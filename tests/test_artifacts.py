@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tasks.artifacts import ArtifactRef, artifact_key, find, list_artifacts, materialize, verify, write_parquet
+from tasks.store.artifacts import ArtifactRef, artifact_key, find, list_artifacts, materialize, verify, write_parquet
 
 FRAME = pd.DataFrame({"a": [1, 2, 3], "b": ["x", "y", "z"]})
 
@@ -42,7 +42,7 @@ def test_second_materialize_is_served_from_the_store(tmp_path):
 
 def test_manifest_records_params_parents_schema_and_checksums(tmp_path):
     parent = materialize(tmp_path, "raw", 1, {}, [], _build([]))
-    ref = materialize(tmp_path, "pairs", 1, {"loss": "mnr"}, [parent], _build([]), extra={"note": "hi"})
+    ref = materialize(tmp_path, "pairs", 1, {"loss": "mnr"}, [parent], _build([]), facts={"note": "hi"})
     manifest = json.loads((ref.folder / "manifest.json").read_text())
     assert manifest["params"] == {"loss": "mnr"}
     assert manifest["parents"][0]["key"] == parent.key
@@ -137,7 +137,7 @@ def test_a_damaged_artifact_is_named_in_a_warning(tmp_path, caplog):
 def test_manifests_record_the_environment_and_a_reuse_across_versions_says_so(tmp_path, caplog):
     import torch
 
-    from tasks import environment
+    from tasks.store import environment
 
     ref = materialize(tmp_path, "pairs", 1, {"p": 1}, [], _build([]))
     again = materialize(tmp_path / "other", "pairs", 1, {"p": 1}, [], _build([]))

@@ -11,15 +11,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.base.data_collator import BaseDataCollator
-from sentence_transformers.base.sampler import NoDuplicatesBatchSampler
 
-from tasks import batches, tokens
-from tasks.evaluation import sts_validation
-from tasks.labels import pairs_for_loss
-from tasks.models import bundled_minilm_dir
-from tasks.negatives import MiningConfig, soft_negatives
-from tasks.sources import DEFAULT_NLI_SAMPLE
-from tasks.training import TrainConfig, build_loss, train_model
+from tasks.evaluation.data import stsb_pairs
+from tasks.models.resolve import bundled_minilm_dir
+from tasks.negatives.strategies import MiningConfig, soft_negatives
+from tasks.pairs.labels import pairs_for_loss
+from tasks.pairs.sources import DEFAULT_NLI_SAMPLE
+from tasks.training import batches, tokens
+from tasks.training.losses import GroupedForwardLoss, build_loss
+from tasks.training.recipe import recipe_and_runtime
+from tasks.training.trainer import train_model
 
 
 @pytest.fixture(scope="module")
@@ -74,9 +75,9 @@ def test_chunk_plans_cover_each_text_once_and_never_cost_more_than_one_padded_ch
 def test_padding_of_the_bundled_triplets_at_batch_256(minilm, bundled_triplets):
     """The issue's target, measured on the batches the GPU path builds without flash attention."""
     data = _data(bundled_triplets, "mnr", minilm)
-    grouped = batches.build_collator(minilm, data, loss_takes_embeddings=True, device="cuda")
-    per_column = batches.build_collator(minilm, data, loss_takes_embeddings=False, device="cuda")
-    assert (grouped.mode, per_column.mode) == ("grouped", "columns")
+    grouped = batches.build_collator(minilm, data, unpad=True, device="cuda")
+    per_column = batches.build_collator(minilm, data, unpad=False, device="cuda")
+    assert (grouped.layout, per_column.layout) == (batches.Layout.GROUPED, batches.Layout.COLUMNS)
     grouped_ratio = batches.padding_profile(grouped, len(data), 256, seed=0)
     column_ratio = batches.padding_profile(per_column, len(data), 256, seed=0)
     assert grouped_ratio <= 1.15
@@ -92,10 +93,10 @@ def _stock_and_ours(model, frame: pd.DataFrame, loss_name: str):
         torch.manual_seed(0)
         loss = build_loss(model, loss_name)
         if ours:
-            collator = batches.build_collator(model, data, loss_takes_embeddings=True, device="cpu")
+            collator = batches.build_collator(model, data, unpad=True, device="cpu")
             collator.overhead = 0  # as many chunks as distinct lengths: the regrouping is exercised hard
             batch = collator(list(range(len(frame))))
-            loss = batches.GroupedForwardLoss(loss)
+            loss = GroupedForwardLoss(loss, len(data.columns))
         else:
             batch = BaseDataCollator(preprocess_fn=model.preprocess)(frame.to_dict("records"))
         from sentence_transformers import SentenceTransformerTrainer
@@ -138,47 +139,32 @@ def test_flattened_batches_mark_where_each_text_starts(tiny_bert, nli_sample):
     frame = pairs_for_loss(nli_sample.head(10), "mnr")
     data = _data(frame, "mnr", model)
     collator = batches.build_collator(model, data, True, "cpu")
-    collator.mode, collator.flattener = "flattened", DataCollatorWithFlattening(return_flash_attn_kwargs=True)
+    collator.layout = batches.Layout.FLATTENED
+    collator.flattener = DataCollatorWithFlattening(return_flash_attn_kwargs=True)
     batch = collator(list(range(len(frame))))
-    lengths = np.concatenate([tokens.token_lengths(data.table)[f"{c}_input_ids"] for c in ("anchor", "positive")])
+    lengths = np.concatenate([tokens.ids_lengths(data.table)[f"{c}_input_ids"] for c in ("anchor", "positive")])
     assert batch["chunk0_input_ids"].shape == (1, lengths.sum())
     assert batch["chunk0_cu_seq_lens_q"].tolist() == [0, *np.cumsum(lengths).tolist()]
     starts = batch["chunk0_cu_seq_lens_q"][:-1]
     assert (batch["chunk0_position_ids"][0, starts] == 0).all()
-    assert batch["chunk0_restore"].tolist() == list(range(len(lengths))) and int(batch["chunk0_columns"]) == 2
+    assert batch["chunk0_restore"].tolist() == list(range(len(lengths)))
     assert batches.padding_profile(collator, len(data), 4, seed=0) == 1.0
-
-
-def test_the_no_duplicates_sampler_keeps_equal_texts_apart_and_matches_the_stock_one(tiny_bert, nli_sample):
-    model = SentenceTransformer(str(tiny_bert))
-    frame = pd.DataFrame({"anchor": ["a cat", "a dog", "a cat", "a bird"], "positive": ["x", "y", "z", "w"]})
-    data = _data(frame, "mnr", model)
-    dataset = batches.token_dataset(data)
-    assert dataset.__getitems__([2, 0]) == [2, 0]  # the collator reads the rows itself
-    ours = batches.IdsNoDuplicatesBatchSampler
-    for seed in range(5):
-        for batch in ours(dataset, batch_size=2, drop_last=False, seed=seed, generator=torch.Generator()):
-            assert {0, 2} != set(batch)  # the two rows with the same anchor never share a batch
-
-    # on real triplets (premises repeat), the same batches as sentence-transformers' own sampler
-    triplets = soft_negatives(pairs_for_loss(nli_sample, "mnr"), nli_sample, MiningConfig())
-    data = _data(triplets, "mnr", model)
-    dataset = batches.token_dataset(data)
-    kwargs = {"batch_size": 16, "drop_last": False, "seed": 3}
-    stock = list(NoDuplicatesBatchSampler(dataset, generator=torch.Generator(), **kwargs))
-    assert list(batches.IdsNoDuplicatesBatchSampler(dataset, generator=torch.Generator(), **kwargs)) == stock
 
 
 def test_training_refuses_ids_made_for_another_tokenizer_or_length(tiny_bert, nli_sample, minilm, tmp_path):
     frame = pairs_for_loss(nli_sample.head(32), "mnr")
     made_by_tiny = _data(frame, "mnr", SentenceTransformer(str(tiny_bert)))  # max_seq_length 64
-    config = TrainConfig(batch_size=8, max_steps=1, eval_steps=0, checkpoint_steps=0)
+    config = recipe_and_runtime(batch_size=8, max_steps=1, eval_steps=0, checkpoint_steps=0)
     with pytest.raises(tokens.TokenMismatch, match="max_seq_length 64 \\(the model's is 256\\)"):
-        train_model(str(bundled_minilm_dir()), made_by_tiny, sts_validation(8), config, tmp_path)
+        train_model(str(bundled_minilm_dir()), made_by_tiny, stsb_pairs("validation", 8), *config, tmp_path)
     other = tokens.TokenizerSpec("0123456789abcdef", 64, made_by_tiny.spec.features)
     with pytest.raises(tokens.TokenMismatch, match="tokenizer 0123456789abcdef"):
         train_model(
-            str(tiny_bert), tokens.TokenizedData(made_by_tiny.table, other), sts_validation(8), config, tmp_path
+            str(tiny_bert),
+            tokens.TokenizedData(made_by_tiny.table, other),
+            stsb_pairs("validation", 8),
+            *config,
+            tmp_path,
         )
     assert not (tmp_path / "model").exists()
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.artifacts import ArtifactRef
-from tasks.champion import promote_if_better, read_champion
+from tasks.store.artifacts import ArtifactRef
+from tasks.store.champion import promote_if_better, read_champion
 
 
 def _model(tmp_path, key: str) -> ArtifactRef:
@@ -70,7 +70,7 @@ def test_a_challenger_evaluated_differently_is_re_evaluated_the_champions_way(tm
 
 
 def test_a_challenger_that_cannot_be_evaluated_the_same_way_is_never_compared(tmp_path):
-    from tasks.champion import CannotCompare
+    from tasks.store.champion import CannotCompare
 
     metric = "stsb_test_spearman"
     promote_if_better(tmp_path, _model(tmp_path, "a"), {metric: 0.5}, metric, SETTINGS_A)
@@ -88,7 +88,7 @@ def test_a_challenger_that_cannot_be_evaluated_the_same_way_is_never_compared(tm
 def test_a_champion_without_evaluation_settings_or_the_metric_is_not_compared(tmp_path):
     import json
 
-    from tasks.champion import champion_file
+    from tasks.store.champion import champion_file
 
     promote_if_better(tmp_path, _model(tmp_path, "a"), {"m": 0.5, "n": 0.5}, "m", SETTINGS_A)
     other_metric = promote_if_better(tmp_path, _model(tmp_path, "b"), {"m": 0.1, "n": 0.9}, "n", SETTINGS_A)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from tasks.embeddings import batches_by_length, encode_cached, token_lengths
-from tasks.models import load_model, resolve_model
+from tasks.models.encoding import batches_by_length, load_model, text_token_lengths
+from tasks.models.resolve import resolve_model
+from tasks.negatives.embeddings import encode_cached
 
 
 def test_cache_encodes_only_new_texts(tmp_path, tiny_bert):
@@ -54,4 +55,4 @@ def test_length_batched_vectors_match_plain_encoding_in_input_order(tmp_path):
     ours, _ = encode_cached(tmp_path, model, texts, batch_size=2)
     plain = load_model(model).encode(texts, normalize_embeddings=True, convert_to_numpy=True)
     np.testing.assert_allclose(ours, plain, atol=1e-5)
-    assert token_lengths(load_model(model), texts)[3] < token_lengths(load_model(model), texts)[2]
+    assert text_token_lengths(load_model(model), texts)[3] < text_token_lengths(load_model(model), texts)[2]

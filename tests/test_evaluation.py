@@ -10,8 +10,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks.evaluation import EvalSettings, banking77_splits, evaluate_model, metrics_table, stsb_pairs, stsb_scores
-from tasks.models import load_model, resolve_model
+from tasks.evaluation.data import banking77_splits, stsb_pairs
+from tasks.evaluation.evaluate import evaluate_model, metrics_table
+from tasks.evaluation.settings import EvalSettings
+from tasks.evaluation.stsb import stsb_scores
+from tasks.models.encoding import load_model
+from tasks.models.resolve import resolve_model
 
 
 @pytest.mark.integration
@@ -35,8 +39,8 @@ def test_truncated_embeddings_are_the_ones_evaluated(tiny_bert):
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(str(tiny_bert))
-    scores = stsb_scores(model, EvalSettings((), limit=60, dims=(16, 8)), bar=None)
     pairs = stsb_pairs("test", 60)
+    scores = stsb_scores(model, {"validation": stsb_pairs("validation", 60), "test": pairs}, dims=(16, 8))
     for dim in (16, 8):
         a = model.encode(pairs["sentence1"].tolist(), truncate_dim=dim, normalize_embeddings=True)
         b = model.encode(pairs["sentence2"].tolist(), truncate_dim=dim, normalize_embeddings=True)
@@ -52,14 +56,13 @@ def test_truncated_embeddings_are_the_ones_evaluated(tiny_bert):
 def test_token_order_pads_less_than_character_order_and_keeps_every_text_in_place(tiny_bert):
     from sentence_transformers import SentenceTransformer
 
-    from tasks.embeddings import token_lengths
-    from tasks.mteb_eval import encode_in_token_order
+    from tasks.models.encoding import encode_in_token_order, text_token_lengths
 
     model = SentenceTransformer(str(tiny_bert))
     texts = stsb_pairs("validation", 200)["sentence1"].tolist()
     ours = encode_in_token_order(model, texts, 16)
     assert np.allclose(ours, model.encode(texts, batch_size=16), atol=1e-5)
-    lengths = np.array(token_lengths(model, texts))
+    lengths = np.array(text_token_lengths(model, texts))
 
     def padded(order):
         return sum(lengths[order[i : i + 16]].max() * len(order[i : i + 16]) for i in range(0, len(order), 16))

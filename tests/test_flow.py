@@ -15,7 +15,7 @@ from sentence_transformers import SentenceTransformer
 
 from flows import cli
 from flows.train_embeddings import train_embeddings
-from tasks.sources import DataError
+from tasks.pairs.tables import DataError
 
 pytestmark = pytest.mark.integration
 
@@ -166,6 +166,18 @@ def test_changed_learning_rate_recomputes_only_downstream(run):
     assert after["artifacts"]["train-data"]["key"] == before["artifacts"]["train-data"]["key"]
 
 
+def test_a_runtime_change_alone_is_served_from_the_store(run):
+    """Checkpoint cadence, evaluation cadence, processes, unpadding and the attention kernel decide how the
+    model is trained, not which model: the store serves it; a recipe setting (the seed) retrains."""
+    before = run()
+    runtime_only = run(checkpoint_steps=1, eval_steps=0, processes=1, unpad=False, attention="eager")
+    assert all(_cached(runtime_only).values())
+    assert runtime_only["artifacts"]["model"]["key"] == before["artifacts"]["model"]["key"]
+    assert runtime_only["metrics"] == before["metrics"]
+    reseeded = run(seed=7, negatives="none")  # the seed alone, without re-mining
+    assert _cached(reseeded)["model"] is False
+
+
 def test_deleted_artifact_is_recomputed_not_a_crash(run):
     before = run()
     triplets = before["artifacts"]["train-data"]["path"]
@@ -224,7 +236,7 @@ def test_bad_new_options_fail_before_anything_is_read(run, tmp_path, overrides, 
 
 def test_gist_matryoshka_positive_aware_mining_and_any_mteb_task_end_to_end(run, tmp_path):
     """Every new option at once, on MNLI rows no other test reads."""
-    from tasks.sources import DEFAULT_NLI_SAMPLE
+    from tasks.pairs.sources import DEFAULT_NLI_SAMPLE
 
     unseen = tmp_path / "unseen.parquet"
     pd.read_parquet(DEFAULT_NLI_SAMPLE).iloc[6000:6300][["premise", "hypothesis", "label"]].to_parquet(unseen)
@@ -310,8 +322,8 @@ def test_a_token_in_the_environment_is_never_written(run, monkeypatch):
 
 
 def test_gc_removes_only_what_recent_runs_and_the_champion_do_not_use(run):
-    from tasks import cleanup
-    from tasks.champion import read_champion
+    from tasks.store import cleanup
+    from tasks.store.champion import read_champion
 
     last = run()
     stale = cleanup.unreferenced(run.data_dir, keep_runs=1, min_age_hours=0)
@@ -336,7 +348,7 @@ def test_re_mining_with_another_window_encodes_nothing(run):
 
 
 def test_a_miner_that_cannot_be_loaded_fails_before_encoding(run, tmp_path):
-    from tasks.models import ModelError
+    from tasks.models.resolve import ModelError
 
     not_a_model = tmp_path / "empty-model"
     not_a_model.mkdir()
@@ -358,7 +370,7 @@ def test_artifacts_open_with_duckdb(run):
 
 def test_compare_losses_grid_writes_one_complete_table(prefect_api, tiny_bert, tmp_path):
     from flows.compare_losses import GRID, compare_losses
-    from tasks.sources import DEFAULT_NLI_SAMPLE
+    from tasks.pairs.sources import DEFAULT_NLI_SAMPLE
 
     full = pd.read_parquet(DEFAULT_NLI_SAMPLE)[["premise", "hypothesis", "label"]]
     labels = full.groupby("premise")["label"].agg(set)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from tasks.labels import COLUMNS, pairs_for_loss
+from tasks.pairs.labels import COLUMNS, pairs_for_loss
 
 PAIRS = pd.DataFrame(
     {

@@ -11,8 +11,9 @@ import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tasks.artifacts import materialize, write_parquet
-from tasks.sources import DataError, load_nli_pairs
+from tasks.pairs.sources import load_nli_pairs
+from tasks.pairs.tables import DataError
+from tasks.store.artifacts import materialize, write_parquet
 
 TEXT = st.one_of(
     st.text(min_size=1, max_size=40),

@@ -6,11 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.embeddings import encode_cached
-from tasks.index import build_index, recall_at_k
-from tasks.labels import mnr_pairs
-from tasks.models import resolve_model
-from tasks.negatives import (
+from tasks.models.resolve import resolve_model
+from tasks.negatives.embeddings import encode_cached
+from tasks.negatives.index import build_index, recall_at_k
+from tasks.negatives.strategies import (
     MiningConfig,
     candidate_pool,
     contradiction_negatives,
@@ -20,6 +19,7 @@ from tasks.negatives import (
     semi_hard_negatives,
     soft_negatives,
 )
+from tasks.pairs.labels import mnr_pairs
 
 
 def _positives_by_anchor(mnr: pd.DataFrame) -> dict[str, set[str]]:
@@ -84,7 +84,7 @@ def test_a_case_or_space_variant_of_the_positive_is_never_chosen():
 
 
 def test_contradiction_negatives_come_from_the_same_premise():
-    from tasks.sources import DEFAULT_NLI_SAMPLE
+    from tasks.pairs.sources import DEFAULT_NLI_SAMPLE
 
     full = pd.read_parquet(DEFAULT_NLI_SAMPLE)[["premise", "hypothesis", "label"]]
     labels = full.groupby("premise")["label"].agg(set)

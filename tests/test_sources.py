@@ -7,7 +7,8 @@ import json
 import pandas as pd
 import pytest
 
-from tasks.sources import DataError, load_nli_pairs, resolve_local, source_fingerprint, validate_nli
+from tasks.pairs.sources import load_nli_pairs, resolve_local, source_fingerprint, validate_nli
+from tasks.pairs.tables import DataError
 
 
 def _write(df: pd.DataFrame, path):

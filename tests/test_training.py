@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from sentence_transformers import SentenceTransformer
 from transformers import TrainerCallback
 
-from tasks.evaluation import sts_validation
-from tasks.labels import pairs_for_loss
-from tasks.negatives import MiningConfig, soft_negatives
-from tasks.training import LOSS_HEAD, TrainConfig, train_model, training_columns
+from tasks.evaluation.data import stsb_pairs
+from tasks.negatives.strategies import MiningConfig, soft_negatives
+from tasks.pairs.labels import pairs_for_loss
+from tasks.training.checkpoints import LOSS_HEAD
+from tasks.training.recipe import TrainRecipe, TrainRuntime, recipe_and_runtime
+from tasks.training.tokens import training_columns
+from tasks.training.trainer import train_model
 
 
 @pytest.mark.parametrize("loss", ["softmax", "cosine", "mnr"])
@@ -20,8 +24,8 @@ def test_each_loss_trains_and_saves_a_loadable_model(tmp_path, tiny_bert, nli_sa
     data = pairs_for_loss(nli_sample, loss)
     if loss == "mnr":
         data = soft_negatives(data, nli_sample, MiningConfig())
-    config = TrainConfig(loss=loss, batch_size=8, warmup_steps=1, eval_steps=3, max_steps=4)
-    summary = train_model(str(tiny_bert), data, sts_validation(40), config, tmp_path)
+    config = recipe_and_runtime(loss=loss, batch_size=8, warmup_steps=1, eval_steps=3, max_steps=4)
+    summary = train_model(str(tiny_bert), data, stsb_pairs("validation", 40), *config, tmp_path)
 
     assert summary["steps"] == 4
     assert summary["device"] == "cpu" and summary["mixed_precision"] == "no"
@@ -43,10 +47,10 @@ def test_columns_follow_the_loss_order(nli_sample):
 
 
 def test_strong_settings_train_on_cpu(tmp_path, tiny_bert, nli_sample):
-    from tasks.negatives import MiningConfig as Mining
+    from tasks.negatives.strategies import MiningConfig as Mining
 
     data = soft_negatives(pairs_for_loss(nli_sample, "mnr"), nli_sample, Mining())
-    config = TrainConfig(
+    config = recipe_and_runtime(
         loss="mnr",
         batch_size=16,
         mini_batch_size=4,
@@ -56,7 +60,7 @@ def test_strong_settings_train_on_cpu(tmp_path, tiny_bert, nli_sample):
         eval_steps=0,
         max_steps=3,
     )
-    summary = train_model(str(tiny_bert), data, sts_validation(20), config, tmp_path)
+    summary = train_model(str(tiny_bert), data, stsb_pairs("validation", 20), *config, tmp_path)
     assert summary["steps"] == 3 and summary["mixed_precision"] == "no"
 
 
@@ -82,21 +86,21 @@ class _CountSteps(TrainerCallback):
 @pytest.mark.parametrize("loss", ["softmax", "mnr"])
 def test_an_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, tiny_bert, nli_sample, loss):
     data = pairs_for_loss(nli_sample, loss)
-    config = TrainConfig(loss=loss, batch_size=8, warmup_steps=1, eval_steps=0, max_steps=10, checkpoint_steps=3)
-    sts = sts_validation(20)
+    config = recipe_and_runtime(loss=loss, batch_size=8, warmup_steps=1, eval_steps=0, max_steps=10, checkpoint_steps=3)
+    sts = stsb_pairs("validation", 20)
 
-    straight = train_model(str(tiny_bert), data, sts, config, tmp_path / "straight")
+    straight = train_model(str(tiny_bert), data, sts, *config, tmp_path / "straight")
     assert straight["resumed_from"] is None
 
     with pytest.raises(RuntimeError, match="interrupted"):
-        train_model(str(tiny_bert), data, sts, config, tmp_path / "resumed", callbacks=[_Interrupt(7)])
+        train_model(str(tiny_bert), data, sts, *config, tmp_path / "resumed", callbacks=[_Interrupt(7)])
     checkpoint = tmp_path / "resumed" / "_trainer" / "checkpoint-6"
     assert checkpoint.is_dir()
     assert (checkpoint / LOSS_HEAD).exists() == (loss == "softmax")  # only SoftmaxLoss has its own weights
     (checkpoint.parent / "checkpoint-9").mkdir()  # as a kill while writing a checkpoint leaves one: unsealed
 
     counter = _CountSteps()
-    resumed = train_model(str(tiny_bert), data, sts, config, tmp_path / "resumed", callbacks=[counter])
+    resumed = train_model(str(tiny_bert), data, sts, *config, tmp_path / "resumed", callbacks=[counter])
     assert resumed["resumed_from"] == "checkpoint-6"  # the unsealed checkpoint-9 was not trusted
     assert resumed["steps"] == 10 and counter.steps == [7, 8, 9, 10]  # the step counter continued
     # same data order, same optimizer state and (for softmax) the same classifier head: same weights
@@ -106,13 +110,27 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, tiny_bert
     np.testing.assert_allclose(after_resume, after_straight, atol=1e-5)
 
 
-def test_data_parallel_training_under_torchrun_on_cpu(tmp_path, tiny_bert, nli_sample):
-    from tasks.distributed import processes_for, train_distributed
+def test_cadences_of_the_runtime_do_not_change_the_weights(tmp_path, tiny_bert, nli_sample):
+    """Why checkpoint and evaluation cadence stay out of the model's key: the same weights with or without them."""
+    data = soft_negatives(pairs_for_loss(nli_sample, "mnr"), nli_sample, MiningConfig())
+    sts, texts = stsb_pairs("validation", 20), ["a man is playing a guitar", "the cat sleeps"]
+    plain = recipe_and_runtime(loss="mnr", batch_size=8, warmup_steps=1, max_steps=6, eval_steps=0, checkpoint_steps=0)
+    busy = (plain[0], replace(plain[1], eval_steps=2, checkpoint_steps=2))
+    train_model(str(tiny_bert), data, sts, *plain, tmp_path / "plain")
+    train_model(str(tiny_bert), data, sts, *busy, tmp_path / "busy")
+    np.testing.assert_array_equal(
+        SentenceTransformer(str(tmp_path / "busy" / "model")).encode(texts),
+        SentenceTransformer(str(tmp_path / "plain" / "model")).encode(texts),
+    )
 
-    config = TrainConfig(loss="cosine", batch_size=8, warmup_steps=1, eval_steps=0, max_steps=3, processes=2)
-    assert processes_for(config) == 2 and processes_for(TrainConfig()) == 1  # no GPU here: one process
+
+def test_data_parallel_training_under_torchrun_on_cpu(tmp_path, tiny_bert, nli_sample):
+    from tasks.training.distributed import processes_for, train_distributed
+
+    config = recipe_and_runtime(loss="cosine", batch_size=8, warmup_steps=1, eval_steps=0, max_steps=3, processes=2)
+    assert processes_for(config[1]) == 2 and processes_for(TrainRuntime()) == 1  # no GPU here: one process
     summary = train_distributed(
-        str(tiny_bert), pairs_for_loss(nli_sample, "cosine"), sts_validation(20), config, tmp_path
+        str(tiny_bert), pairs_for_loss(nli_sample, "cosine"), stsb_pairs("validation", 20), *config, tmp_path
     )
     assert summary["processes"] == 2 and summary["steps"] == 3
     assert SentenceTransformer(str(tmp_path / "model")).encode(["a test"]).shape == (1, 32)
@@ -126,16 +144,16 @@ def test_gist_trains_with_a_guide_that_filters_in_batch_negatives(tmp_path, tiny
     guide = tmp_path / "guide"
     SentenceTransformer(str(tiny_bert)).save(str(guide))
     guide_before = SentenceTransformer(str(guide)).encode(["a test"])
-    config = TrainConfig(
+    config = recipe_and_runtime(
         loss="gist", batch_size=8, warmup_steps=1, eval_steps=0, max_steps=3, mini_batch_size=mini_batch_size
     )
     out = tmp_path / "out"
-    config_with_checkpoint = TrainConfig(**{**config.__dict__, "checkpoint_steps": 2})
+    config_with_checkpoint = (config[0], replace(config[1], checkpoint_steps=2))
     summary = train_model(
         str(tiny_bert),
         pairs_for_loss(nli_sample, "gist"),
-        sts_validation(20),
-        config_with_checkpoint,
+        stsb_pairs("validation", 20),
+        *config_with_checkpoint,
         out,
         guide_location=str(guide),
     )
@@ -146,16 +164,18 @@ def test_gist_trains_with_a_guide_that_filters_in_batch_negatives(tmp_path, tiny
     assert abs(trained - guide_before).max() > 0
     assert np.allclose(SentenceTransformer(str(guide)).encode(["a test"]), guide_before)
     with pytest.raises(ValueError, match="guide"):
-        train_model(str(tiny_bert), pairs_for_loss(nli_sample, "gist"), sts_validation(20), config, tmp_path / "x")
+        train_model(
+            str(tiny_bert), pairs_for_loss(nli_sample, "gist"), stsb_pairs("validation", 20), *config, tmp_path / "x"
+        )
 
 
 @pytest.mark.parametrize("loss", ["mnr", "cosine"])
 def test_matryoshka_wraps_the_loss_and_trains_every_dimension(tmp_path, tiny_bert, nli_sample, loss):
     data = pairs_for_loss(nli_sample, loss)
-    config = TrainConfig(
+    config = recipe_and_runtime(
         loss=loss, batch_size=8, warmup_steps=1, eval_steps=0, max_steps=3, matryoshka_dims=(32, 16, 8)
     )
-    summary = train_model(str(tiny_bert), data, sts_validation(20), config, tmp_path)
+    summary = train_model(str(tiny_bert), data, stsb_pairs("validation", 20), *config, tmp_path)
     assert summary["loss_class"].endswith("in MatryoshkaLoss")
     assert summary["batches"] != "columns"  # our length-grouped chunks run inside MatryoshkaLoss
     assert summary["train_loss"] > 0
@@ -163,9 +183,9 @@ def test_matryoshka_wraps_the_loss_and_trains_every_dimension(tmp_path, tiny_ber
 
 def test_matryoshka_dims_are_checked_with_the_parameter_name():
     with pytest.raises(ValueError, match="parameter matryoshka_dims: .*SoftmaxLoss"):
-        TrainConfig(loss="softmax", matryoshka_dims=(16,)).check()
+        TrainRecipe(loss="softmax", matryoshka_dims=(16,)).check()
     with pytest.raises(ValueError, match="parameter matryoshka_dims"):
-        TrainConfig(loss="mnr", matryoshka_dims=(16, 16)).check()
+        TrainRecipe(loss="mnr", matryoshka_dims=(16, 16)).check()
     with pytest.raises(ValueError, match="parameter matryoshka_dims"):
-        TrainConfig(loss="mnr", matryoshka_dims=(0,)).check()
-    TrainConfig(loss="mnr", matryoshka_dims=(384, 64)).check()
+        TrainRecipe(loss="mnr", matryoshka_dims=(0,)).check()
+    TrainRecipe(loss="mnr", matryoshka_dims=(384, 64)).check()

@@ -28,7 +28,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks import environment
+from tasks.store import environment
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,15 @@ class ArtifactRef:
     @property
     def folder(self) -> Path:
         return Path(self.path)
+
+
+@dataclass(frozen=True)
+class Built:
+    """What a build wrote: its row count and the facts it learnt on the way (origin, diagnostics, the
+    training summary), which go into the manifest beside the parameters."""
+
+    rows: int | None
+    facts: dict[str, Any] = field(default_factory=dict)
 
 
 def artifacts_root(data_dir: str | Path) -> Path:
@@ -168,15 +177,16 @@ def materialize(
     version: int,
     params: dict[str, Any],
     parents: Sequence[ArtifactRef],
-    build: Callable[[Path], int | None],
-    extra: dict[str, Any] | None = None,
+    build: Callable[[Path], Built | int | None],
+    facts: dict[str, Any] | None = None,
     resumable: bool = False,
 ) -> ArtifactRef:
-    """Return the artifact for these inputs, building it with ``build(folder) -> rows`` only if absent.
+    """Return the artifact for these inputs, building it with ``build(folder)`` only if absent.
 
-    ``build`` writes into an empty temporary folder; the folder is renamed into place with
-    its manifest only after ``build`` returns, so readers never see partial output.
-    ``extra`` is merged into the manifest after ``build`` ran, so ``build`` may fill it in.
+    ``build`` writes into an empty temporary folder and returns its row count, or a :class:`Built`
+    with the facts it learnt; the folder is renamed into place with its manifest only after ``build``
+    returns, so readers never see partial output. ``facts`` are known before the build (the models
+    it used) and go into the manifest too.
     ``resumable``: a failed build leaves its folder for the next build of the same key to resume.
     """
     key = artifact_key(stage, version, params, parents)
@@ -187,7 +197,9 @@ def materialize(
     final = artifacts_root(data_dir) / stage / key
     started = time.perf_counter()
     with _staging(final, resumable) as tmp:
-        rows = build(tmp)
+        built = build(tmp)
+        built = built if isinstance(built, Built) else Built(built)
+        rows = built.rows
         manifest = {
             "stage": stage,
             "key": key,
@@ -201,7 +213,8 @@ def materialize(
             "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "seconds": round(time.perf_counter() - started, 3),
             "environment": environment.describe(),
-            **(extra or {}),
+            **(facts or {}),
+            **built.facts,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
         return _publish(tmp, final, ArtifactRef(stage, key, str(final), rows, cached=False))

@@ -1,8 +1,8 @@
 """Data-parallel training: with several GPUs the training stage launches torchrun from the task.
 
-Each process runs the same ``train_model`` on its share of every batch (the Trainer reads the
-torchrun environment); process zero saves the model and its summary, which the task collects.
-One GPU, or the CPU, trains in process.
+Each process runs the same ``train_model`` on its share of every global batch (the Trainer reads the
+torchrun environment, the in-batch losses gather embeddings across processes); process zero saves
+the model and its summary, which the task collects. One GPU, or the CPU, trains in process.
 """
 
 from __future__ import annotations
@@ -16,14 +16,15 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
-from tasks.tokens import TokenizedData, TokenizerSpec
-from tasks.training import TrainConfig, train_model
+from tasks.training.recipe import TrainRecipe, TrainRuntime
+from tasks.training.tokens import TokenizedData, TokenizerSpec
+from tasks.training.trainer import train_model
 
 
-def processes_for(config: TrainConfig) -> int:
+def processes_for(runtime: TrainRuntime) -> int:
     """How many training processes: as configured, else one per GPU."""
-    if config.processes > 0:
-        return config.processes
+    if runtime.processes > 0:
+        return runtime.processes
     import torch
 
     return torch.cuda.device_count() if torch.cuda.device_count() > 1 else 1
@@ -33,11 +34,12 @@ def train_distributed(
     model_location: str,
     train: pd.DataFrame | TokenizedData,
     sts_validation: pd.DataFrame,
-    config: TrainConfig,
+    recipe: TrainRecipe,
+    runtime: TrainRuntime,
     out_dir: Path,
     guide_location: str | None = None,
 ) -> dict:
-    """Run ``train_model`` under torchrun with ``processes_for(config)`` processes; return its summary."""
+    """Run ``train_model`` under torchrun with ``processes_for(runtime)`` processes; return its summary."""
     spec_dir = out_dir / "_ddp"
     spec_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = None
@@ -49,7 +51,8 @@ def train_distributed(
     sts_validation.to_parquet(spec_dir / "sts.parquet")
     spec = {
         "model": model_location,
-        "config": asdict(config),
+        "recipe": asdict(recipe),
+        "runtime": asdict(runtime),
         "out": str(out_dir),
         "dir": str(spec_dir),
         "tokenizer": tokenizer,
@@ -61,9 +64,9 @@ def train_distributed(
         "-m",
         "torch.distributed.run",
         "--standalone",
-        f"--nproc_per_node={processes_for(config)}",
+        f"--nproc_per_node={processes_for(runtime)}",
         "-m",
-        "tasks.distributed",
+        "tasks.training.distributed",
         str(spec_dir / "spec.json"),
     ]
     done = subprocess.run(command, capture_output=True, text=True)
@@ -89,7 +92,8 @@ def main(spec_path: str) -> None:
         spec["model"],
         train,
         pd.read_parquet(folder / "sts.parquet"),
-        TrainConfig(**spec["config"] | {"matryoshka_dims": tuple(spec["config"]["matryoshka_dims"])}),
+        TrainRecipe(**spec["recipe"] | {"matryoshka_dims": tuple(spec["recipe"]["matryoshka_dims"])}),
+        TrainRuntime(**spec["runtime"]),
         Path(spec["out"]),
         guide_location=spec["guide"],
     )

@@ -12,8 +12,8 @@ import json
 import shutil
 from pathlib import Path
 
-from tasks.artifacts import MANIFEST, artifacts_root, read_manifest
-from tasks.champion import read_champion
+from tasks.store.artifacts import MANIFEST, artifacts_root, read_manifest
+from tasks.store.champion import read_champion
 
 STAGES_WITH_MANIFESTS = ("raw", "pairs", "triplets", "models", "metrics", "reports")
 

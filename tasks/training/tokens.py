@@ -25,7 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.labels import COLUMNS, RANKING
+from tasks.pairs.labels import COLUMNS, RANKING
 
 SUFFIX = "_input_ids"
 LABEL_COLUMNS = ("label", "score")
@@ -84,6 +84,12 @@ def text_columns(frame: pd.DataFrame, loss: str) -> list[str]:
     return columns
 
 
+def training_columns(frame: pd.DataFrame, loss: str) -> list[str]:
+    """The columns the loss reads, in the order it reads them (negatives last, the label or score at the end)."""
+    label = [c for c in LABEL_COLUMNS if c in frame.columns and loss not in RANKING]
+    return text_columns(frame, loss) + label
+
+
 def _ids_array(model, texts: Sequence[str]) -> pa.ListArray:
     """One list of ids per text, exactly as ``model.preprocess`` makes them, without the padding."""
     out = model.preprocess(list(texts))
@@ -124,7 +130,7 @@ def tokenize_frame(
     return pa.table(table)
 
 
-def token_lengths(table: pa.Table) -> dict[str, np.ndarray]:
+def ids_lengths(table: pa.Table) -> dict[str, np.ndarray]:
     """Tokens per row, for each ids column."""
     return {
         name: np.diff(table.column(name).combine_chunks().offsets.to_numpy())
@@ -136,7 +142,7 @@ def token_lengths(table: pa.Table) -> dict[str, np.ndarray]:
 def describe(table: pa.Table, spec: TokenizerSpec) -> dict[str, Any]:
     """Per column: real tokens, length quantiles, rows cut at max_seq_length."""
     stats = {}
-    for name, lengths in token_lengths(table).items():
+    for name, lengths in ids_lengths(table).items():
         stats[name] = {
             "tokens": int(lengths.sum()),
             "mean": round(float(lengths.mean()), 2) if len(lengths) else 0.0,
@@ -203,7 +209,7 @@ def lengths_histogram(table: pa.Table, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    for name, lengths in token_lengths(table).items():
+    for name, lengths in ids_lengths(table).items():
         ax.hist(lengths, bins=range(0, int(lengths.max(initial=1)) + 2), alpha=0.5, label=name[: -len(SUFFIX)])
     ax.set_xlabel("tokens per text (after truncation)")
     ax.set_ylabel("rows")

@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from tasks.artifacts import ArtifactRef, artifacts_root, atomic_write_text
+from tasks.store.artifacts import ArtifactRef, artifacts_root, atomic_write_text
 
 
 def champion_file(data_dir: str | Path, slot: str) -> Path:

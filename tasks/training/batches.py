@@ -19,6 +19,7 @@ on its own, like the stock collator, but from ids.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import datasets
@@ -26,14 +27,45 @@ import numpy as np
 import pyarrow as pa
 import torch
 from sentence_transformers.base.data_collator import BaseDataCollator
-from sentence_transformers.base.sampler import NoDuplicatesBatchSampler
-from torch import nn
 
-from tasks.tokens import SUFFIX, TokenizedData
+from tasks.training.tokens import SUFFIX, TokenizedData
 
 # A forward pass costs about this many padded tokens' worth of work beyond its tokens (launches,
 # small matrix products). It decides how many chunks a batch is cut into.
 CHUNK_OVERHEAD_TOKENS = {"cuda": 256, "cpu": 64}
+
+
+class Layout(StrEnum):
+    """How a batch reaches the model (see the module's docstring)."""
+
+    GROUPED = "grouped"  # length-sorted chunks across all columns, for GroupedForwardLoss
+    FLATTENED = "flattened"  # one flat sequence, with flash attention, for GroupedForwardLoss
+    COLUMNS = "columns"  # each column padded on its own, for any sentence-transformers loss
+
+
+@dataclass(frozen=True)
+class ChunkedBatch:
+    """The collator-to-loss contract of the grouped and flattened layouts.
+
+    ``chunks``: the model inputs of each chunk, texts of all columns sorted by length (one chunk when
+    flattened). ``restore[i]``: the row, in the chunks' concatenated output, of the i-th text in column
+    order (all anchors, then all positives, ...). The trainer hands a batch to the loss as one dict of
+    prefixed tensors (``chunk<n>_input_ids``, ...), which it splits per prefix: ``to_inputs`` and
+    ``from_features`` are the two ends of that.
+    """
+
+    chunks: list[dict[str, torch.Tensor]]
+    restore: torch.Tensor
+
+    def to_inputs(self) -> dict[str, torch.Tensor]:
+        inputs = {f"chunk{n}_{key}": value for n, chunk in enumerate(self.chunks) for key, value in chunk.items()}
+        return inputs | {"chunk0_restore": self.restore}
+
+    @classmethod
+    def from_features(cls, features: list[dict[str, torch.Tensor]]) -> ChunkedBatch:
+        """From the per-prefix dicts the trainer made of ``to_inputs``' output, in chunk order."""
+        chunks = [dict(f) for f in features]
+        return cls(chunks, chunks[0].pop("restore"))
 
 
 class TokenDataset(datasets.Dataset):
@@ -51,32 +83,6 @@ def token_dataset(data: TokenizedData) -> TokenDataset:
     from datasets.table import InMemoryTable
 
     return TokenDataset(InMemoryTable(table))
-
-
-class IdsNoDuplicatesBatchSampler(NoDuplicatesBatchSampler):
-    """sentence-transformers' no-duplicates sampler, same algorithm and same batches, fed with each row's
-    texts as small integers (equal ids, equal integer) instead of re-reading and stringifying every row:
-    the stock path reads about 11,000 rows/s on one core, which alone would cap a GPU's step rate.
-    Give the class itself as the trainer's ``batch_sampler`` (it pickles with the arguments)."""
-
-    def __init__(self, dataset, **kwargs) -> None:
-        super().__init__(dataset, **kwargs)
-        self.precompute_hashes = True
-
-    def _build_hashes(self) -> None:
-        if self._row_hashes is not None:
-            return
-        if self.dataset._indices is not None:
-            raise ValueError("IdsNoDuplicatesBatchSampler reads the table directly: select or shuffle first")
-        codes: dict[bytes, int] = {}
-        per_column = []
-        for ids in self.dataset.data.table.columns:  # the label column was removed by the parent
-            ids = ids.combine_chunks()
-            offsets, values = ids.offsets.to_numpy(), ids.values.to_numpy()
-            per_column.append(
-                [codes.setdefault(values[a:b].tobytes(), len(codes)) for a, b in zip(offsets, offsets[1:])]
-            )
-        self._row_hashes = [set(row) for row in zip(*per_column)]
 
 
 def plan_chunks(lengths: np.ndarray, overhead: int) -> list[np.ndarray]:
@@ -124,16 +130,14 @@ def _pad(values: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarra
 class TokenCollator(BaseDataCollator):
     """Builds training batches from row numbers of a token ids table (see :class:`TokenDataset`).
 
-    ``mode``: ``"grouped"`` (length-sorted chunks across all columns, for :class:`GroupedForwardLoss`),
-    ``"flattened"`` (one flat sequence, with flash attention), or ``"columns"`` (each column padded
-    on its own, for any sentence-transformers loss). Counts real and computed tokens as it goes.
+    ``layout``: see :class:`Layout`. Counts real and computed tokens as it goes.
     """
 
     preprocess_fn: Any = None
     table: pa.Table | None = None
     columns: list[str] = field(default_factory=list)
     features: tuple[str, ...] = ("attention_mask",)
-    mode: str = "grouped"
+    layout: Layout = Layout.GROUPED
     overhead: int = CHUNK_OVERHEAD_TOKENS["cpu"]
     flattener: Any = None  # the model's DataCollatorWithFlattening, in flattened mode
     position_offset: int = 0
@@ -157,7 +161,7 @@ class TokenCollator(BaseDataCollator):
         parts = [_column(self.table, rows, f"{c}{SUFFIX}") for c in self.columns]
         lengths = np.concatenate([p[1] for p in parts])
         self.real_tokens += int(lengths.sum())
-        if self.mode == "columns":
+        if self.layout is Layout.COLUMNS:
             for column, (values, column_lengths) in zip(self.columns, parts):
                 ids, mask = _pad(values, column_lengths)
                 self.computed_tokens += ids.size
@@ -168,88 +172,30 @@ class TokenCollator(BaseDataCollator):
         # grouped or flattened: all texts of all columns, column-major (all anchors, all positives, ...)
         values = np.concatenate([p[0] for p in parts])
         offsets = np.concatenate([[0], np.cumsum(lengths)])
-        if self.mode == "flattened":
+        if self.layout is Layout.FLATTENED:
             flat = self.flattener([{"input_ids": values[a:b].tolist()} for a, b in zip(offsets[:-1], offsets[1:])])
             flat.pop("labels", None)
             if self.position_offset:
                 flat["position_ids"] = flat["position_ids"] + self.position_offset
             self.computed_tokens += int(lengths.sum())
-            for key, value in flat.items():
-                batch[f"chunk0_{key}"] = value
-            batch["chunk0_restore"] = torch.arange(len(lengths))
-            batch["chunk0_columns"] = torch.tensor(len(self.columns))
-            return batch
+            return batch | ChunkedBatch([flat], torch.arange(len(lengths))).to_inputs()
 
         chunks = plan_chunks(lengths, self.overhead)
         sorted_positions = np.concatenate(chunks)
         restore = np.empty_like(sorted_positions)
         restore[sorted_positions] = np.arange(len(sorted_positions))  # column-major position -> sorted row
-        for n, chunk in enumerate(chunks):
+        features = []
+        for chunk in chunks:
             chunk_values = np.concatenate([values[offsets[i] : offsets[i + 1]] for i in chunk])
             ids, mask = _pad(chunk_values, lengths[chunk])
             self.computed_tokens += ids.size
-            for key, value in self._features(ids, mask).items():
-                batch[f"chunk{n}_{key}"] = value
-        batch["chunk0_restore"] = torch.from_numpy(restore)
-        batch["chunk0_columns"] = torch.tensor(len(self.columns))
-        return batch
+            features.append(self._features(ids, mask))
+        return batch | ChunkedBatch(features, torch.from_numpy(restore)).to_inputs()
 
     @property
     def pad_ratio(self) -> float | None:
         """Tokens the model computed on per real token, over the batches built so far."""
         return round(self.computed_tokens / self.real_tokens, 4) if self.real_tokens else None
-
-
-def _softmax_from_embeddings(loss, reps: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-    """SoftmaxLoss's own computation after its embedding step (it has no compute_loss_from_embeddings)."""
-    rep_a, rep_b = reps
-    vectors = []
-    if loss.concatenation_sent_rep:
-        vectors += [rep_a, rep_b]
-    if loss.concatenation_sent_difference:
-        vectors.append(torch.abs(rep_a - rep_b))
-    if loss.concatenation_sent_multiplication:
-        vectors.append(rep_a * rep_b)
-    output = loss.classifier(torch.cat(vectors, 1).to(loss.classifier.weight.dtype))
-    return loss.loss_fct(output, labels.view(-1))
-
-
-class GroupedForwardLoss(nn.Module):
-    """Runs the model over the collator's chunks, restores column order, then applies ``loss``.
-
-    ``loss`` is a sentence-transformers loss; its model, parameters (SoftmaxLoss's classifier) and
-    maths are its own, only the embedding step is done here.
-    """
-
-    def __init__(self, loss: nn.Module) -> None:
-        super().__init__()
-        self.loss = loss
-
-    @property
-    def model(self):
-        return self.loss.model
-
-    def forward(self, sentence_features: list[dict[str, Any]], labels: torch.Tensor | None) -> torch.Tensor:
-        chunks = [dict(f) for f in sentence_features]
-        restore = chunks[0].pop("restore")
-        columns = int(chunks[0].pop("columns"))
-        embedded = torch.cat([self.loss.model(chunk)["sentence_embedding"] for chunk in chunks])
-        in_order = embedded.index_select(0, restore.to(embedded.device))
-        reps = list(in_order.reshape(columns, -1, in_order.shape[-1]).unbind(0))
-        if hasattr(self.loss, "compute_loss_from_embeddings"):
-            return self.loss.compute_loss_from_embeddings(reps, labels)
-        if hasattr(self.loss, "classifier"):
-            return _softmax_from_embeddings(self.loss, reps, labels)
-        raise TypeError(f"{type(self.loss).__name__} cannot take precomputed embeddings; use the 'columns' mode")
-
-
-def inner_loss(loss: nn.Module) -> nn.Module:
-    """The sentence-transformers loss inside its wrappers (ours, MatryoshkaLoss), or the loss itself."""
-    from sentence_transformers.losses import MatryoshkaLoss
-
-    while isinstance(loss, GroupedForwardLoss | MatryoshkaLoss):
-        loss = loss.loss
-    return loss
 
 
 def can_flatten(model) -> bool:
@@ -258,25 +204,24 @@ def can_flatten(model) -> bool:
     return bool(getattr(first, "can_flatten_inputs", False)) and getattr(first, "data_collator", None) is not None
 
 
-def build_collator(
-    model, data: TokenizedData, loss_takes_embeddings: bool, device: str, grouping: bool = True
-) -> TokenCollator:
-    """The collator for this model, data and loss: flattened, grouped or per column."""
-    if not loss_takes_embeddings or not grouping:
-        mode = "columns"
+def build_collator(model, data: TokenizedData, unpad: bool, device: str) -> TokenCollator:
+    """The collator for this model and data: flattened or grouped when ``unpad`` (the loss then goes inside
+    GroupedForwardLoss), else per column."""
+    if not unpad:
+        layout = Layout.COLUMNS
     elif can_flatten(model):
-        mode = "flattened"
+        layout = Layout.FLATTENED
     else:
-        mode = "grouped"
+        layout = Layout.GROUPED
     return TokenCollator(
         preprocess_fn=model.preprocess,
         table=data.table,
         columns=data.columns,
         features=data.spec.features,
-        mode=mode,
+        layout=layout,
         overhead=CHUNK_OVERHEAD_TOKENS["cuda" if device.startswith("cuda") else "cpu"],
-        flattener=getattr(model[0], "data_collator", None) if mode == "flattened" else None,
-        position_offset=int(getattr(model[0], "_flatten_position_offset", 0) or 0) if mode == "flattened" else 0,
+        flattener=getattr(model[0], "data_collator", None) if layout is Layout.FLATTENED else None,
+        position_offset=int(getattr(model[0], "_flatten_position_offset", 0) or 0) if layout is Layout.FLATTENED else 0,
     )
 
 
@@ -288,13 +233,13 @@ def padding_profile(collator: TokenCollator, rows: int, batch_size: int, seed: i
     """
     if rows == 0:
         return None
-    if collator.mode == "flattened":  # one flat sequence: the model computes on real tokens only
+    if collator.layout is Layout.FLATTENED:  # one flat sequence: the model computes on real tokens only
         return 1.0
     probe = TokenCollator(
         table=collator.table,
         columns=collator.columns,
         features=collator.features,
-        mode=collator.mode,
+        layout=collator.layout,
         overhead=collator.overhead,
     )
     order = np.random.default_rng(seed).permutation(rows)

@@ -1,4 +1,4 @@
-"""Load and validate the pipeline's inputs: NLI pairs (hub or local), STS-B and Banking77.
+"""Load and validate the NLI pairs a run trains on: GLUE MNLI from the hub, or a local file or folder.
 
 Everything here runs before any model is loaded, so bad input fails in seconds with a
 message that names the file, the column or row, and what is wrong.
@@ -12,19 +12,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from tasks.artifacts import file_sha256
+from tasks.pairs.tables import REPO_ROOT, SAMPLES, DataError, read_table, require_columns, require_texts
+from tasks.store.artifacts import file_sha256
 
 NLI_COLUMNS = ("premise", "hypothesis", "label")
 NLI_LABELS = {0: "entailment", 1: "neutral", 2: "contradiction"}
 LOCAL_SUFFIXES = (".parquet", ".tsv", ".csv", ".jsonl", ".json")
 HUB_SOURCES = {"glue/mnli": "mnli"}  # source name → config of the GLUE dataset repo
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SAMPLES = REPO_ROOT / "data" / "samples"
 DEFAULT_NLI_SAMPLE = SAMPLES / "mnli" / "train.parquet"
-
-
-class DataError(ValueError):
-    """Input data that cannot be used; the message names the file, the column or row and the problem."""
 
 
 def is_hub_source(source: str) -> bool:
@@ -64,44 +59,12 @@ def source_fingerprint(source: str) -> dict[str, str]:
     return {"kind": "local", "file": path.name, "sha256": file_sha256(path)}
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    """Read a local table; any reader failure becomes a DataError naming the file."""
-    try:
-        if path.suffix == ".parquet":
-            return pd.read_parquet(path)
-        if path.suffix in (".tsv", ".csv"):
-            sep = "\t" if path.suffix == ".tsv" else ","
-            return pd.read_csv(path, sep=sep, keep_default_na=False, na_values=[""], encoding="utf-8")
-        return pd.read_json(path, lines=path.suffix == ".jsonl")
-    except Exception as exc:  # pyarrow, csv and json readers raise many types
-        raise DataError(f"{path}: cannot read {path.suffix} file: {exc}") from exc
-
-
-def _require_columns(df: pd.DataFrame, columns: tuple[str, ...], origin: str) -> None:
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise DataError(f"{origin}: missing column(s) {missing}; found {list(df.columns)}")
-
-
-def _require_texts(df: pd.DataFrame, columns: tuple[str, ...], origin: str) -> None:
-    for column in columns:
-        values = df[column]
-        bad = values.isna() | ~values.map(lambda v: isinstance(v, str))
-        bad |= values.map(lambda v: not isinstance(v, str) or not v.strip())
-        if bad.any():
-            row = int(bad.to_numpy().nonzero()[0][0])
-            raise DataError(
-                f"{origin}: column '{column}' row {row}: empty or non-text value {values.iloc[row]!r} "
-                f"({int(bad.sum())} such row(s))"
-            )
-
-
 def validate_nli(df: pd.DataFrame, origin: str) -> pd.DataFrame:
     """Check an NLI table and return it as (premise, hypothesis, label:int64)."""
-    _require_columns(df, NLI_COLUMNS, origin)
+    require_columns(df, NLI_COLUMNS, origin)
     if df.empty:
         raise DataError(f"{origin}: no rows")
-    _require_texts(df, ("premise", "hypothesis"), origin)
+    require_texts(df, ("premise", "hypothesis"), origin)
     labels = pd.to_numeric(df["label"], errors="coerce")
     bad = labels.isna() | ~labels.isin(list(NLI_LABELS))
     if bad.any():
@@ -141,33 +104,6 @@ def load_nli_pairs(source: str, max_pairs: int | None) -> tuple[pd.DataFrame, st
     if max_pairs is not None:
         df = df.head(max_pairs).reset_index(drop=True)
     return df, f"local:{path}"
-
-
-def load_sts(path: Path) -> pd.DataFrame:
-    """STS-B pairs with gold scores in [0, 5]."""
-    df = read_table(path)
-    _require_columns(df, ("sentence1", "sentence2", "score"), str(path))
-    _require_texts(df, ("sentence1", "sentence2"), str(path))
-    scores = pd.to_numeric(df["score"], errors="coerce")
-    bad = scores.isna() | (scores < 0) | (scores > 5)
-    if bad.any():
-        row = int(bad.to_numpy().nonzero()[0][0])
-        raise DataError(f"{path}: column 'score' row {row}: {df['score'].iloc[row]!r} is not a score in [0, 5]")
-    return pd.DataFrame({"sentence1": df["sentence1"], "sentence2": df["sentence2"], "score": scores.astype(float)})
-
-
-def load_banking77(folder: Path) -> dict[str, pd.DataFrame]:
-    """Banking77 train/test as (text, label:int 0-76)."""
-    splits = {}
-    for split in ("train", "test"):
-        path = folder / f"{split}.parquet"
-        if not path.exists():
-            raise DataError(f"{path}: file not found")
-        df = read_table(path)
-        _require_columns(df, ("text", "label_id"), str(path))
-        _require_texts(df, ("text",), str(path))
-        splits[split] = pd.DataFrame({"text": df["text"].astype(str), "label": df["label_id"].astype("int64")})
-    return splits
 
 
 def describe_nli(df: pd.DataFrame) -> str:

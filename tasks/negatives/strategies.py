@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tasks.embeddings import encode_cached
-from tasks.index import EXACT_LIMIT, build_index, recall_at_k
+from tasks.negatives.embeddings import encode_cached
+from tasks.negatives.index import EXACT_LIMIT, build_index, recall_at_k
 
 STRATEGIES = ("none", "soft", "semi-hard", "contradiction")
 CONTRADICTION = 2

@@ -1,0 +1,77 @@
+"""Evaluate one model: STS-B, then every MTEB task of the settings, with progress as texts are encoded.
+
+MTEB tasks (Banking77Classification by default) are scored by mteb itself (``mteb_tasks``). Every
+text is encoded once, in batches of similar token length.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from tasks.evaluation import mteb_tasks
+from tasks.evaluation.data import bundled_task_data, stsb_pairs
+from tasks.evaluation.settings import STSB_SPLITS, EvalSettings, dimension_metric
+from tasks.evaluation.stsb import stsb_scores
+from tasks.models.resolve import check_dims
+
+
+class _Fraction:
+    """Texts encoded so far against those expected, reported as a fraction (a progress artifact)."""
+
+    def __init__(self, expected: int, report: Callable[[float], None] | None) -> None:
+        self.expected, self.done, self.report = max(1, expected), 0, report
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if self.report:
+            self.report(min(0.99, self.done / self.expected))  # 1.0 only when the evaluation ends
+
+
+def texts_expected(stsb: dict[str, pd.DataFrame], tasks: dict[str, dict[str, pd.DataFrame] | None]) -> int:
+    """About how many texts the evaluation encodes: STS-B exactly; for Banking77, its test split and the
+    undersampled train split mteb keeps (about 1.5x the test); a guess of 10,000 per hub task."""
+    count = sum(2 * len(pairs) for pairs in stsb.values())
+    for name, data in tasks.items():
+        if data is None:
+            count += 10_000
+        elif name == "Banking77Classification":
+            count += int(min(2.5 * len(data["test"]), len(data["test"]) + len(data["train"])))
+        else:
+            count += 2 * len(data["test"])
+    return count
+
+
+def evaluate_model(
+    model, settings: EvalSettings, out_dir: Path, progress: Callable[[float], None] | None = None
+) -> dict[str, float]:
+    """All metrics for one model; mteb's raw results are kept beside them under ``out_dir/mteb``.
+
+    ``progress(fraction)`` is told after each batch of texts, for a Prefect progress artifact.
+    """
+    check_dims(settings.dims, model.get_embedding_dimension(), parameter="eval_dims")
+    stsb = {split: stsb_pairs(split, settings.limit) for split in STSB_SPLITS}  # each file read once
+    tasks = {name: bundled_task_data(name, settings.limit) for name in settings.tasks}
+    fraction = _Fraction(texts_expected(stsb, tasks), progress)
+    with tqdm(desc="evaluating: STS-B", unit="text", total=sum(2 * len(p) for p in stsb.values())) as bar:
+        metrics = stsb_scores(model, stsb, settings.dims, mteb_tasks.Tally(bar, fraction.update))
+    for name, data in tasks.items():
+        metrics[mteb_tasks.metric_name(name)] = mteb_tasks.evaluate_task(
+            model, name, data, out_dir / "mteb", on_texts=fraction.update
+        )
+    if progress:
+        progress(1.0)
+    return metrics
+
+
+def metrics_table(metrics: dict[str, float], dims: tuple[int, ...]) -> pd.DataFrame:
+    """One row per metric with its full-dimension ``value`` and, for Matryoshka runs, a column per dimension."""
+    truncated = {dimension_metric(m, d) for m in metrics for d in dims}
+    base = [m for m in metrics if m not in truncated]
+    table = pd.DataFrame({"metric": base, "value": [metrics[m] for m in base]})
+    for dim in dims:
+        table[f"dim_{dim}"] = [metrics.get(dimension_metric(m, dim), float("nan")) for m in base]
+    return table

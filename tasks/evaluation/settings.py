@@ -1,0 +1,56 @@
+"""How models are evaluated: the settings that decide a score, and the names of the metrics they give.
+
+``EvalSettings`` is everything that decides a score: tasks, row limit, dimensions and the data's
+fingerprints. The champion keeps its record, so that models evaluated differently are never compared.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tasks.evaluation import mteb_tasks
+from tasks.evaluation.data import BUNDLED_FILES
+
+STSB_SPLITS = ("validation", "test")
+DEFAULT_TASKS = ("Banking77Classification",)
+
+
+def dimension_metric(metric: str, dim: int) -> str:
+    return f"{metric}_dim{dim}"
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """How models are evaluated. ``limit`` caps rows per split of the bundled data (quick runs)."""
+
+    tasks: tuple[str, ...] = DEFAULT_TASKS
+    limit: int | None = None
+    dims: tuple[int, ...] = ()  # STS-B also at these truncated dimensions (Matryoshka)
+
+    def metric_names(self) -> list[str]:
+        names = [f"stsb_{split}_spearman" for split in STSB_SPLITS]
+        names += [dimension_metric(m, d) for m in names[:2] for d in self.dims]
+        return names + [mteb_tasks.metric_name(t) for t in self.tasks]
+
+    @functools.cached_property
+    def fingerprints(self) -> dict[str, str]:
+        """The evaluation data's identity: hashes of bundled files, pinned hub revisions of the others
+        (hashed once per settings, though a run records them in several places)."""
+        return {name: mteb_tasks.data_fingerprint(name, BUNDLED_FILES) for name in ("stsb", *self.tasks)}
+
+    def record(self) -> dict:
+        """What the champion keeps: the settings and the data's fingerprints."""
+        return {"tasks": list(self.tasks), "limit": self.limit, "dims": list(self.dims), "data": self.fingerprints}
+
+    @classmethod
+    def from_record(cls, record: dict) -> EvalSettings:
+        return cls(tuple(record["tasks"]), record["limit"], tuple(record.get("dims", ())))
+
+    def check(self, hub_reachable: Callable[[], bool]) -> None:
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"parameter eval_limit: must be positive or None, got {self.limit}")
+        if len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f"parameter eval_tasks: a task is named twice in {list(self.tasks)}")
+        mteb_tasks.check_tasks(self.tasks, hub_reachable)

@@ -1,0 +1,1 @@
+"""metrics → report: the tables a run and a comparison show (``tables``) and their pictures (``plots``)."""

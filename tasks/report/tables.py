@@ -1,0 +1,56 @@
+"""The tables a run reports: base → trained for every metric, score against dimension, the lineage."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from tasks.evaluation.settings import dimension_metric
+from tasks.store.artifacts import ArtifactRef, read_manifest
+
+
+def comparison(base: dict[str, float], trained: dict[str, float], champion: dict[str, float]) -> pd.DataFrame:
+    """One row per metric: base, trained, their difference, and the champion after this run (when it has it)."""
+    rows = [
+        {
+            "metric": m,
+            "base": base[m],
+            "trained": trained[m],
+            "delta": trained[m] - base[m],
+            "champion": champion.get(m, float("nan")),
+        }
+        for m in base
+    ]
+    return pd.DataFrame(rows)
+
+
+def by_dimension(base: dict[str, float], trained: dict[str, float], dims: tuple[int, ...]) -> pd.DataFrame:
+    """STS-B test Spearman against embedding dimension, base and trained (full dimension included)."""
+    full = "stsb_test_spearman"
+    rows = [{"dimension": d, "base": base[dimension_metric(full, d)], "trained": trained[dimension_metric(full, d)]}
+            for d in dims]  # fmt: skip
+    return pd.DataFrame(rows).sort_values("dimension").reset_index(drop=True)
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    """A GitHub-style markdown table (pandas' own needs the tabulate package)."""
+    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def lineage_markdown(refs: dict[str, ArtifactRef], decision: dict) -> str:
+    """Each step's artifact, key, rows, whether it was cached, and the time it took to build."""
+    lines = ["| step | stage/key | rows | cached | build seconds | path |", "|---|---|---|---|---|---|"]
+    for step, ref in refs.items():
+        seconds = (read_manifest(ref.folder) or {}).get("seconds")
+        lines.append(f"| {step} | {ref.stage}/{ref.key} | {ref.rows} | {ref.cached} | {seconds} | `{ref.path}` |")
+    verdict = (
+        f"**Champion** ({decision['metric']}): {decision['reason']}. "
+        f"Candidate {decision['candidate']['model_key']} scored {decision['candidate']['score']:.4f}; "
+        + (
+            f"champion now {decision['champion_after']['model_key']} ({decision['champion_after']['score']:.4f})."
+            if decision.get("champion_after")
+            else "no champion."
+        )
+    )
+    return "# train-embeddings lineage\n\n" + "\n".join(lines) + "\n\n" + verdict + "\n"

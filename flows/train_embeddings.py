@@ -79,6 +79,7 @@ def train_embeddings(
     negatives_layout: str = "rows",
     matryoshka_dims: list[int] | None = None,
     eval_dims: list[int] | None = None,
+    eval_precision: str = "fp32",
     precision: str | None = None,
     batch_sampler: str | None = None,
     mini_batch_size: int | None = None,
@@ -101,6 +102,8 @@ def train_embeddings(
     scores other dimensions, or any model's truncations).
     ``eval_tasks`` are MTEB task names (default Banking77Classification; STSBenchmark is bundled too).
     ``eval_limit`` caps evaluation rows per split (for quick runs); ``max_steps`` caps training.
+    ``eval_precision``: fp32 by default on every device, so scores compare across machines; a GPU may
+    evaluate in ``bf16`` or ``fp16`` (faster, its own metrics, compared only with models scored alike).
     The trained model becomes the champion only if it beats the current one on ``promote_metric``,
     evaluated the same way. ``checkpoint_steps``, ``eval_steps``, ``processes``, ``unpad``, ``attention``
     and ``compile`` decide only how training runs: changing them alone is served from the store.
@@ -160,6 +163,7 @@ def train_embeddings(
         tasks=tuple(DEFAULT_TASKS if eval_tasks is None else eval_tasks),
         limit=eval_limit,
         dims=train_recipe.matryoshka_dims if eval_dims is None else tuple(eval_dims),
+        precision=eval_precision,
     )
     check_settings(chosen, max_pairs, mining, train_recipe, runtime, settings, promote_metric)
     log = get_run_logger()

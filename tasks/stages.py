@@ -24,7 +24,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks.evaluation.data import stsb_pairs
 from tasks.evaluation.evaluate import evaluate_model, metrics_table
 from tasks.evaluation.settings import EvalSettings
-from tasks.models.encoding import encoding_precision, load_model
+from tasks.models.encoding import load_model
 from tasks.models.resolve import ResolvedModel
 from tasks.negatives import strategies
 from tasks.pairs import labels, sources
@@ -149,11 +149,16 @@ def read_tokens(ref: ArtifactRef) -> tokens.TokenizedData:
     return tokens.read_tokens(ref.folder, read_manifest(ref.folder) or {})
 
 
-def model_key_params(base: ResolvedModel, recipe: TrainRecipe, guide: ResolvedModel | None) -> dict:
+def model_key_params(
+    base: ResolvedModel, recipe: TrainRecipe, runtime: TrainRuntime, guide: ResolvedModel | None
+) -> dict:
     """What decides the trained weights: the base model, the recipe with the precision that really runs
-    here (the CPU trains fp32 whatever is asked), and GIST's guide. Never the runtime."""
+    here (the CPU trains fp32 whatever is asked), GIST's guide, and (only when it is so) that an attention
+    kernel asked for by name leaves the model's attention dropout out. Nothing else of the runtime."""
     params = {"base_model": base.fingerprint, **unless_off(asdict(recipe), matryoshka_dims=())}
     params["precision"] = hardware.mixed_precision(recipe.precision)
+    if hardware.attention_dropout_of(base.location) > 0 and not hardware.applies_attention_dropout(runtime.attention):
+        params["attention_dropout"] = False
     if guide is not None:
         params["guide"] = guide.fingerprint
     return params
@@ -192,7 +197,7 @@ def train(
         )
         return Built(summary["rows"], {"training": {k: v for k, v in summary.items() if k != "log_history"}})
 
-    params = model_key_params(base, recipe, guide)
+    params = model_key_params(base, recipe, runtime, guide)
     facts = {"base_model": asdict(base), "guide_model": None if guide is None else asdict(guide)}
     ref = materialize(data_dir, "models", VERSIONS["models"], params, [data], build, facts=facts, resumable=True)
     return _logged(ref)
@@ -209,14 +214,14 @@ def evaluate_artifact(
 
     def build(folder) -> int:
         progress = StageProgress(f"evaluating {model.name}")
-        metrics = evaluate_model(load_model(model), settings, folder, progress.update)
+        metrics = evaluate_model(load_model(model, precision=settings.precision), settings, folder, progress.update)
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
         return write_parquet(metrics_table(metrics, settings.dims), folder / "metrics.parquet")
 
     params = {"model": model.fingerprint, "limit": settings.limit, "tasks": list(settings.tasks)}
     params["dims"] = list(settings.dims)
-    if encoding_precision() != "fp32":  # GPU scores in half precision are their own artifact
-        params["precision"] = encoding_precision()
+    if settings.effective_precision != "fp32":  # scores in half precision (asked for, on a GPU): their own
+        params["precision"] = settings.effective_precision
     facts = {"model": asdict(model), "evaluation": settings.record()}
     return materialize(data_dir, "metrics", VERSIONS["metrics"], params, parents, build, facts=facts)
 

@@ -16,6 +16,7 @@ from tasks.evaluation import mteb_tasks
 from tasks.evaluation.data import bundled_task_data, stsb_pairs
 from tasks.evaluation.settings import STSB_SPLITS, EvalSettings, dimension_metric
 from tasks.evaluation.stsb import stsb_scores
+from tasks.models.encoding import encoding_batch_size, encoding_pool
 from tasks.models.resolve import check_dims
 
 
@@ -57,10 +58,11 @@ def evaluate_model(
     tasks = {name: bundled_task_data(name, settings.limit) for name in settings.tasks}
     fraction = _Fraction(texts_expected(stsb, tasks), progress)
     with tqdm(desc="evaluating: STS-B", unit="text", total=sum(2 * len(p) for p in stsb.values())) as bar:
-        metrics = stsb_scores(model, stsb, settings.dims, mteb_tasks.Tally(bar, fraction.update))
+        with encoding_pool(model) as pool:
+            metrics = stsb_scores(model, stsb, settings.dims, mteb_tasks.Tally(bar, fraction.update), pool)
     for name, data in tasks.items():
         metrics[mteb_tasks.metric_name(name)] = mteb_tasks.evaluate_task(
-            model, name, data, out_dir / "mteb", on_texts=fraction.update
+            model, name, data, out_dir / "mteb", encoding_batch_size(str(model.device)), fraction.update
         )
     if progress:
         progress(1.0)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from tasks.evaluation import mteb_tasks
 from tasks.evaluation.data import BUNDLED_FILES
+from tasks.models.encoding import PRECISIONS, encoding_precision
 
 STSB_SPLITS = ("validation", "test")
 DEFAULT_TASKS = ("Banking77Classification",)
@@ -28,6 +29,12 @@ class EvalSettings:
     tasks: tuple[str, ...] = DEFAULT_TASKS
     limit: int | None = None
     dims: tuple[int, ...] = ()  # STS-B also at these truncated dimensions (Matryoshka)
+    precision: str = "fp32"  # what a GPU encodes in ("bf16", "fp16": faster, not the anchors'); the CPU: fp32
+
+    @property
+    def effective_precision(self) -> str:
+        """What this machine encodes in under these settings: the CPU always fp32."""
+        return encoding_precision(None, self.precision)
 
     def metric_names(self) -> list[str]:
         names = [f"stsb_{split}_spearman" for split in STSB_SPLITS]
@@ -42,15 +49,25 @@ class EvalSettings:
 
     def record(self) -> dict:
         """What the champion keeps: the settings and the data's fingerprints."""
-        return {"tasks": list(self.tasks), "limit": self.limit, "dims": list(self.dims), "data": self.fingerprints}
+        return {
+            "tasks": list(self.tasks),
+            "limit": self.limit,
+            "dims": list(self.dims),
+            "precision": self.effective_precision,
+            "data": self.fingerprints,
+        }
 
     @classmethod
     def from_record(cls, record: dict) -> EvalSettings:
-        return cls(tuple(record["tasks"]), record["limit"], tuple(record.get("dims", ())))
+        """The settings a record was evaluated with (records from before precision was kept: fp32, the CPU's)."""
+        dims, precision = tuple(record.get("dims", ())), record.get("precision", "fp32")
+        return cls(tuple(record["tasks"]), record["limit"], dims, precision)
 
     def check(self, hub_reachable: Callable[[], bool]) -> None:
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"parameter eval_limit: must be positive or None, got {self.limit}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"parameter eval_precision: {self.precision!r} is not one of {PRECISIONS}")
         if len(set(self.tasks)) != len(self.tasks):
             raise ValueError(f"parameter eval_tasks: a task is named twice in {list(self.tasks)}")
         mteb_tasks.check_tasks(self.tasks, hub_reachable)

@@ -18,7 +18,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from tasks.models.encoding import batches_by_length, encoding_precision, load_model, text_token_lengths
+from tasks.models.encoding import (
+    batches_by_length,
+    encoding_batch_size,
+    encoding_pool,
+    encoding_precision,
+    load_model,
+    text_token_lengths,
+)
 from tasks.models.resolve import ResolvedModel
 from tasks.store.artifacts import artifacts_root
 
@@ -60,28 +67,43 @@ def _write_shard(store: Path, hashes: list[str], vectors: np.ndarray) -> None:
     os.replace(tmp, store / name)
 
 
-def _encode_batch(encoder, texts: list[str], bar) -> np.ndarray:
-    """One ``encode`` call per batch: given a longer list, it would re-order it by characters."""
-    vectors = encoder.encode(
-        texts, batch_size=len(texts), normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
-    )
-    bar.update(len(texts))
-    return vectors
+def _encode_shard(encoder, texts: list[str], batches: list[list[int]], bar, pool) -> np.ndarray:
+    """One ``encode`` call per batch (given a longer list, it would re-order it by characters), or the whole
+    shard, in token order, to the pool's processes."""
+    if pool is not None:
+        ordered = [texts[i] for batch in batches for i in batch]
+        size = max(len(b) for b in batches)
+        vectors = encoder.encode(ordered, batch_size=size, normalize_embeddings=True, pool=pool, chunk_size=8 * size)
+        bar.update(len(ordered))
+        return np.asarray(vectors)
+    out = []
+    for batch in batches:
+        out.append(
+            encoder.encode(
+                [texts[i] for i in batch],
+                batch_size=len(batch),
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+        )
+        bar.update(len(batch))
+    return np.concatenate(out)
 
 
 def encode_cached(
     data_dir: str | Path,
     model: ResolvedModel,
     texts: Sequence[str],
-    batch_size: int = 64,
+    batch_size: int | None = None,
     progress: Callable[[float], None] | None = None,
     chunk: int = 4096,
 ) -> tuple[np.ndarray, int]:
     """Normalised embeddings for ``texts`` (in order) and how many distinct texts were encoded now.
 
-    New texts are encoded in batches of similar token length and written as a shard every
-    ``chunk`` texts, so an interrupted run keeps what it encoded and ``progress(fraction)`` can
-    report as it goes.
+    New texts are encoded in batches of similar token length (``batch_size``: sized to the device when
+    None), on every GPU at once when there are several, and written as a shard every ``chunk`` texts, so
+    an interrupted run keeps what it encoded and ``progress(fraction)`` can report as it goes.
     """
     store = _store(data_dir, model)
     index, matrix = _read_store(store)
@@ -89,13 +111,14 @@ def encode_cached(
     missing = {h: t for h, t in zip(hashes, texts) if h not in index}
     if missing:
         encoder = load_model(model)
+        batch_size = batch_size or encoding_batch_size(str(encoder.device))
         todo_hashes, todo = list(missing), list(missing.values())
         batches = batches_by_length(todo, text_token_lengths(encoder, todo), batch_size)
         per_shard = max(1, chunk // batch_size)
-        with tqdm(total=len(todo), desc="encoding", unit="text") as bar:
+        with tqdm(total=len(todo), desc="encoding", unit="text") as bar, encoding_pool(encoder) as pool:
             for first in range(0, len(batches), per_shard):
                 shard = batches[first : first + per_shard]
-                fresh = np.concatenate([_encode_batch(encoder, [todo[i] for i in batch], bar) for batch in shard])
+                fresh = _encode_shard(encoder, todo, shard, bar, pool)
                 _write_shard(store, [todo_hashes[i] for batch in shard for i in batch], fresh)
                 if progress:
                     progress(bar.n / len(todo))

@@ -31,7 +31,8 @@ from sentence_transformers.base.data_collator import BaseDataCollator
 from tasks.training.tokens import SUFFIX, TokenizedData
 
 # A forward pass costs about this many padded tokens' worth of work beyond its tokens (launches,
-# small matrix products). It decides how many chunks a batch is cut into.
+# small matrix products). It decides how many chunks a batch is cut into. On CUDA the trainer measures
+# it for the model at start-up instead; the CPU keeps 64.
 CHUNK_OVERHEAD_TOKENS = {"cuda": 256, "cpu": 64}
 
 
@@ -173,12 +174,8 @@ class TokenCollator(BaseDataCollator):
         values = np.concatenate([p[0] for p in parts])
         offsets = np.concatenate([[0], np.cumsum(lengths)])
         if self.layout is Layout.FLATTENED:
-            flat = self.flattener([{"input_ids": values[a:b].tolist()} for a, b in zip(offsets[:-1], offsets[1:])])
-            flat.pop("labels", None)
-            if self.position_offset:
-                flat["position_ids"] = flat["position_ids"] + self.position_offset
             self.computed_tokens += int(lengths.sum())
-            return batch | ChunkedBatch([flat], torch.arange(len(lengths))).to_inputs()
+            return batch | ChunkedBatch([self._flat(values, lengths)], torch.arange(len(lengths))).to_inputs()
 
         chunks = plan_chunks(lengths, self.overhead)
         sorted_positions = np.concatenate(chunks)
@@ -192,6 +189,23 @@ class TokenCollator(BaseDataCollator):
             features.append(self._features(ids, mask))
         return batch | ChunkedBatch(features, torch.from_numpy(restore)).to_inputs()
 
+    def _flat(self, values: np.ndarray, lengths: np.ndarray) -> dict[str, Any]:
+        """What the model's ``DataCollatorWithFlattening`` builds from per-text Python lists, in numpy: one
+        sequence of every text, positions restarting at each text, the boundaries flash attention reads."""
+        flattener, total = self.flattener, int(lengths.sum())
+        out: dict[str, Any] = {"input_ids": torch.from_numpy(values.astype(np.int64)[None])}
+        if flattener.return_position_ids:
+            starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+            positions = np.arange(total, dtype=np.int64) - starts + flattener.position_ids_start + self.position_offset
+            out["position_ids"] = torch.from_numpy(positions[None])
+        if flattener.return_seq_idx:
+            out["seq_idx"] = torch.from_numpy(np.repeat(np.arange(len(lengths), dtype=np.int32), lengths)[None])
+        if flattener.return_flash_attn_kwargs:
+            bounds = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+            out["cu_seq_lens_q"], out["cu_seq_lens_k"] = torch.from_numpy(bounds), torch.from_numpy(bounds.copy())
+            out["max_length_q"] = out["max_length_k"] = int(lengths.max(initial=0))
+        return out
+
     @property
     def pad_ratio(self) -> float | None:
         """Tokens the model computed on per real token, over the batches built so far."""
@@ -204,9 +218,11 @@ def can_flatten(model) -> bool:
     return bool(getattr(first, "can_flatten_inputs", False)) and getattr(first, "data_collator", None) is not None
 
 
-def build_collator(model, data: TokenizedData, unpad: bool, device: str) -> TokenCollator:
+def build_collator(model, data: TokenizedData, unpad: bool, device: str, overhead: int | None = None) -> TokenCollator:
     """The collator for this model and data: flattened or grouped when ``unpad`` (the loss then goes inside
-    GroupedForwardLoss), else per column."""
+    GroupedForwardLoss), else per column. ``overhead``: a forward pass's cost in tokens, measured for this
+    model and device (``hardware.measure_chunk_overhead``), else the device's default."""
+    cuda = device.startswith("cuda")
     if not unpad:
         layout = Layout.COLUMNS
     elif can_flatten(model):
@@ -219,7 +235,7 @@ def build_collator(model, data: TokenizedData, unpad: bool, device: str) -> Toke
         columns=data.columns,
         features=data.spec.features,
         layout=layout,
-        overhead=CHUNK_OVERHEAD_TOKENS["cuda" if device.startswith("cuda") else "cpu"],
+        overhead=overhead if overhead is not None else CHUNK_OVERHEAD_TOKENS["cuda" if cuda else "cpu"],
         flattener=getattr(model[0], "data_collator", None) if layout is Layout.FLATTENED else None,
         position_offset=int(getattr(model[0], "_flatten_position_offset", 0) or 0) if layout is Layout.FLATTENED else 0,
     )

@@ -25,12 +25,19 @@ def loss_head(loss) -> dict:
 
 
 class CheckpointSeal(TrainerCallback):
-    """Completes each checkpoint: the loss head, then the seal file."""
+    """Completes each checkpoint: the loss head, then the seal file, both written by process zero alone once
+    every process has written its part (a kill before then leaves an unsealed checkpoint, never trusted)."""
 
     def __init__(self, loss) -> None:
         self.loss = loss
 
     def on_save(self, args, state, control, **kwargs):
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()
+        if not state.is_world_process_zero:
+            return
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         head = loss_head(self.loss)
         if head:

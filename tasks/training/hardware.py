@@ -7,7 +7,9 @@ read and tested on its own. The CPU trains in fp32 with SDPA and the plain loss.
 
 from __future__ import annotations
 
+import inspect
 import logging
+import os
 
 import numpy as np
 
@@ -34,14 +36,56 @@ def device_name() -> str:
     return f"cuda ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "cpu"
 
 
-def attention_implementation(requested: str) -> str | None:
-    """The attention kernel to load the model with: flash attention where it is installed and the GPU
-    can run it (sentence-transformers then unpads text by itself), else the model's default (SDPA)."""
+FLASH = ("flash_attention_2", "flash_attention_3", "flash_attention_4")
+
+
+def training_device() -> str:
+    """This process's device: its own GPU under torchrun (LOCAL_RANK), else the GPU, else the CPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return "cpu"
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+
+
+def attention_dropout_of(model_location: str) -> float:
+    """The model's attention dropout, read from its config (BERT's ``attention_probs_dropout_prob``, or
+    ``attention_dropout``); 0.1, BERT's, when it cannot be read."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(model_location)
+    except (OSError, ValueError):
+        return 0.1
+    return float(getattr(config, "attention_probs_dropout_prob", getattr(config, "attention_dropout", 0.0)) or 0.0)
+
+
+def applies_attention_dropout(implementation: str | None) -> bool:
+    """Whether the kernel applies attention dropout while training. Eager and SDPA do; a flash kernel only
+    if its functions take ``dropout_p``, since transformers leaves the dropout out, silently, for those that
+    do not (flash-attn-4's varlen kernel). A flash kernel that cannot be imported counts as not applying it."""
+    if implementation not in FLASH:
+        return True
+    try:
+        from transformers.modeling_flash_attention_utils import lazy_import_flash_attention
+
+        (function, varlen, *_), _ = lazy_import_flash_attention(implementation)
+    except Exception:  # not installed, or no GPU it runs on
+        return False
+    kernels = [f for f in (function, varlen) if f is not None]
+    return bool(kernels) and all("dropout_p" in inspect.signature(f).parameters for f in kernels)
+
+
+def attention_implementation(requested: str, precision: str = "fp16", attention_dropout: float = 0.1) -> str | None:
+    """The attention kernel to load the model with. Asked for by name: that one. ``auto``: a flash kernel
+    where one is installed and the GPU runs it, only in half precision (flash kernels take no fp32), and
+    only one that applies the model's attention dropout, so that auto never trains another model than
+    SDPA would; else the model's default (SDPA)."""
     import torch
 
     if requested != "auto":
         return requested
-    if not torch.cuda.is_available():
+    if not torch.cuda.is_available() or mixed_precision(precision) == "no":
         return None
     from transformers.utils import import_utils
 
@@ -51,27 +95,61 @@ def attention_implementation(requested: str) -> str | None:
         ("flash_attention_3", "is_flash_attn_3_available", 9),
         ("flash_attention_2", "is_flash_attn_2_available", 8),
     ):
-        if major >= min_major and getattr(import_utils, check, lambda: False)():
+        available = major >= min_major and getattr(import_utils, check, lambda: False)()
+        if available and (attention_dropout == 0 or applies_attention_dropout(name)):
             return name
     return None
 
 
-def load_for_training(model_location: str, attention: str):
-    """The SentenceTransformer to train and the kernel it runs; a flash-attention build that fails to load
-    falls back to SDPA."""
+def _probe(model, precision: str) -> None:
+    """One forward and backward pass of two short texts in the training precision: a kernel that fails to
+    compile or run fails here, before the trainer starts, not at step 1."""
+    import torch
+
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision(precision))
+    features = model.preprocess(["a probe", "a longer probe text"])
+    features = {k: v.to(model.device) if hasattr(v, "to") else v for k, v in features.items()}
+    model.train()
+    with torch.autocast(model.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        model(features)["sentence_embedding"].float().sum().backward()
+    model.zero_grad(set_to_none=True)
+
+
+def load_for_training(model_location: str, attention: str, precision: str = "fp16"):
+    """The SentenceTransformer to train, in fp32 whatever dtype its checkpoint was saved in (mixed precision
+    needs fp32 master weights), and the attention kernel it runs. A flash kernel chosen by ``auto`` that
+    fails to load, or fails a forward and backward pass, falls back to SDPA with a warning naming the cause;
+    one asked for by name that does not apply the model's attention dropout is used with a warning."""
+    import torch
     from sentence_transformers import SentenceTransformer
 
-    implementation = attention_implementation(attention)
+    dropout = attention_dropout_of(model_location)
+    implementation = attention_implementation(attention, precision, dropout)
+    kwargs = {"dtype": torch.float32}
+    device = training_device()
+
+    def load(extra: dict):
+        model = SentenceTransformer(model_location, device=device, trust_remote_code=False, model_kwargs=kwargs | extra)
+        return model.float()  # the modules after the transformer (Dense) too
+
     if implementation is None:
-        return SentenceTransformer(model_location, trust_remote_code=False), "default"
+        return load({}), "default"
+    if dropout > 0 and not applies_attention_dropout(implementation):
+        log.warning(
+            "attention %s does not apply the model's attention dropout (%s): it trains another model than SDPA, "
+            "and the model's key says so",
+            implementation,
+            dropout,
+        )
     try:
-        kwargs = {"attn_implementation": implementation}
-        return SentenceTransformer(model_location, trust_remote_code=False, model_kwargs=kwargs), implementation
-    except (ImportError, ValueError, RuntimeError) as exc:
+        model = load({"attn_implementation": implementation})
+        _probe(model, precision)
+        return model, implementation
+    except Exception as exc:
         if attention != "auto":
             raise
-        log.warning("attention %s unavailable (%s); using the default", implementation, exc)
-        return SentenceTransformer(model_location, trust_remote_code=False), "default"
+        log.warning("attention %s failed (%s: %s); training with SDPA", implementation, type(exc).__name__, exc)
+        return load({}), "default"
 
 
 def activation_bytes(model, tokens_per_step: float) -> float:
@@ -85,7 +163,8 @@ def activation_bytes(model, tokens_per_step: float) -> float:
 
 def mini_batch_for(requested: int, ranking: bool, model, row_lengths: list[np.ndarray], batch_size: int) -> int:
     """The cached loss's mini batch (0: the plain loss): as asked, or with "auto" (-1) only when a batch of
-    ``batch_size`` rows (``row_lengths``: tokens per row of each column) would not fit in free GPU memory."""
+    ``batch_size`` rows (``row_lengths``: tokens per row of each column) would not fit in the free memory of
+    this process's own GPU (every rank measures its own, not GPU 0)."""
     import torch
 
     if requested >= 0 or not ranking:
@@ -94,6 +173,40 @@ def mini_batch_for(requested: int, ranking: bool, model, row_lengths: list[np.nd
         return 0
     per_row = sum(float(np.percentile(lengths, 99)) for lengths in row_lengths)
     weights = 16.0 * sum(p.numel() for p in model.parameters())  # weights, gradients, two Adam moments
-    free = torch.cuda.mem_get_info()[0]
+    free = torch.cuda.mem_get_info(torch.device(training_device()))[0]
     needed = activation_bytes(model, per_row * batch_size) + weights
     return 0 if needed < 0.7 * free else CACHED_MINI_BATCH
+
+
+def measure_chunk_overhead(model, precision: str, length: int = 64, repeats: int = 5) -> int:
+    """What one more forward pass costs, in padded tokens' worth of work, measured on this model and device:
+    the time of a forward and backward pass over 1 and over 16 texts of ``length`` tokens, fitted as
+    fixed cost + cost per token (median of ``repeats``). It decides how many length-grouped chunks a batch
+    is cut into (``batches.plan_chunks``)."""
+    import time
+
+    import torch
+
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision(precision))
+    ids = torch.full((16, length), 1000, dtype=torch.long, device=model.device)
+
+    def timed(rows: int) -> float:
+        features = {"input_ids": ids[:rows], "attention_mask": torch.ones_like(ids[:rows])}
+        if "token_type_ids" in model.preprocess(["a"]):
+            features["token_type_ids"] = torch.zeros_like(ids[:rows])
+        times = []
+        for _ in range(repeats + 1):  # the first is a warm-up
+            if model.device.type == "cuda":
+                torch.cuda.synchronize(model.device)
+            started = time.perf_counter()
+            with torch.autocast(model.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                model(dict(features))["sentence_embedding"].float().sum().backward()
+            if model.device.type == "cuda":
+                torch.cuda.synchronize(model.device)
+            times.append(time.perf_counter() - started)
+        model.zero_grad(set_to_none=True)
+        return float(np.median(times[1:]))
+
+    one, many = timed(1), timed(16)
+    per_token = max((many - one) / (15 * length), 1e-12)
+    return int(np.clip((one - per_token * length) / per_token, 0, 8192))

@@ -15,16 +15,29 @@ from torch import nn
 from tasks.training.batches import ChunkedBatch
 
 
-def load_guide(location: str | None, device):
-    """GISTEmbedLoss's guide: frozen, in evaluation mode, on the training model's device."""
+def load_guide(location: str | None, model, precision: str):
+    """GISTEmbedLoss's guide: frozen, in evaluation mode, on the training model's device, in the training's
+    half precision on a GPU. When its vocabulary is the model's, it reads the model's own ids: its
+    ``max_seq_length`` is raised to the model's (within its position embeddings), otherwise the loss would
+    tokenise every batch again for it, on the training process."""
     from sentence_transformers import SentenceTransformer
+
+    from tasks.training.hardware import mixed_precision
 
     if location is None:
         raise ValueError("loss 'gist' needs a guide model (parameter miner_model)")
-    guide = SentenceTransformer(location, device=str(device), trust_remote_code=False)
+    guide = SentenceTransformer(location, device=str(model.device), trust_remote_code=False)
+    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision(precision))
+    if half is not None:
+        guide = guide.to(half)
     guide.eval()
     for parameter in guide.parameters():
         parameter.requires_grad_(False)
+    same_vocabulary = guide.tokenizer.get_vocab() == model.tokenizer.get_vocab()
+    positions = getattr(getattr(guide[0], "auto_model", None), "config", None)
+    positions = getattr(positions, "max_position_embeddings", guide.max_seq_length)
+    if same_vocabulary and guide.max_seq_length < model.max_seq_length <= positions:
+        guide.max_seq_length = model.max_seq_length
     return guide
 
 

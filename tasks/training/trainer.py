@@ -53,8 +53,9 @@ def train_model(
     precision = hardware.mixed_precision(recipe.precision)
     world = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun sets it in each process
 
-    # Model: the base model, on the GPU when there is one, with flash attention where installed
-    model, attention = hardware.load_for_training(model_location, runtime.attention)
+    # Model: the base model in fp32, on this process's GPU when there is one, with flash attention where
+    # installed and it trains the same model
+    model, attention = hardware.load_for_training(model_location, runtime.attention, recipe.precision)
 
     # Data: token ids in the loss's column order; made here from texts if not given
     spec = tokens.tokenizer_spec(model)
@@ -70,10 +71,11 @@ def train_model(
     per_device = recipe.per_device_batch(world)
     lengths = list(tokens.ids_lengths(data.table).values())
     mini_batch = hardware.mini_batch_for(recipe.mini_batch_size, recipe.loss in RANKING, model, lengths, per_device)
-    guide = losses.load_guide(guide_location, model.device) if recipe.loss == "gist" else None
+    guide = losses.load_guide(guide_location, model, recipe.precision) if recipe.loss == "gist" else None
     loss = losses.build_loss(model, recipe.loss, mini_batch, guide, gather=world > 1)
     unpad = runtime.unpad and mini_batch == 0 and recipe.loss != "gist"  # these embed each column themselves
-    collator = batches.build_collator(model, data, unpad, "cuda" if cuda else "cpu")
+    overhead = hardware.measure_chunk_overhead(model, recipe.precision) if unpad and cuda else None
+    collator = batches.build_collator(model, data, unpad, "cuda" if cuda else "cpu", overhead)
     train_loss = losses.GroupedForwardLoss(loss, len(data.columns)) if unpad else loss
     train_loss = losses.matryoshka(model, train_loss, recipe.matryoshka_dims)
 
@@ -145,6 +147,8 @@ def train_model(
         "device": hardware.device_name(),
         "mixed_precision": precision,
         "attention": attention,
+        "attention_dropout_applied": hardware.applies_attention_dropout(attention),
+        "chunk_overhead_tokens": collator.overhead if collator.layout is batches.Layout.GROUPED else None,
         "batches": str(collator.layout),
         "loss_class": type(loss).__name__ + (" in MatryoshkaLoss" if recipe.matryoshka_dims else ""),
         "processes": world,

@@ -84,7 +84,7 @@ def raw_floor(model_dir: str, data: str, batch_size: int, steps: int) -> dict:
     from transformers import AutoModel
 
     from tasks.training import batches, tokens
-    from tasks.training.trainer import training_flops_per_token
+    from tasks.training.throughput import training_flops_per_token
 
     st_model, ids = _ids(model_dir, data)
     cuda = torch.cuda.is_available()
@@ -93,7 +93,7 @@ def raw_floor(model_dir: str, data: str, batch_size: int, steps: int) -> dict:
     encoder = AutoModel.from_pretrained(model_dir, attn_implementation="sdpa").to(device)
     encoder.train()
     optimizer = torch.optim.AdamW(encoder.parameters(), lr=2e-5, fused=cuda)
-    collator = batches.TokenCollator(table=ids.table, columns=ids.columns, mode="columns")
+    collator = batches.TokenCollator(table=ids.table, columns=ids.columns, layout=batches.Layout.COLUMNS)
     order = np.random.default_rng(0).permutation(len(ids))
 
     def embed(input_ids, mask):
@@ -122,7 +122,7 @@ def raw_floor(model_dir: str, data: str, batch_size: int, steps: int) -> dict:
     if cuda:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - started
-    real = sum(int(v.sum()) for v in tokens.token_lengths(ids.table).values()) / len(ids)
+    real = sum(int(v.sum()) for v in tokens.ids_lengths(ids.table).values()) / len(ids)
     return {
         "samples_per_second": steps * batch_size / seconds,
         "tokens_per_second": steps * batch_size * real / seconds,
@@ -140,7 +140,7 @@ def bare_trainer(model_dir: str, data: str, batch_size: int, steps: int) -> dict
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, losses
     from sentence_transformers.training_args import SentenceTransformerTrainingArguments
 
-    from tasks.training.trainer import training_flops_per_token
+    from tasks.training.throughput import training_flops_per_token
 
     cuda = torch.cuda.is_available()
     model = SentenceTransformer(model_dir)
@@ -167,7 +167,7 @@ def bare_trainer(model_dir: str, data: str, batch_size: int, steps: int) -> dict
     from tasks.training import tokens
 
     table = tokens.tokenize_frame(frame.head(2000), "mnr", model)
-    real = sum(int(v.sum()) for v in tokens.token_lengths(table).values()) / table.num_rows
+    real = sum(int(v.sum()) for v in tokens.ids_lengths(table).values()) / table.num_rows
     return {
         "samples_per_second": steps * batch_size / seconds,
         "tokens_per_second": steps * batch_size * real / seconds,
@@ -238,7 +238,7 @@ def input_pipeline(model_dir: str, data: str, batch_size: int, batches_to_time: 
     ids = tokens.TokenizedData(tokens.tokenize_frame(frame, "mnr", model), tokens.tokenizer_spec(model))
     tokenize_seconds = time.perf_counter() - started
     dataset = batches.token_dataset(ids)
-    ours = batches.build_collator(model, ids, loss_takes_embeddings=True, device="cuda")
+    ours = batches.build_collator(model, ids, unpad=True, device="cuda")
     started = time.perf_counter()
     for rows in picks:
         ours(dataset.__getitems__(rows))

@@ -5,7 +5,7 @@ ARGS ?= -p negatives=semi-hard
 
 UV_VERSION := 0.13.8
 
-.PHONY: setup lock run test lint bench bench-gpu server deploy worker
+.PHONY: setup lock run test test-gpu lint bench bench-gpu server deploy worker
 
 setup: $(VENV)/.installed
 
@@ -36,6 +36,10 @@ lint: setup
 
 test: lint
 	$(PY) -m pytest
+
+# On a GPU worker (CUDA build of torch installed first): what only a GPU proves, then the benchmark
+test-gpu: setup
+	$(PY) -m pytest -m gpu -v -rs
 
 # Operations: a local Prefect server, the gpu work pool, the deployments, a worker.
 server: setup

@@ -13,6 +13,11 @@ Variants, each in a fresh process so its time and peak memory are its own:
 Reported: triplets/s, real tokens/s, padded/real tokens, model FLOPs utilisation against a bf16
 (CUDA) or fp32 (CPU) matrix-product peak measured in the same invocation, peak GPU memory.
 
+Steady state: every variant runs ``--warmup`` steps first (kernel selection, memory pools, loader
+workers, ``torch.compile``), then is timed from that fixed step until ``--seconds`` of compute have
+passed (60 on CUDA), with the device synchronised at both ends. Start-up (model load, trainer set-up,
+until the first step begins) and the warm-up steps (where compiling happens) are reported apart.
+
 ``--cpu`` also measures the input pipeline alone, one process, batch 256: triplets/s delivered to
 the training step by the stock sentence-transformers collator (tokenising every batch) and by ours
 (padding ids of the tokens stage), and the padded/real ratio of the batches the GPU path builds
@@ -59,6 +64,74 @@ def matmul_peak(cuda: bool) -> float:
     return 2 * n**3 / sorted(times)[len(times) // 2]
 
 
+class SteadyClock:
+    """Times steps from step ``warmup`` until ``seconds`` of compute have passed, then asks to stop.
+
+    ``begin()`` when the first step is about to run, ``step(n)`` after step n; ``startup`` is from the
+    variant's start to the first step, ``warmup_seconds`` the warm-up steps, ``timed_steps`` and
+    ``seconds`` the steady window.
+    """
+
+    def __init__(self, warmup: int, seconds: float) -> None:
+        self.created, self.warmup, self.window = time.perf_counter(), warmup, seconds
+        self.began = self.t0 = None
+        self.startup = self.warmup_seconds = self.seconds = None
+        self.timed_steps = 0
+
+    @staticmethod
+    def _now() -> float:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def begin(self) -> None:
+        self.began = self._now()
+        self.startup = self.began - self.created
+
+    def step(self, n: int) -> bool:
+        """After step ``n``; True when the window is full."""
+        if n == self.warmup:
+            self.t0 = self._now()
+            self.warmup_seconds = self.t0 - self.began
+            return False
+        if self.t0 is None or n < self.warmup or (n - self.warmup) % 5:
+            return False
+        now = self._now()
+        if now - self.t0 < self.window:
+            return False
+        self.timed_steps, self.seconds = n - self.warmup, now - self.t0
+        return True
+
+    def report(self, batch_size: int, tokens_per_sample: float) -> dict:
+        rate = self.timed_steps * batch_size / self.seconds
+        return {
+            "samples_per_second": rate,
+            "tokens_per_second": rate * tokens_per_sample,
+            "timed_steps": self.timed_steps,
+            "timed_seconds": round(self.seconds, 1),
+            "startup_seconds": round(self.startup, 1),
+            "warmup_seconds": round(self.warmup_seconds, 1),
+        }
+
+
+def trainer_clock(clock: SteadyClock):
+    """The clock as a TrainerCallback: it begins at the first step and stops training when its window is full."""
+    from transformers import TrainerCallback
+
+    class Clock(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            if clock.began is None:
+                clock.begin()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if clock.step(state.global_step):
+                control.should_training_stop = True
+
+    return Clock()
+
+
 def _memory() -> float | None:
     import torch
 
@@ -76,7 +149,7 @@ def _ids(model_dir: str, data: str):
     return model, tokens.TokenizedData(tokens.tokenize_frame(frame, "mnr", model), tokens.tokenizer_spec(model))
 
 
-def raw_floor(model_dir: str, data: str, batch_size: int, steps: int) -> dict:
+def raw_floor(model_dir: str, data: str, batch_size: int, warmup: int, seconds: float) -> dict:
     """(a) The least a training step can do: ids in, padded per column, three forwards, MNR, one step."""
     import numpy as np
     import torch
@@ -86,6 +159,7 @@ def raw_floor(model_dir: str, data: str, batch_size: int, steps: int) -> dict:
     from tasks.training import batches, tokens
     from tasks.training.throughput import training_flops_per_token
 
+    clock = SteadyClock(warmup, seconds)
     st_model, ids = _ids(model_dir, data)
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
@@ -111,28 +185,23 @@ def raw_floor(model_dir: str, data: str, batch_size: int, steps: int) -> dict:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    starts = [(i * batch_size) % (len(order) - batch_size) for i in range(steps + 2)]
-    for s in starts[:2]:  # warm-up: kernels chosen, memory pools grown
-        step(order[s : s + batch_size].tolist())
-    if cuda:
-        torch.cuda.synchronize()
-    started = time.perf_counter()
-    for s in starts[2:]:
-        step(order[s : s + batch_size].tolist())
-    if cuda:
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - started
+    clock.begin()
+    n = 0
+    while True:
+        start = (n * batch_size) % (len(order) - batch_size)
+        step(order[start : start + batch_size].tolist())
+        n += 1
+        if clock.step(n):
+            break
     real = sum(int(v.sum()) for v in tokens.ids_lengths(ids.table).values()) / len(ids)
-    return {
-        "samples_per_second": steps * batch_size / seconds,
-        "tokens_per_second": steps * batch_size * real / seconds,
+    return clock.report(batch_size, real) | {
         "padded_tokens_per_real": collator.pad_ratio,
         "flops_per_token": training_flops_per_token(encoder),
         "peak_gib": _memory(),
     }
 
 
-def bare_trainer(model_dir: str, data: str, batch_size: int, steps: int) -> dict:
+def bare_trainer(model_dir: str, data: str, batch_size: int, warmup: int, seconds: float) -> dict:
     """(b) The seed notebook's setting through the stock trainer: texts in, tokenised every batch."""
     import pandas as pd
     import torch
@@ -142,13 +211,14 @@ def bare_trainer(model_dir: str, data: str, batch_size: int, steps: int) -> dict
 
     from tasks.training.throughput import training_flops_per_token
 
+    clock = SteadyClock(warmup, seconds)
     cuda = torch.cuda.is_available()
     model = SentenceTransformer(model_dir)
     frame = pd.read_parquet(data)
     dataset = Dataset.from_pandas(frame, preserve_index=False)
     args = SentenceTransformerTrainingArguments(
         output_dir=f"{data}.bare",
-        max_steps=steps,
+        max_steps=warmup + 1_000_000,  # the clock stops it
         per_device_train_batch_size=batch_size,
         warmup_steps=10,
         learning_rate=5e-5,
@@ -159,42 +229,40 @@ def bare_trainer(model_dir: str, data: str, batch_size: int, steps: int) -> dict
         use_cpu=not cuda,
     )
     trainer = SentenceTransformerTrainer(
-        model=model, args=args, train_dataset=dataset, loss=losses.MultipleNegativesRankingLoss(model)
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        loss=losses.MultipleNegativesRankingLoss(model),
+        callbacks=[trainer_clock(clock)],
     )
-    started = time.perf_counter()
     trainer.train()
-    seconds = time.perf_counter() - started
     from tasks.training import tokens
 
     table = tokens.tokenize_frame(frame.head(2000), "mnr", model)
     real = sum(int(v.sum()) for v in tokens.ids_lengths(table).values()) / table.num_rows
-    return {
-        "samples_per_second": steps * batch_size / seconds,
-        "tokens_per_second": steps * batch_size * real / seconds,
+    return clock.report(batch_size, real) | {
         "padded_tokens_per_real": None,
         "flops_per_token": training_flops_per_token(model),
         "peak_gib": _memory(),
     }
 
 
-def pipeline(model_dir: str, data: str, config: dict, overhead: int | None = None) -> dict:
+def pipeline(model_dir: str, data: str, config: dict, warmup: int, seconds: float) -> dict:
     """(c) The pipeline's train stage on ids of the tokens stage (tokenising is a cached stage: not timed)."""
     from tasks.evaluation.data import stsb_pairs
-    from tasks.training import batches
     from tasks.training.recipe import recipe_and_runtime
+    from tasks.training.tokens import ids_lengths
     from tasks.training.trainer import train_model
 
-    if overhead is not None:
-        for device in batches.CHUNK_OVERHEAD_TOKENS:
-            batches.CHUNK_OVERHEAD_TOKENS[device] = overhead
+    clock = SteadyClock(warmup, seconds)
     _, ids = _ids(model_dir, data)
-    summary = train_model(
-        model_dir, ids, stsb_pairs("validation"), *recipe_and_runtime(**config), Path(f"{data}.{os.getpid()}")
-    )
-    return {
-        "samples_per_second": summary["samples_per_second"],
-        "tokens_per_second": summary["tokens_per_second"],
+    recipe, runtime = recipe_and_runtime(**config | {"max_steps": warmup + 1_000_000})  # the clock stops it
+    out = Path(f"{data}.{os.getpid()}")
+    summary = train_model(model_dir, ids, stsb_pairs("validation"), recipe, runtime, out, [trainer_clock(clock)])
+    real = sum(int(v.sum()) for v in ids_lengths(ids.table).values()) / len(ids)
+    return clock.report(recipe.batch_size, real) | {
         "padded_tokens_per_real": summary["padded_tokens_per_real"],
+        "chunk_cost": summary["chunk_overhead_tokens"],
         "flops_per_token": None,
         "peak_gib": _memory(),
         "batches": summary["batches"],
@@ -261,7 +329,8 @@ def _row(name: str, r: dict, peak: float, model_flops: float | None) -> str:
     return (
         f"| {name} | {r['samples_per_second']:.0f} | {r['tokens_per_second']:.0f} | "
         f"{'n/a' if pad is None else f'{pad:.2f}'} | {'n/a' if mfu is None else f'{100 * mfu:.2f}%'} | "
-        f"{'n/a' if r.get('peak_gib') is None else r['peak_gib']} |"
+        f"{'n/a' if r.get('peak_gib') is None else r['peak_gib']} | {r['timed_steps']} | "
+        f"{r['startup_seconds']} | {r['warmup_seconds']} |"
     )
 
 
@@ -270,13 +339,14 @@ def main() -> None:
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--cpu", action="store_true", help="tiny BERT and the input pipeline; no GPU needed")
-    parser.add_argument("--steps", type=int, default=None, help="timed steps per variant")
+    parser.add_argument("--seconds", type=float, default=None, help="steady-state window per variant (CUDA: 60)")
+    parser.add_argument("--warmup", type=int, default=None, help="steps before the window (CUDA: 20)")
     parser.add_argument("--models", default="bert-base,minilm", help="CUDA: bert-base and/or minilm")
     args = parser.parse_args()
     cuda = torch.cuda.is_available() and not args.cpu
-    # on CUDA enough steps that start-up (CUDA context, kernel selection) is a small share of the
-    # trainer's clock; the raw floor leaves its two warm-up steps out
-    steps = args.steps or (200 if cuda else 16)
+    seconds = args.seconds or (60.0 if cuda else 15.0)
+    warmup = args.warmup if args.warmup is not None else (20 if cuda else 3)
+    timing = {"warmup": warmup, "seconds": seconds}
     device = torch.cuda.get_device_name(0) if cuda else f"CPU ({os.cpu_count()} cores)"
     peak = isolated(peak_flops, cuda=cuda)["flops"]
     lines = [f"device: {device}; measured matrix-product peak {peak / 1e12:.1f} TFLOP/s ({'bf16' if cuda else 'fp32'})"]
@@ -288,7 +358,6 @@ def main() -> None:
         "warmup_steps": 10,
         "eval_steps": 0,
         "checkpoint_steps": 0,
-        "max_steps": steps,
     }
     strong = seed | {
         "batch_size": 256,
@@ -314,32 +383,36 @@ def main() -> None:
         for label, model_dir in models.items():
             runs = {
                 "(a) raw PyTorch floor, batch 256": isolated(
-                    raw_floor, model_dir=model_dir, data=data, batch_size=256, steps=steps
+                    raw_floor, model_dir=model_dir, data=data, batch_size=256, **timing
                 ),
                 "(b) bare sentence-transformers trainer, seed setting (batch 32)": isolated(
-                    bare_trainer, model_dir=model_dir, data=data, batch_size=32, steps=steps
+                    bare_trainer, model_dir=model_dir, data=data, batch_size=32, **timing
                 ),
                 "(c) pipeline, seed setting (batch 32)": isolated(
-                    pipeline, model_dir=model_dir, data=data, config=seed
+                    pipeline, model_dir=model_dir, data=data, config=seed, **timing
                 ),
-                "(c) pipeline, strong (batch 256)": isolated(pipeline, model_dir=model_dir, data=data, config=strong),
+                "(c) pipeline, strong (batch 256)": isolated(
+                    pipeline, model_dir=model_dir, data=data, config=strong, **timing
+                ),
             }
             if cuda:  # what the chunk cost and torch.compile buy, and the stock per-column padding
-                for overhead in (0, 2048):
-                    runs[f"(c) pipeline, strong, chunk cost {overhead} tokens"] = isolated(
-                        pipeline, model_dir=model_dir, data=data, config=strong, overhead=overhead
+                for cost in (0, 256, 2048):  # against the cost measured at start-up (the strong row)
+                    runs[f"(c) pipeline, strong, chunk cost fixed at {cost} tokens"] = isolated(
+                        pipeline, model_dir=model_dir, data=data, config=strong | {"chunk_cost": cost}, **timing
                     )
                 runs["(c) pipeline, strong, columns padded (unpad off)"] = isolated(
-                    pipeline, model_dir=model_dir, data=data, config=strong | {"unpad": False}
+                    pipeline, model_dir=model_dir, data=data, config=strong | {"unpad": False}, **timing
                 )
                 runs["(c) pipeline, strong, torch.compile"] = isolated(
-                    pipeline, model_dir=model_dir, data=data, config=strong | {"compile": True}
+                    pipeline, model_dir=model_dir, data=data, config=strong | {"compile": True}, **timing
                 )
             flops = runs["(a) raw PyTorch floor, batch 256"]["flops_per_token"]
             lines += [
-                f"\n{label}, {steps} timed steps per variant, {SEED_ROWS:,} soft-negative triplets",
-                "| variant | triplets/s | real tokens/s | padded/real | MFU | peak GiB |",
-                "|---|---|---|---|---|---|",
+                f"\n{label}, {warmup} warm-up steps then {seconds:.0f} s timed per variant, "
+                f"{SEED_ROWS:,} soft-negative triplets",
+                "| variant | triplets/s | real tokens/s | padded/real | MFU | peak GiB | timed steps | start-up s "
+                "| warm-up s |",
+                "|---|---|---|---|---|---|---|---|---|",
             ]
             lines += [_row(name, r, peak, flops) for name, r in runs.items()]
             floor = runs["(a) raw PyTorch floor, batch 256"]["samples_per_second"]

@@ -23,6 +23,7 @@ from tasks.pairs.labels import LOSSES, RANKING
 from tasks.recipes import Choices, apply_recipe
 from tasks.store.artifacts import read_manifest
 from tasks.store.runs import write_run_record
+from tasks.training.distributed import processes_for
 from tasks.training.recipe import TrainRecipe, TrainRuntime
 
 
@@ -39,6 +40,7 @@ def check_settings(chosen: Choices, max_pairs: int | None, mining: MiningConfig,
     mining.check()
     recipe.check()
     runtime.check()
+    recipe.per_device_batch(processes_for(runtime))
     if max_pairs is not None and max_pairs < 1:
         raise ValueError(f"parameter max_pairs: must be positive or None, got {max_pairs}")
     settings.check(hub_reachable)

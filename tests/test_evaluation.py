@@ -20,7 +20,7 @@ from tasks.models.resolve import resolve_model
 
 @pytest.mark.integration
 def test_bundled_minilm_reproduces_the_published_scores(tmp_path):
-    model = load_model(resolve_model("sentence-transformers/all-MiniLM-L6-v2"))
+    model = load_model(resolve_model("sentence-transformers/all-MiniLM-L6-v2"), precision="fp32")
     progress: list[float] = []
     settings = EvalSettings(("Banking77Classification", "STSBenchmark"))
     metrics = evaluate_model(model, settings, tmp_path, progress.append)

@@ -40,6 +40,7 @@ def train_distributed(
     guide_location: str | None = None,
 ) -> dict:
     """Run ``train_model`` under torchrun with ``processes_for(runtime)`` processes; return its summary."""
+    recipe.per_device_batch(processes_for(runtime))  # an uneven split fails here, not in every process
     spec_dir = out_dir / "_ddp"
     spec_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = None

@@ -81,6 +81,7 @@ class TrainRuntime:
     attention: str = "auto"  # "auto": flash attention where installed on CUDA, else SDPA; or a transformers name
     compile: bool = False  # torch.compile the model (measured in bench/training_throughput.py)
     report_to: str = "none"  # experiment trackers, as transformers names them
+    chunk_cost: int = -1  # length-grouped chunks: a forward pass's cost in tokens; -1: measured on CUDA, 64 on CPU
 
     def check(self) -> None:
         if self.attention not in ATTENTION:

@@ -11,13 +11,15 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
-from transformers import set_seed
+from transformers import TrainerCallback, set_seed
 
 from tasks.pairs.labels import RANKING
 from tasks.training import batches, checkpoints, hardware, losses, tokens
@@ -26,6 +28,31 @@ from tasks.training.sampler import NoDuplicatesIdsBatchSampler
 from tasks.training.throughput import throughput
 
 log = logging.getLogger(__name__)
+
+
+class EvaluationLeavesRandomnessAlone(TrainerCallback):
+    """Evaluating during training draws from the global random generators (each DataLoader draws a seed),
+    which would move every later dropout mask: the evaluation cadence would change the trained weights.
+    The generators' state before each step's evaluation is put back after it, so ``eval_steps`` stays a
+    runtime setting (tested: the same weights with and without evaluation)."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        import torch
+
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+        self.saved = (random.getstate(), np.random.get_state(), torch.get_rng_state(), cuda)
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        import torch
+
+        if getattr(self, "saved", None) is None:  # an evaluation before the first step
+            return
+        python, numpy_state, cpu, cuda = self.saved
+        random.setstate(python)
+        np.random.set_state(numpy_state)
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
 
 
 def train_model(
@@ -65,17 +92,22 @@ def train_model(
     data.check_against(spec)
     dataset = batches.token_dataset(data)
 
-    # Loss (seeded first: SoftmaxLoss draws its classifier's initial weights); the cached loss only
-    # when asked or when a batch would not fit; in-batch negatives across processes
-    set_seed(recipe.seed)
+    # Batches: the cached loss only when asked or when a batch would not fit; unpadded batches otherwise,
+    # cut into chunks by what one more forward pass costs on this model and GPU (measured before seeding)
     per_device = recipe.per_device_batch(world)
     lengths = list(tokens.ids_lengths(data.table).values())
     mini_batch = hardware.mini_batch_for(recipe.mini_batch_size, recipe.loss in RANKING, model, lengths, per_device)
+    unpad = runtime.unpad and mini_batch == 0 and recipe.loss != "gist"  # these embed each column themselves
+    overhead = runtime.chunk_cost if runtime.chunk_cost >= 0 else None
+    if overhead is None and unpad and cuda:
+        overhead = hardware.measure_chunk_overhead(model, recipe.precision)
+    collator = batches.build_collator(model, data, unpad, "cuda" if cuda else "cpu", overhead)
+
+    # Loss (seeded first: SoftmaxLoss draws its classifier's initial weights); in-batch negatives across
+    # processes
+    set_seed(recipe.seed)
     guide = losses.load_guide(guide_location, model, recipe.precision) if recipe.loss == "gist" else None
     loss = losses.build_loss(model, recipe.loss, mini_batch, guide, gather=world > 1)
-    unpad = runtime.unpad and mini_batch == 0 and recipe.loss != "gist"  # these embed each column themselves
-    overhead = hardware.measure_chunk_overhead(model, recipe.precision) if unpad and cuda else None
-    collator = batches.build_collator(model, data, unpad, "cuda" if cuda else "cpu", overhead)
     train_loss = losses.GroupedForwardLoss(loss, len(data.columns)) if unpad else loss
     train_loss = losses.matryoshka(model, train_loss, recipe.matryoshka_dims)
 
@@ -129,7 +161,7 @@ def train_model(
         loss=train_loss,
         evaluator=evaluator,
         data_collator=collator,
-        callbacks=[*(callbacks or []), checkpoints.CheckpointSeal(train_loss)],
+        callbacks=[*(callbacks or []), EvaluationLeavesRandomnessAlone(), checkpoints.CheckpointSeal(train_loss)],
     )
     last = checkpoints.last_whole_checkpoint(Path(args.output_dir))
     checkpoints.restore_loss_head(loss, last)

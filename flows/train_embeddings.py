@@ -17,11 +17,19 @@ from prefect import flow, get_run_logger
 
 from tasks import stages
 from tasks.evaluation.settings import DEFAULT_TASKS, EvalSettings
-from tasks.models.resolve import BUNDLED_MINILM, check_dims, embedding_dimension, hub_reachable, resolve_model
+from tasks.models.resolve import (
+    BUNDLED_MINILM,
+    ResolvedModel,
+    check_dims,
+    embedding_dimension,
+    hub_reachable,
+    resolve_model,
+)
 from tasks.negatives.strategies import MiningConfig
 from tasks.pairs.labels import LOSSES, RANKING
 from tasks.recipes import Choices, apply_recipe
 from tasks.store.artifacts import read_manifest
+from tasks.store.champion import read_champion
 from tasks.store.runs import write_run_record
 from tasks.training.distributed import processes_for
 from tasks.training.recipe import TrainRecipe, TrainRuntime
@@ -51,6 +59,20 @@ def check_settings(chosen: Choices, max_pairs: int | None, mining: MiningConfig,
         dimension = embedding_dimension(resolve_model(chosen.base_model).location)
         recipe.check_matryoshka(dimension)
         check_dims(settings.dims, dimension, "eval_dims")
+
+
+def resolve_miner(miner_model: str, base_model: str, data_dir: str) -> ResolvedModel:
+    """The model that mines semi-hard negatives and guides GIST. ``champion``: the current champion of
+    ``data_dir``, so each scheduled retrain mines with the best model so far (a new champion is a new
+    fingerprint, and so new triplets); the base model while there is none."""
+    if miner_model != "champion":
+        return resolve_model(miner_model)
+    current = read_champion(data_dir)
+    if current is None:
+        get_run_logger().info("miner_model=champion: no champion in %s yet, mining with the base model", data_dir)
+        return resolve_model(base_model)
+    get_run_logger().info("miner_model=champion: mining with %s", current["model_key"])
+    return resolve_model(current["model_path"])
 
 
 @flow(name="train-embeddings")  # not log_prints: it breaks dill's stdout capture (datasets)
@@ -102,6 +124,8 @@ def train_embeddings(
     1 epoch, batch 32, learning rate 5e-5, 100 warmup and evaluation steps, fp16 on CUDA.
     ``matryoshka_dims`` trains inside MatryoshkaLoss and scores STS-B at each dimension (``eval_dims``
     scores other dimensions, or any model's truncations).
+    ``miner_model="champion"`` mines (and guides GIST) with the current champion, the base model while
+    there is none.
     ``eval_tasks`` are MTEB task names (default Banking77Classification; STSBenchmark is bundled too).
     ``eval_limit`` caps evaluation rows per split (for quick runs); ``max_steps`` caps training.
     ``eval_precision``: fp32 by default on every device, so scores compare across machines; a GPU may
@@ -179,7 +203,7 @@ def train_embeddings(
     # 3. Negatives for MNR and GIST
     train_data = pairs
     needs_miner = mining.strategy == "semi-hard" or chosen.loss == "gist"
-    miner = resolve_model(miner_model) if needs_miner else None
+    miner = resolve_miner(miner_model, chosen.base_model, data_dir) if needs_miner else None
     if mining.strategy != "none":
         train_data = stages.mine_negatives(pairs, raw, mining, miner, data_dir)
     # 4. Token ids, once per data and tokenizer

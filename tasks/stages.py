@@ -37,7 +37,7 @@ from tasks.training.recipe import TrainRecipe, TrainRuntime
 from tasks.training.trainer import train_model
 
 # Bump a stage's version when its code changes what it writes: its key and those downstream move.
-VERSIONS = {"raw": 1, "pairs": 1, "triplets": 2, "tokens": 1, "models": 3, "metrics": 2, "reports": 1}
+VERSIONS = {"raw": 1, "pairs": 1, "triplets": 2, "tokens": 1, "models": 3, "metrics": 3, "reports": 1}
 
 
 def unless_off(params: dict, **off) -> dict:
@@ -220,6 +220,7 @@ def evaluate_artifact(
 
     params = {"model": model.fingerprint, "limit": settings.limit, "tasks": list(settings.tasks)}
     params["dims"] = list(settings.dims)
+    params["data"] = settings.fingerprints  # a changed file or pinned revision is evaluated again
     if settings.effective_precision != "fp32":  # scores in half precision (asked for, on a GPU): their own
         params["precision"] = settings.effective_precision
     facts = {"model": asdict(model), "evaluation": settings.record()}

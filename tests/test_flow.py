@@ -178,6 +178,20 @@ def test_a_runtime_change_alone_is_served_from_the_store(run):
     assert _cached(reseeded)["model"] is False
 
 
+def test_the_champion_mines_the_next_runs_negatives(run, tmp_path):
+    """miner_model=champion: the base model while there is no champion, then the champion, whose new
+    fingerprint gives new triplets; evaluation data fingerprints are part of the metrics key."""
+    data_dir = str(tmp_path / "data")
+    first = run(miner_model="champion", data_dir=data_dir)
+    assert first["miner_model"]["name"] == str(run.base_model) and first["champion"]["promoted"]
+    second = run(miner_model="champion", data_dir=data_dir, learning_rate=1e-4)
+    assert second["miner_model"]["name"] == first["model_path"]  # the champion's folder
+    assert second["artifacts"]["train-data"]["key"] != first["artifacts"]["train-data"]["key"]
+    assert second["artifacts"]["pairs"]["key"] == first["artifacts"]["pairs"]["key"]
+    metrics = _manifest(first["artifacts"]["base-metrics"])
+    assert metrics["params"]["data"] == first["evaluation"]["data"]
+
+
 def test_deleted_artifact_is_recomputed_not_a_crash(run):
     before = run()
     triplets = before["artifacts"]["train-data"]["path"]

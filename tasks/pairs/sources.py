@@ -1,67 +1,171 @@
-"""Load and validate the NLI pairs a run trains on: GLUE MNLI from the hub, or a local file or folder.
+"""Load and validate the pairs a run trains on: a hub dataset pinned by revision, or a local file or folder.
 
-Everything here runs before any model is loaded, so bad input fails in seconds with a
-message that names the file, the column or row, and what is wrong.
+A source holds NLI rows (premise, hypothesis, label), pairs (anchor, positive) or triplets (anchor,
+positive, negative); its kind follows from its columns and decides which losses it can train. A local
+folder is one source that grows: all its data files in file-name order, so a file added later (sorting
+after) never shifts the rows before it. Everything here runs before any model is loaded, so bad input
+fails in seconds with a message that names the file or dataset, the column or row, and what is wrong.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from tasks.pairs.tables import REPO_ROOT, SAMPLES, DataError, read_table, require_columns, require_texts
+from tasks.pairs import hub
+from tasks.pairs.tables import (
+    DATA_SUFFIXES,
+    REPO_ROOT,
+    SAMPLES,
+    DataError,
+    read_columns,
+    read_table,
+    require_columns,
+    require_texts,
+)
 from tasks.store.artifacts import file_sha256
 
+log = logging.getLogger(__name__)
+
 NLI_COLUMNS = ("premise", "hypothesis", "label")
+PAIR_COLUMNS = ("anchor", "positive")
+NEGATIVE = re.compile(r"negative(_\d+)?")
 NLI_LABELS = {0: "entailment", 1: "neutral", 2: "contradiction"}
-LOCAL_SUFFIXES = (".parquet", ".tsv", ".csv", ".jsonl", ".json")
-HUB_SOURCES = {"glue/mnli": "mnli"}  # source name → config of the GLUE dataset repo
+NO_GOLD_LABEL = -1  # the hub's NLI datasets (SNLI, MNLI) mark rows the annotators did not agree on
+KINDS = ("nli", "pairs", "triplets")
+LABELLED_LOSSES = ("softmax", "cosine")  # they train on the NLI label; mnr and gist on anchor/positive(/negative)
+EXPECTED = "; expected NLI columns (premise, hypothesis, label) or pairs (anchor, positive[, negative])"
 DEFAULT_NLI_SAMPLE = SAMPLES / "mnli" / "train.parquet"
 
 
-def is_hub_source(source: str) -> bool:
-    return source in HUB_SOURCES
+@dataclass(frozen=True)
+class LoadedSource:
+    """Validated rows, where they came from (with the commit or files read), and their kind."""
+
+    frame: pd.DataFrame
+    origin: str
+    kind: str  # "nli": premise, hypothesis, label; "pairs": anchor, positive; "triplets": and negative(s)
 
 
-def glue_repo() -> str:
-    """The hub dataset holding GLUE; a mirror or a local copy in the hub's layout can stand in."""
-    return os.environ.get("TRAIN_EMBEDDINGS_GLUE_REPO", "nyu-mll/glue")
-
-
-def resolve_local(source: str | Path) -> Path:
-    """The one data file a local source names: a file, or a folder holding ``train.*`` or a single file."""
+def local_path(source: str | Path) -> Path | None:
+    """The local file or folder ``source`` names, if one exists (a local path wins over a hub name)."""
     path = Path(source).expanduser()
-    if not path.is_absolute() and not path.exists() and (REPO_ROOT / path).exists():
+    if not path.exists() and not path.is_absolute() and (REPO_ROOT / path).exists():
         path = REPO_ROOT / path
-    if not path.exists():
-        raise DataError(f"{path}: file not found (expected a local file or folder, or one of {sorted(HUB_SOURCES)})")
+    return path if path.exists() else None
+
+
+def hub_source(source: str) -> hub.HubSource | None:
+    return None if local_path(source) is not None else hub.parse_hub_source(source)
+
+
+def local_files(source: str | Path) -> list[Path]:
+    """The data files a local source reads, in order: the file itself, or every data file of the folder by name."""
+    path = local_path(source)
+    if path is None:
+        raise DataError(
+            f"{Path(source).expanduser()}: file not found (expected a local file or folder, or a hub dataset "
+            f"as <org>/<name>[:<config>][@<revision>], or {hub.GLUE_ALIAS!r})"
+        )
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix in LOCAL_SUFFIXES)
-        train = [p for p in files if p.stem == "train"]
-        if len(train) == 1:
-            return train[0]
-        if len(files) == 1:
-            return files[0]
-        raise DataError(f"{path}: folder must hold one data file or a train.* file, found {[p.name for p in files]}")
-    if path.suffix not in LOCAL_SUFFIXES:
-        raise DataError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(LOCAL_SUFFIXES)}")
-    return path
+        files = sorted((p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")), key=lambda p: p.name)
+        data = [p for p in files if p.suffix in DATA_SUFFIXES]
+        if not data:
+            found = f"; found only {[p.name for p in files]}" if files else ""
+            raise DataError(f"{path}: folder holds no data files ({', '.join(DATA_SUFFIXES)}){found}")
+        return data
+    if path.suffix not in DATA_SUFFIXES:
+        raise DataError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(DATA_SUFFIXES)}")
+    return [path]
 
 
-def source_fingerprint(source: str) -> dict[str, str]:
-    """What identifies a source's content: the hub id, or the local file's checksum."""
-    if is_hub_source(source):
-        return {"kind": "hub", "repo": glue_repo(), "config": HUB_SOURCES[source], "split": "train"}
-    path = resolve_local(source)
-    return {"kind": "local", "file": path.name, "sha256": file_sha256(path)}
+def pin_source(source: str) -> str:
+    """The source as read now: a hub name with its branch resolved to a commit sha, a local source as given.
+    Call once when the run starts and pass the result on, so the key and the rows read are the same commit."""
+    spec = hub_source(source)
+    if spec is None:
+        local_files(source)  # a missing local source fails here, before anything loads
+        return source
+    pinned = spec.pinned(hub.resolve_revision(spec))
+    log.info("nli_source %s reads %s", source, pinned)
+    return pinned
+
+
+def source_fingerprint(source: str) -> dict:
+    """What identifies a source's content, cheaply and without downloading data: the hub commit, or the
+    local files' names and checksums (a single file keeps its earlier form, and so its artifacts)."""
+    spec = hub_source(source)
+    if spec is not None:
+        revision = hub.resolve_revision(spec)
+        return {"kind": "hub", "repo": spec.repo, "config": spec.config, "split": hub.SPLIT, "revision": revision}
+    files = local_files(source)
+    if local_path(source).is_file():
+        return {"kind": "local", "file": files[0].name, "sha256": file_sha256(files[0])}
+    return {"kind": "local-folder", "files": [{"file": p.name, "sha256": file_sha256(p)} for p in files]}
+
+
+def kind_of(columns: Iterable[str]) -> str:
+    """NLI when premise, hypothesis and label are all there; pairs or triplets when anchor or positive is."""
+    names = set(columns)
+    if set(NLI_COLUMNS) <= names or not names & set(PAIR_COLUMNS):
+        return "nli"  # incomplete NLI columns: validation names the missing ones
+    return "triplets" if any(NEGATIVE.fullmatch(n) for n in names) else "pairs"
+
+
+def source_columns(source: str) -> tuple[str, ...]:
+    """The columns a source holds, read before anything loads: local headers or schemas, or for the hub
+    the first data file of the commit's chosen config (fetched into the cache, as the load will need it)."""
+    spec = hub_source(source)
+    if spec is None:
+        files = local_files(source)
+        columns = read_columns(files[0])
+        for path in files[1:]:
+            same_kind(read_columns(path), columns, path, files[0])
+        return columns
+    revision = hub.resolve_revision(spec)
+    snapshot = hub.fetch_snapshot(spec, revision)
+    first = snapshot.files[0]
+    if first.suffix in DATA_SUFFIXES:
+        return read_columns(first)
+    return tuple(hub.read_dataset(snapshot, f"{spec.label}@{revision}").column_names)
+
+
+def check_loss_fits(columns_or_kind: str | Iterable[str], loss: str, negatives: str = "none") -> None:
+    """Refuse, before anything loads, a loss (or negatives strategy) that needs NLI labels the source lacks."""
+    columns = None if isinstance(columns_or_kind, str) else tuple(columns_or_kind)
+    kind = kind_of(columns) if columns is not None else columns_or_kind
+    if kind not in KINDS:
+        raise ValueError(f"source kind must be one of {KINDS}, got {kind!r}")
+    found = f"columns {list(columns)}" if columns is not None else f"{kind} columns"
+    if kind != "nli" and loss in LABELLED_LOSSES:
+        raise ValueError(
+            f"loss {loss!r} needs NLI labels (premise, hypothesis, label), but the source has {found}; "
+            "use loss 'mnr' or 'gist', which train on anchor/positive(/negative) directly"
+        )
+    if kind != "nli" and negatives == "contradiction":
+        raise ValueError(f"negatives 'contradiction' needs NLI labels, but the source has {found}")
+    if kind == "triplets" and negatives != "none":
+        raise ValueError(f"negatives {negatives!r}: the source has its own negatives ({found}); use 'none'")
+
+
+def same_kind(columns: Iterable[str], first: Iterable[str], path: Path, first_path: Path) -> None:
+    """A folder's files must hold the same kind of rows, or the concatenation would mix formats."""
+    if kind_of(columns) != kind_of(first):
+        raise DataError(
+            f"{path}: {kind_of(columns)} columns {list(columns)}, but {first_path.name} holds "
+            f"{kind_of(first)} columns {list(first)}; all files of a folder must hold the same kind"
+        )
 
 
 def validate_nli(df: pd.DataFrame, origin: str) -> pd.DataFrame:
     """Check an NLI table and return it as (premise, hypothesis, label:int64)."""
-    require_columns(df, NLI_COLUMNS, origin)
+    require_columns(df, NLI_COLUMNS, origin, EXPECTED)
     if df.empty:
         raise DataError(f"{origin}: no rows")
     require_texts(df, ("premise", "hypothesis"), origin)
@@ -82,30 +186,73 @@ def validate_nli(df: pd.DataFrame, origin: str) -> pd.DataFrame:
     )
 
 
-def load_hub_nli(repo: str, config: str, split: str, max_pairs: int | None) -> pd.DataFrame:
-    """The seed's loading: ``load_dataset("glue", "mnli", split="train")``, first ``max_pairs`` rows."""
-    from datasets import load_dataset
+def validate_pairs(df: pd.DataFrame, origin: str) -> pd.DataFrame:
+    """Check a pairs or triplets table and return its text columns: anchor, positive, then any negatives."""
+    require_columns(df, PAIR_COLUMNS, origin, EXPECTED)
+    if df.empty:
+        raise DataError(f"{origin}: no rows")
+    columns = (*PAIR_COLUMNS, *(c for c in df.columns if NEGATIVE.fullmatch(str(c))))
+    require_texts(df, columns, origin)
+    return pd.DataFrame({c: df[c].astype(str).to_numpy() for c in columns})
 
-    dataset = load_dataset(repo, config, split=split)
+
+def validate_table(df: pd.DataFrame, origin: str) -> tuple[pd.DataFrame, str]:
+    kind = kind_of(df.columns)
+    return (validate_nli(df, origin) if kind == "nli" else validate_pairs(df, origin)), kind
+
+
+def load_local(source: str, max_pairs: int | None) -> LoadedSource:
+    """Every file validated on its own (errors name it), then concatenated in order; the first rows kept."""
+    files = local_files(source)
+    frames, kinds = [], []
+    for path in files:
+        frame, kind = validate_table(read_table(path), str(path))
+        if kinds and kind != kinds[0]:
+            same_kind(frame.columns, frames[0].columns, path, files[0])
+        frames.append(frame)
+        kinds.append(kind)
+    df = pd.concat(frames, ignore_index=True)
+    if max_pairs is not None:
+        df = df.head(max_pairs).reset_index(drop=True)
+    return LoadedSource(df, f"local:{local_path(source)}", kinds[0])
+
+
+def gold_labelled(dataset, label: str):
+    """NLI rows with a gold label: the hub's -1 rows (no annotator agreement) would fail validation."""
+    if kind_of(dataset.column_names) != "nli" or "label" not in dataset.column_names:
+        return dataset
+    kept = dataset.filter(lambda labels: [x != NO_GOLD_LABEL for x in labels], input_columns="label", batched=True)
+    if len(kept) < len(dataset):
+        log.info("%s: left out %d rows without a gold label (-1)", label, len(dataset) - len(kept))
+    return kept
+
+
+def load_hub(spec: hub.HubSource, max_pairs: int | None) -> LoadedSource:
+    """The commit's train split through datasets; NLI rows without a gold label dropped, the first rows kept."""
+    revision = hub.resolve_revision(spec)
+    label = f"{spec.label}@{revision}"
+    dataset = gold_labelled(hub.read_dataset(hub.fetch_snapshot(spec, revision), label), label)
     if max_pairs is not None:
         dataset = dataset.select(range(min(max_pairs, len(dataset))))
-    return dataset.to_pandas()
+    frame, kind = validate_table(dataset.to_pandas(), f"hub {label}")
+    return LoadedSource(frame, f"hub:{label}", kind)
+
+
+def load_source(source: str, max_pairs: int | None) -> LoadedSource:
+    """Validated rows of any kind, the first ``max_pairs`` of them, and where they came from."""
+    spec = hub_source(source)
+    return load_local(source, max_pairs) if spec is None else load_hub(spec, max_pairs)
 
 
 def load_nli_pairs(source: str, max_pairs: int | None) -> tuple[pd.DataFrame, str]:
-    """Validated NLI pairs and a description of where they came from."""
-    if is_hub_source(source):
-        repo, config = glue_repo(), HUB_SOURCES[source]
-        df = load_hub_nli(repo, config, "train", max_pairs)
-        return validate_nli(df, f"hub {repo}/{config}"), f"hub:{repo}/{config}"
-    path = resolve_local(source)
-    df = read_table(path)
-    df = validate_nli(df, str(path))
-    if max_pairs is not None:
-        df = df.head(max_pairs).reset_index(drop=True)
-    return df, f"local:{path}"
+    """The rows and their origin (the frame's columns tell the kind); ``load_source`` also says the kind."""
+    loaded = load_source(source, max_pairs)
+    return loaded.frame, loaded.origin
 
 
 def describe_nli(df: pd.DataFrame) -> str:
+    """Label counts of NLI rows; the row count of pairs or triplets."""
+    if "label" not in df.columns:
+        return json.dumps({kind_of(df.columns): len(df)})
     counts = df["label"].value_counts().sort_index()
     return json.dumps({NLI_LABELS[int(k)]: int(v) for k, v in counts.items()})

@@ -6,12 +6,18 @@ that says what is wrong and where. The NLI sources and the evaluation data both 
 
 from __future__ import annotations
 
+import csv
+import json
+import re
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = REPO_ROOT / "data" / "samples"  # the bundled real samples: MNLI, STS-B, Banking77
+DATA_SUFFIXES = (".parquet", ".tsv", ".csv", ".jsonl", ".json")
+PANDAS_INDEX = re.compile(r"__index_level_\d+__")  # a stored pandas index, not a column of the table
 
 
 class DataError(ValueError):
@@ -31,10 +37,28 @@ def read_table(path: Path) -> pd.DataFrame:
         raise DataError(f"{path}: cannot read {path.suffix} file: {exc}") from exc
 
 
-def require_columns(df: pd.DataFrame, columns: tuple[str, ...], origin: str) -> None:
+def read_columns(path: Path) -> tuple[str, ...]:
+    """A table's column names without reading its rows (Parquet schema, CSV/TSV header, first JSONL record),
+    so what a source holds is known before anything loads."""
+    try:
+        if path.suffix == ".parquet":
+            return tuple(n for n in pq.read_schema(path).names if not PANDAS_INDEX.fullmatch(n))
+        if path.suffix in (".tsv", ".csv"):
+            with open(path, newline="", encoding="utf-8") as handle:
+                return tuple(next(csv.reader(handle, delimiter="\t" if path.suffix == ".tsv" else ","), []))
+        if path.suffix == ".jsonl":
+            with open(path, encoding="utf-8") as handle:
+                first = next((line for line in handle if line.strip()), "{}")
+            return tuple(json.loads(first))
+    except Exception as exc:  # pyarrow, csv and json raise many types
+        raise DataError(f"{path}: cannot read {path.suffix} file: {exc}") from exc
+    return tuple(read_table(path).columns)
+
+
+def require_columns(df: pd.DataFrame, columns: tuple[str, ...], origin: str, expected: str = "") -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:
-        raise DataError(f"{origin}: missing column(s) {missing}; found {list(df.columns)}")
+        raise DataError(f"{origin}: missing column(s) {missing}; found {list(df.columns)}{expected}")
 
 
 def require_texts(df: pd.DataFrame, columns: tuple[str, ...], origin: str) -> None:

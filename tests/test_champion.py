@@ -1,4 +1,5 @@
-"""Champion promotion: only a strictly better model replaces the champion; both are kept."""
+"""Champion promotion: only a really better model (min_gain, a bootstrap interval above 0 for STS-B) replaces
+the champion, one run at a time; both are kept."""
 
 from __future__ import annotations
 
@@ -100,3 +101,211 @@ def test_a_champion_without_evaluation_settings_or_the_metric_is_not_compared(tm
     champion_file(tmp_path, "champion").write_text(json.dumps(record))
     legacy = promote_if_better(tmp_path, _model(tmp_path, "d"), {"n": 0.99}, "n", SETTINGS_A)
     assert not legacy["promoted"] and "no evaluation settings" in legacy["reason"]
+
+
+# A real gain: min_gain, and for STS-B a paired bootstrap interval above 0 --------------------------------
+
+METRIC = "stsb_test_spearman"
+
+
+def _pairs_file(path, gold, cosine) -> str:
+    """A per-pair file as evaluate_model writes it (one split here: test)."""
+    import pandas as pd
+
+    frame = pd.DataFrame({"split": "test", "pair": range(len(gold)), "gold": gold, "cosine": cosine})
+    frame.to_parquet(path, index=False)
+    return str(path)
+
+
+def _spearman(path) -> float:
+    import pandas as pd
+    from scipy.stats import spearmanr
+
+    frame = pd.read_parquet(path)
+    return float(spearmanr(frame["gold"], frame["cosine"]).statistic)
+
+
+@pytest.fixture()
+def similarities(tmp_path) -> dict[str, str]:
+    """Per-pair files on 400 pairs: a champion, a challenger that differs from it by noise only (better by
+    chance, seed 1: +0.0097) and one that is clearly better."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    gold = rng.uniform(0, 1, 400)
+    shared = gold + rng.normal(0, 0.3, 400)  # what both near-equal models see
+    return {
+        "champion": _pairs_file(tmp_path / "champion.parquet", gold, shared + rng.normal(0, 0.05, 400)),
+        "chance": _pairs_file(tmp_path / "chance.parquet", gold, shared + rng.normal(0, 0.05, 400)),
+        "clear": _pairs_file(tmp_path / "clear.parquet", gold, gold + rng.normal(0, 0.1, 400)),
+    }
+
+
+def _seed_champion(tmp_path, pairs: str | None, score: float = 0.5, evaluation: dict | None = None) -> None:
+    first = promote_if_better(tmp_path, _model(tmp_path, "a"), {METRIC: score}, METRIC, evaluation, pairs=pairs)
+    assert first["promoted"] and first["rule"] == "no champion"
+
+
+def test_a_gain_below_min_gain_is_kept(tmp_path):
+    from tasks.store.champion import MIN_GAIN
+
+    _seed_champion(tmp_path, None)
+    small = promote_if_better(tmp_path, _model(tmp_path, "b"), {METRIC: 0.5 + MIN_GAIN / 2}, METRIC)
+    assert not small["promoted"] and small["rule"] == "min_gain" and "below min_gain" in small["reason"]
+    assert small["gain"] == pytest.approx(MIN_GAIN / 2) and small["min_gain"] == MIN_GAIN
+    assert small["interval"] is None
+    strict = promote_if_better(tmp_path, _model(tmp_path, "c"), {METRIC: 0.54}, METRIC, min_gain=0.05)
+    assert not strict["promoted"] and strict["rule"] == "min_gain"
+    assert read_champion(tmp_path)["model_key"] == "a"
+    with pytest.raises(ValueError, match="min_gain"):
+        promote_if_better(tmp_path, _model(tmp_path, "d"), {METRIC: 0.9}, METRIC, min_gain=-0.1)
+
+
+def test_a_gain_by_chance_is_kept_by_the_bootstrap(tmp_path, similarities):
+    from tasks.store.champion import MIN_GAIN
+
+    _seed_champion(tmp_path, similarities["champion"], _spearman(similarities["champion"]))
+    score = _spearman(similarities["chance"])
+    decision = promote_if_better(tmp_path, _model(tmp_path, "b"), {METRIC: score}, METRIC, pairs=similarities["chance"])
+    assert decision["gain"] >= MIN_GAIN  # the point: min_gain alone would have promoted it
+    interval = decision["interval"]
+    assert interval["low"] < 0 < interval["high"] and interval["resamples"] == 1000
+    assert not decision["promoted"] and decision["rule"] == "bootstrap" and "reaches 0" in decision["reason"]
+    assert read_champion(tmp_path)["model_key"] == "a"
+
+
+def test_a_clear_gain_is_promoted_with_its_interval_above_zero(tmp_path, similarities):
+    _seed_champion(tmp_path, similarities["champion"], _spearman(similarities["champion"]))
+    score = _spearman(similarities["clear"])
+    decision = promote_if_better(tmp_path, _model(tmp_path, "b"), {METRIC: score}, METRIC, pairs=similarities["clear"])
+    assert decision["promoted"] and decision["rule"] == "bootstrap"
+    assert 0 < decision["interval"]["low"] <= decision["gain"] <= decision["interval"]["high"]
+    record = read_champion(tmp_path)
+    assert record["model_key"] == "b" and record["pairs"] != similarities["clear"]  # a copy beside the record
+    assert _spearman(record["pairs"]) == score
+
+
+def test_the_bootstrap_is_deterministic_and_resamples_spearman_as_scipy_does(similarities):
+    import numpy as np
+    from scipy.stats import rankdata, spearmanr
+
+    from tasks.evaluation.bootstrap import _row_spearman, bootstrap_gain
+
+    once = bootstrap_gain(similarities["chance"], similarities["champion"], METRIC)
+    assert bootstrap_gain(similarities["chance"], similarities["champion"], METRIC) == once
+    rng = np.random.default_rng(5)
+    values, gold = rng.normal(size=(3, 50)), rng.integers(0, 5, size=(3, 50)).astype(float)  # gold with ties
+    expected = [spearmanr(gold[i], values[i]).statistic for i in range(3)]
+    assert _row_spearman(rankdata(gold, axis=1), values) == pytest.approx(expected)
+
+
+def test_without_both_per_pair_files_min_gain_decides_and_says_so(tmp_path, similarities):
+    _seed_champion(tmp_path, None)
+    no_champion_pairs = promote_if_better(
+        tmp_path, _model(tmp_path, "b"), {METRIC: 0.6}, METRIC, pairs=similarities["clear"]
+    )
+    assert no_champion_pairs["promoted"] and no_champion_pairs["rule"] == "min_gain"
+    assert "no bootstrap: the champion has no per-pair file" in no_champion_pairs["reason"]
+    other_pairs = _pairs_file(tmp_path / "other.parquet", [0.1, 0.5, 0.9, 0.3], [0.2, 0.4, 0.8, 0.1])
+    mismatch = promote_if_better(tmp_path, _model(tmp_path, "c"), {METRIC: 0.7}, METRIC, pairs=other_pairs)
+    assert mismatch["promoted"] and mismatch["rule"] == "min_gain" and mismatch["interval"] is None
+    assert "do not hold the same STS-B test pairs" in mismatch["reason"]
+    no_challenger_pairs = promote_if_better(tmp_path, _model(tmp_path, "d"), {METRIC: 0.8}, METRIC)
+    assert no_challenger_pairs["rule"] == "min_gain" and "the challenger has no" in no_challenger_pairs["reason"]
+    banking = {"banking77_accuracy": 0.7}
+    promote_if_better(tmp_path, _model(tmp_path, "e"), banking, "banking77_accuracy", slot="banking")
+    better = promote_if_better(
+        tmp_path, _model(tmp_path, "f"), {"banking77_accuracy": 0.75}, "banking77_accuracy", slot="banking"
+    )
+    assert better["promoted"] and better["rule"] == "min_gain" and "bootstrap" not in better["reason"]
+
+
+def test_a_re_evaluation_hands_its_own_per_pair_file_to_the_bootstrap(tmp_path, similarities):
+    _seed_champion(tmp_path, similarities["champion"], _spearman(similarities["champion"]), SETTINGS_A)
+    score = _spearman(similarities["clear"])
+
+    def reevaluate(settings):
+        return {METRIC: score}, similarities["clear"]  # the scores and per-pair file on the champion's settings
+
+    decision = promote_if_better(
+        tmp_path, _model(tmp_path, "b"), {METRIC: 0.1}, METRIC, SETTINGS_B, reevaluate, pairs=similarities["chance"]
+    )
+    assert decision["promoted"] and decision["rule"] == "bootstrap" and decision["interval"]["low"] > 0
+    assert read_champion(tmp_path)["evaluation"] == SETTINGS_A
+
+
+def test_the_lineage_shows_the_rule_gain_min_gain_and_interval(tmp_path, similarities):
+    from tasks.report.tables import lineage_markdown
+
+    _seed_champion(tmp_path, similarities["champion"], _spearman(similarities["champion"]))
+    score = _spearman(similarities["chance"])
+    decision = promote_if_better(tmp_path, _model(tmp_path, "b"), {METRIC: score}, METRIC, pairs=similarities["chance"])
+    text = lineage_markdown({}, decision)
+    low, high = decision["interval"]["low"], decision["interval"]["high"]
+    assert f"rule: bootstrap, gain {decision['gain']:+.4f} (min_gain 0.002)" in text
+    assert f"[{low:+.4f}, {high:+.4f}] over 1000 resamples" in text
+    assert "rule" not in lineage_markdown({}, {k: v for k, v in decision.items() if k not in ("rule", "gain")})
+
+
+# Two runs finishing together: the better one is champion in either order ---------------------------------
+
+_RACER = """
+import contextlib, json, sys, time
+from pathlib import Path
+from tasks.store import champion
+from tasks.store.artifacts import ArtifactRef
+
+data_dir, key, score, delay, lock = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
+if lock == "off":  # what promotion did before the lock
+    champion.champion_lock = lambda *args: contextlib.nullcontext()
+
+def reevaluate(settings):
+    time.sleep(1.0)  # a re-evaluation takes a while: the other run finishes meanwhile
+    return {"stsb_test_spearman": score}
+
+Path(data_dir, f"ready-{key}").touch()
+while not Path(data_dir, "go").exists():
+    time.sleep(0.01)
+time.sleep(delay)
+model = ArtifactRef("models", key, str(Path(data_dir, "artifacts", "models", key)))
+settings = json.loads(sys.argv[6])
+print(json.dumps(champion.promote_if_better(data_dir, model, {"stsb_test_spearman": score},
+                                            "stsb_test_spearman", settings, reevaluate)))
+"""
+
+
+def _race(data_dir, first: tuple[str, float], second: tuple[str, float], lock: str = "on") -> dict[str, dict]:
+    """Two processes promoting at once, the second starting 0.3 s after the first; their decisions by key."""
+    import json
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    _seed_champion(data_dir, None, 0.5, SETTINGS_A)  # evaluated otherwise than the racers: both re-evaluate
+    racers = []
+    for (key, score), delay in ((first, 0.0), (second, 0.3)):
+        args = [sys.executable, "-c", _RACER, str(data_dir), key, str(score), str(delay), lock, json.dumps(SETTINGS_B)]
+        racers.append(subprocess.Popen(args, cwd=root, stdout=subprocess.PIPE, text=True))
+    deadline = time.time() + 60
+    while not all((data_dir / f"ready-{key}").exists() for key, _ in (first, second)) and time.time() < deadline:
+        time.sleep(0.01)
+    (data_dir / "go").touch()
+    outputs = [racer.communicate(timeout=60)[0] for racer in racers]
+    assert [racer.returncode for racer in racers] == [0, 0]
+    return {key: json.loads(out) for (key, _), out in zip((first, second), outputs, strict=True)}
+
+
+@pytest.mark.parametrize("order", [("b60", "b70"), ("b70", "b60")])
+def test_two_runs_finishing_together_leave_the_better_model_champion(tmp_path, order):
+    scores = {"b60": 0.60, "b70": 0.70}
+    decisions = _race(tmp_path, *((key, scores[key]) for key in order))
+    assert read_champion(tmp_path)["model_key"] == "b70"
+    assert decisions[order[1]]["champion_before"]["model_key"] == order[0]  # it waited for the first to decide
+
+
+def test_without_the_lock_the_last_writer_wins(tmp_path):
+    """What the lock prevents: both runs read the old champion, both promote, the worse one writes last."""
+    _race(tmp_path, ("b70", 0.70), ("b60", 0.60), lock="off")
+    assert read_champion(tmp_path)["model_key"] == "b60"

@@ -76,3 +76,29 @@ def test_limited_banking77_is_stratified():
     for df in splits.values():
         assert df["label"].nunique() == 77
         assert (df["label"].value_counts() == 2).all()
+
+
+def test_evaluation_keeps_each_stsb_pair_s_similarity_for_the_champion_bootstrap(tiny_bert, tmp_path):
+    """stsb_pairs.parquet holds the very similarities the metrics were computed from, split by split."""
+    import pandas as pd
+    from scipy.stats import spearmanr
+    from sentence_transformers import SentenceTransformer
+
+    from tasks.evaluation.bootstrap import bootstrap_gain
+
+    model = SentenceTransformer(str(tiny_bert))
+    metrics = evaluate_model(model, EvalSettings(tasks=(), limit=60, dims=(16,)), tmp_path)
+    pairs = pd.read_parquet(tmp_path / "stsb_pairs.parquet")
+    assert list(pairs.columns) == ["split", "pair", "gold", "cosine", "cosine_dim16"]
+    assert pairs.groupby("split")["pair"].apply(list).to_dict() == {
+        "test": list(range(60)),
+        "validation": list(range(60)),
+    }
+    test = pairs[pairs["split"] == "test"]
+    assert test["gold"].tolist() == (stsb_pairs("test", 60)["score"] / 5.0).tolist()
+    assert spearmanr(test["gold"], test["cosine"]).statistic == metrics["stsb_test_spearman"]
+    assert spearmanr(test["gold"], test["cosine_dim16"]).statistic == metrics["stsb_test_spearman_dim16"]
+    splits = {split: stsb_pairs(split, 60) for split in ("validation", "test")}
+    assert stsb_scores(model, splits, dims=(16,)) == pytest.approx(metrics, abs=1e-6)
+    same = bootstrap_gain(tmp_path / "stsb_pairs.parquet", tmp_path / "stsb_pairs.parquet", "stsb_test_spearman_dim16")
+    assert (same.low, same.high) == (0.0, 0.0)

@@ -13,9 +13,10 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from tasks.evaluation import mteb_tasks
+from tasks.evaluation.bootstrap import PAIRS_FILE
 from tasks.evaluation.data import bundled_task_data, stsb_pairs
 from tasks.evaluation.settings import STSB_SPLITS, EvalSettings, dimension_metric
-from tasks.evaluation.stsb import stsb_scores
+from tasks.evaluation.stsb import spearman_scores, stsb_similarities
 from tasks.models.encoding import encoding_batch_size, encoding_pool
 from tasks.models.resolve import check_dims
 
@@ -49,7 +50,8 @@ def texts_expected(stsb: dict[str, pd.DataFrame], tasks: dict[str, dict[str, pd.
 def evaluate_model(
     model, settings: EvalSettings, out_dir: Path, progress: Callable[[float], None] | None = None
 ) -> dict[str, float]:
-    """All metrics for one model; mteb's raw results are kept beside them under ``out_dir/mteb``.
+    """All metrics for one model; mteb's raw results are kept beside them under ``out_dir/mteb``, and
+    STS-B's per-pair cosine similarities in ``out_dir/stsb_pairs.parquet`` (for the champion's bootstrap).
 
     ``progress(fraction)`` is told after each batch of texts, for a Prefect progress artifact.
     """
@@ -59,7 +61,10 @@ def evaluate_model(
     fraction = _Fraction(texts_expected(stsb, tasks), progress)
     with tqdm(desc="evaluating: STS-B", unit="text", total=sum(2 * len(p) for p in stsb.values())) as bar:
         with encoding_pool(model) as pool:
-            metrics = stsb_scores(model, stsb, settings.dims, mteb_tasks.Tally(bar, fraction.update), pool)
+            similarities = stsb_similarities(model, stsb, settings.dims, mteb_tasks.Tally(bar, fraction.update), pool)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    similarities.to_parquet(out_dir / PAIRS_FILE, index=False)
+    metrics = spearman_scores(similarities, settings.dims)
     for name, data in tasks.items():
         metrics[mteb_tasks.metric_name(name)] = mteb_tasks.evaluate_task(
             model, name, data, out_dir / "mteb", encoding_batch_size(str(model.device)), fraction.update

@@ -52,5 +52,21 @@ def lineage_markdown(refs: dict[str, ArtifactRef], decision: dict) -> str:
             if decision.get("champion_after")
             else "no champion."
         )
+        + decision_rule_text(decision)
     )
     return "# train-embeddings lineage\n\n" + "\n".join(lines) + "\n\n" + verdict + "\n"
+
+
+def decision_rule_text(decision: dict) -> str:
+    """The rule that decided, with the gain, min_gain and the bootstrap interval when there are some
+    (decisions recorded before these existed: nothing)."""
+    if "rule" not in decision:
+        return ""
+    parts = [f"rule: {decision['rule']}"]
+    if decision.get("gain") is not None:
+        parts.append(f"gain {decision['gain']:+.4f} (min_gain {decision['min_gain']})")
+    interval = decision.get("interval")
+    if interval:
+        bounds = f"[{interval['low']:+.4f}, {interval['high']:+.4f}]"
+        parts.append(f"95% bootstrap interval of the gain {bounds} over {interval['resamples']} resamples")
+    return " Decided by " + ", ".join(parts) + "."

@@ -26,18 +26,21 @@ from tasks.models.resolve import (
     resolve_model,
 )
 from tasks.negatives.strategies import MiningConfig
+from tasks.pairs import sources
 from tasks.pairs.labels import LOSSES, RANKING
 from tasks.recipes import Choices, apply_recipe
 from tasks.store.artifacts import read_manifest
-from tasks.store.champion import read_champion
+from tasks.store.champion import MIN_GAIN, read_champion
 from tasks.store.runs import write_run_record
 from tasks.training.distributed import processes_for
 from tasks.training.recipe import TrainRecipe, TrainRuntime
 
 
 def check_settings(chosen: Choices, max_pairs: int | None, mining: MiningConfig, recipe: TrainRecipe,
-                   runtime: TrainRuntime, settings: EvalSettings, promote_metric: str) -> None:  # fmt: skip
-    """Fail before any data is read or model loaded, naming the parameter."""
+                   runtime: TrainRuntime, settings: EvalSettings, promote_metric: str,
+                   min_gain: float) -> None:  # fmt: skip
+    """Fail before any data is read or model loaded, naming the parameter (the source's columns are read
+    from its schema or header, not its rows)."""
     if chosen.loss not in LOSSES:
         raise ValueError(f"parameter loss: {chosen.loss!r} is not one of {LOSSES}")
     if chosen.loss not in RANKING and mining.strategy != "none":
@@ -55,6 +58,9 @@ def check_settings(chosen: Choices, max_pairs: int | None, mining: MiningConfig,
     metrics = settings.metric_names()
     if promote_metric not in metrics:
         raise ValueError(f"parameter promote_metric: {promote_metric!r} is not one of {metrics}")
+    if min_gain < 0:
+        raise ValueError(f"parameter min_gain: must be 0 or more, got {min_gain}")
+    sources.check_loss_fits(sources.source_columns(chosen.nli_source), chosen.loss, mining.strategy)
     if recipe.matryoshka_dims or settings.dims:  # against the base model's dimension, read from its folder
         dimension = embedding_dimension(resolve_model(chosen.base_model).location)
         recipe.check_matryoshka(dimension)
@@ -114,6 +120,7 @@ def train_embeddings(
     compile: bool = False,
     recipe: str | None = None,
     promote_metric: str = "stsb_test_spearman",
+    min_gain: float = MIN_GAIN,
 ) -> dict:
     """Train a sentence-embedding model on NLI pairs and compare it with its base model.
 
@@ -131,7 +138,8 @@ def train_embeddings(
     ``eval_precision``: fp32 by default on every device, so scores compare across machines; a GPU may
     evaluate in ``bf16`` or ``fp16`` (faster, its own metrics, compared only with models scored alike).
     The trained model becomes the champion only if it beats the current one on ``promote_metric``,
-    evaluated the same way. ``checkpoint_steps``, ``eval_steps``, ``processes``, ``unpad``, ``attention``
+    evaluated the same way, by at least ``min_gain`` and (STS-B) with a paired bootstrap interval of the
+    gain above zero. ``checkpoint_steps``, ``eval_steps``, ``processes``, ``unpad``, ``attention``
     and ``compile`` decide only how training runs: changing them alone is served from the store.
     """
     # The parameters, by name: what a recipe may set (None: not passed), then each stage's settings
@@ -191,13 +199,15 @@ def train_embeddings(
         dims=train_recipe.matryoshka_dims if eval_dims is None else tuple(eval_dims),
         precision=eval_precision,
     )
-    check_settings(chosen, max_pairs, mining, train_recipe, runtime, settings, promote_metric)
+    check_settings(chosen, max_pairs, mining, train_recipe, runtime, settings, promote_metric, min_gain)
     log = get_run_logger()
     os.environ.setdefault("WANDB_DISABLED", "true")
     data_dir = str(Path(data_dir).resolve())
 
-    # 1. Load and validate the NLI pairs (before any model is touched)
-    raw = stages.load_pairs(chosen.nli_source, max_pairs, data_dir)
+    # 1. Load and validate the pairs (before any model is touched), a hub source at the commit its revision
+    #    names now: the commit keys the artifact, a new one retrains
+    source = sources.pin_source(chosen.nli_source)
+    raw = stages.load_pairs(source, max_pairs, data_dir)
     # 2. Map labels to the loss's format
     pairs = stages.map_labels(raw, chosen.loss, data_dir)
     # 3. Negatives for MNR and GIST
@@ -215,7 +225,7 @@ def train_embeddings(
     base_metrics = stages.evaluate(base, [], settings, data_dir)
     trained_metrics = stages.evaluate(stages.trained_model(model), [model], settings, data_dir)
     # 7. Promote to champion only if it beats the current one, evaluated the same way
-    decision = stages.promote(model, trained_metrics, settings, promote_metric, data_dir)
+    decision = stages.promote(model, trained_metrics, settings, promote_metric, min_gain, data_dir)
     # 8. Report
     refs = {"pairs": raw, "loss-format": pairs, "train-data": train_data, "tokens": ids, "model": model}
     refs |= {"base-metrics": base_metrics, "trained-metrics": trained_metrics}
@@ -224,6 +234,7 @@ def train_embeddings(
     base_scores, trained_scores = stages.read_metrics(base_metrics), stages.read_metrics(trained_metrics)
     summary = {
         "parameters": asdict(chosen) | {"recipe": recipe, "max_pairs": max_pairs, "miner_model": miner_model},
+        "source": source,
         "mining": asdict(mining),
         "train_recipe": asdict(train_recipe),
         "runtime": asdict(runtime),

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from pathlib import Path
 
 import pandas as pd
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from tasks.evaluation.bootstrap import PAIRS_FILE
 from tasks.evaluation.data import stsb_pairs
 from tasks.evaluation.evaluate import evaluate_model, metrics_table
 from tasks.evaluation.settings import EvalSettings
@@ -58,12 +60,14 @@ def _logged(ref: ArtifactRef) -> ArtifactRef:
 
 @task(name="load-nli-pairs", cache_policy=NO_CACHE)
 def load_pairs(source: str, max_pairs: int | None, data_dir: str) -> ArtifactRef:
-    """Validated NLI pairs (premise, hypothesis, label) from the hub or a local file."""
+    """Validated rows from the hub (``source`` pinned to a commit by ``sources.pin_source``), a local file or
+    a folder: NLI pairs (premise, hypothesis, label), or pairs / triplets (anchor, positive[, negative])."""
 
     def build(folder) -> Built:
-        pairs, origin = sources.load_nli_pairs(source, max_pairs)
-        rows = write_parquet(pairs, folder / "pairs.parquet")
-        return Built(rows, {"origin": origin, "labels": json.loads(sources.describe_nli(pairs))})
+        loaded = sources.load_source(source, max_pairs)
+        rows = write_parquet(loaded.frame, folder / "pairs.parquet")
+        facts = {"origin": loaded.origin, "kind": loaded.kind, "labels": json.loads(sources.describe_nli(loaded.frame))}
+        return Built(rows, facts)
 
     params = {"source": sources.source_fingerprint(source), "max_pairs": max_pairs}
     return _logged(materialize(data_dir, "raw", VERSIONS["raw"], params, [], build))
@@ -95,7 +99,7 @@ def mine_negatives(
         params["miner"] = miner.fingerprint
 
     def build(folder) -> Built:
-        mnr, raw_pairs = _read(pairs, "pairs.parquet"), _read(raw, "pairs.parquet")
+        mnr, raw_pairs = _read(pairs, "pairs.parquet"), labels.as_nli(_read(raw, "pairs.parquet"))
         facts: dict = {}
         if config.strategy == "soft":
             triplets = strategies.soft_negatives(mnr, raw_pairs, config)
@@ -241,7 +245,7 @@ def read_metrics(ref: ArtifactRef) -> dict[str, float]:
 def reevaluator(model: ArtifactRef, data_dir: str):
     """Scores of ``model`` under a champion's recorded settings, when its evaluation data is still the same."""
 
-    def reevaluate(record: dict) -> dict[str, float]:
+    def reevaluate(record: dict) -> tuple[dict[str, float], Path]:
         settings = EvalSettings.from_record(record)
         try:
             now = settings.fingerprints
@@ -253,16 +257,27 @@ def reevaluator(model: ArtifactRef, data_dir: str):
                 f"the champion was evaluated on other data for {changed} than this checkout has"
             )
         get_run_logger().info("re-evaluating %s the champion's way: %s", model.key, record)
-        return read_metrics(evaluate_artifact(trained_model(model), [model], settings, data_dir))
+        ref = evaluate_artifact(trained_model(model), [model], settings, data_dir)
+        return read_metrics(ref), ref.folder / PAIRS_FILE
 
     return reevaluate
 
 
 @task(name="promote-champion", cache_policy=NO_CACHE)
-def promote(model: ArtifactRef, metrics: ArtifactRef, settings: EvalSettings, metric: str, data_dir: str) -> dict:
-    """Make the trained model the champion only if it beats the current one on ``metric``, evaluated alike."""
+def promote(
+    model: ArtifactRef, metrics: ArtifactRef, settings: EvalSettings, metric: str, min_gain: float, data_dir: str
+) -> dict:
+    """Make the trained model the champion only if it beats the current one on ``metric``, evaluated alike,
+    by at least ``min_gain`` and, on STS-B, with a paired bootstrap interval of the gain above zero."""
     decision = champion.promote_if_better(
-        data_dir, model, read_metrics(metrics), metric, settings.record(), reevaluator(model, data_dir)
+        data_dir,
+        model,
+        read_metrics(metrics),
+        metric,
+        settings.record(),
+        reevaluator(model, data_dir),
+        min_gain=min_gain,
+        pairs=metrics.folder / PAIRS_FILE,
     )
     get_run_logger().info("champion on %s: %s", metric, decision["reason"])
     return decision

@@ -41,7 +41,22 @@ def mnr_pairs(pairs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"anchor": entailed["premise"].to_numpy(), "positive": entailed["hypothesis"].to_numpy()})
 
 
+def as_nli(rows: pd.DataFrame) -> pd.DataFrame:
+    """Pairs or triplets of a source seen as entailment rows (premise = anchor, hypothesis = positive), so that
+    negatives are drawn and guarded the same way whatever the source's kind; NLI rows as they are."""
+    if "premise" in rows.columns:
+        return rows
+    return pd.DataFrame({"premise": rows["anchor"].to_numpy(), "hypothesis": rows["positive"].to_numpy(),
+                         "label": ENTAILMENT})  # fmt: skip
+
+
 def pairs_for_loss(pairs: pd.DataFrame, loss: str) -> pd.DataFrame:
+    """The training format for ``loss``. A source of pairs or triplets (anchor, positive[, negatives]) is
+    already in MNR's and GIST's format and passes through; the labelled losses need NLI rows."""
+    if "anchor" in pairs.columns:
+        if loss not in RANKING:
+            raise ValueError(f"loss {loss!r} needs NLI labels; the source has columns {list(pairs.columns)}")
+        return pairs.reset_index(drop=True)
     mappers = {"softmax": softmax_pairs, "cosine": cosine_pairs, "mnr": mnr_pairs, "gist": mnr_pairs}
     if loss not in mappers:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")

@@ -102,16 +102,22 @@ def main(argv: list[str] | None = None) -> int:
     gc = sub.add_parser("gc", help="remove artifacts no recent run (nor the champion) refers to")
     gc.add_argument("--data-dir", default="data")
     gc.add_argument("--keep-runs", type=int, default=5, help="keep what the last N runs used")
-    gc.add_argument("--min-age-hours", type=float, default=24.0, help="never remove anything younger")
+    gc.add_argument("--min-age-hours", type=float, default=24.0, help="never remove anything used more recently")
+    gc.add_argument(
+        "--keep-partial-hours",
+        type=float,
+        default=cleanup.KEEP_PARTIAL_HOURS,
+        help="keep an interrupted training's folder while its last sealed checkpoint is younger",
+    )
     gc.add_argument("--dry-run", action="store_true")
     args = parser.parse_args(argv)
 
     if args.command == "gc":
-        stale = cleanup.unreferenced(args.data_dir, args.keep_runs, args.min_age_hours)
+        stale = cleanup.unreferenced(args.data_dir, args.keep_runs, args.min_age_hours, args.keep_partial_hours)
         for path in stale:
             print(("would remove " if args.dry_run else "removing ") + str(path))
         if not args.dry_run:
-            print(f"freed {cleanup.remove(stale) / 1e6:.1f} MB")
+            print(f"freed {cleanup.remove(stale, args.keep_partial_hours) / 1e6:.1f} MB")
         return 0
 
     if args.command == "inspect":

@@ -162,3 +162,110 @@ def test_manifests_record_the_environment_and_a_reuse_across_versions_says_so(tm
     with caplog.at_level("WARNING"):
         reused = materialize(tmp_path, "pairs", 1, {"p": 1}, [], _build([]))
     assert reused.cached and f"transformers 4.0.0 -> {recorded['libraries']['transformers']}" in caplog.text
+
+
+def _counted_build(calls: Path, seconds: float, fail: bool):
+    """A build that notes each run in ``calls``, takes ``seconds``, and fails if asked."""
+
+    def build(folder):
+        import os
+        import time
+
+        with open(calls, "a") as handle:
+            handle.write(f"{os.getpid()}\n")
+        time.sleep(seconds)
+        if fail:
+            raise RuntimeError("the first run failed")
+        return write_parquet(FRAME, folder / "data.parquet")
+
+    return build
+
+
+def _materialize_counted(data_dir, calls, seconds, fail, queue):
+    try:
+        queue.put(materialize(data_dir, "pairs", 1, {"same": True}, [], _counted_build(calls, seconds, fail)))
+    except RuntimeError as exc:
+        queue.put(str(exc))
+
+
+def _start_building(tmp_path: Path, seconds: float, fail: bool = False):
+    """A child process that has started building pairs/{same: True}: the other run."""
+    import multiprocessing as mp
+    import time
+
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    calls = tmp_path / "calls"
+    child = ctx.Process(target=_materialize_counted, args=(tmp_path, calls, seconds, fail, queue))
+    child.start()
+    deadline = time.monotonic() + 30
+    while not calls.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert calls.exists(), "the child never started building"
+    return child, queue, calls
+
+
+KEY = artifact_key("pairs", 1, {"same": True}, [])
+
+
+def test_a_second_run_waits_for_the_one_building_the_key_and_reuses_its_artifact(tmp_path, caplog):
+    child, queue, calls = _start_building(tmp_path, seconds=2.0)
+    with caplog.at_level("INFO", logger="tasks.store.artifacts"):
+        mine = materialize(tmp_path, "pairs", 1, {"same": True}, [], _counted_build(calls, 2.0, False))
+    theirs = queue.get(timeout=30)
+    child.join()
+    assert len(calls.read_text().splitlines()) == 1  # one computation
+    assert mine == theirs and (theirs.cached, mine.cached) == (False, True)
+    stage = tmp_path / "artifacts" / "pairs"
+    assert f"{stage}/.tmp-{KEY}-" in caplog.text and f".partial-{KEY}.lock" in caplog.text  # names the other run
+    assert [p.name for p in stage.iterdir()] == [KEY]  # no lock file, no staging folder left behind
+
+
+def test_waiting_past_the_timeout_names_the_other_runs_folder_and_the_lock(tmp_path):
+    child, queue, calls = _start_building(tmp_path, seconds=1.5)
+    stage = tmp_path / "artifacts" / "pairs"
+    with pytest.raises(TimeoutError) as raised:
+        materialize(tmp_path, "pairs", 1, {"same": True}, [], _counted_build(calls, 0, False), wait_seconds=0.2)
+    assert f"{stage}/.tmp-{KEY}-" in str(raised.value) and str(stage / f".partial-{KEY}.lock") in str(raised.value)
+    assert not queue.get(timeout=30).cached
+    child.join()
+    assert len(calls.read_text().splitlines()) == 1
+
+
+def test_a_run_that_waited_for_a_failed_one_builds_itself(tmp_path):
+    child, queue, calls = _start_building(tmp_path, seconds=1.0, fail=True)
+    mine = materialize(tmp_path, "pairs", 1, {"same": True}, [], _counted_build(calls, 0, False))
+    assert queue.get(timeout=30) == "the first run failed"
+    child.join()
+    assert len(calls.read_text().splitlines()) == 2
+    assert not mine.cached and verify(mine) == []
+
+
+def test_a_resumable_build_resumes_in_its_partial_folder_and_leaves_no_lock(tmp_path):
+    seen: list = []
+
+    def failing(folder):
+        (folder / "checkpoint").write_text("step 10")
+        raise RuntimeError("killed")
+
+    def resuming(folder):
+        seen.append((folder.name, (folder / "checkpoint").read_text()))
+        return write_parquet(FRAME, folder / "data.parquet")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        materialize(tmp_path, "models", 1, {}, [], failing, resumable=True)
+    key = artifact_key("models", 1, {}, [])
+    stage = tmp_path / "artifacts" / "models"
+    assert sorted(p.name for p in stage.iterdir()) == [f".partial-{key}"]  # the lock went with its holder
+    ref = materialize(tmp_path, "models", 1, {}, [], resuming, resumable=True)
+    assert seen == [(f".partial-{key}", "step 10")] and not ref.cached
+    assert sorted(p.name for p in stage.iterdir()) == [key]
+
+
+def test_a_reused_artifact_counts_as_used_now(tmp_path):
+    import os
+
+    ref = materialize(tmp_path, "pairs", 1, {}, [], _build([]))
+    os.utime(ref.folder, (1e9, 1e9))
+    assert materialize(tmp_path, "pairs", 1, {}, [], _build([])).cached
+    assert ref.folder.stat().st_mtime > 1e9 + 1

@@ -6,6 +6,10 @@ is recomputed, while a changed parameter moves every downstream key. Folders are
 under a temporary name and renamed into place only when complete, with a manifest that
 records parameters, parents, rows, schema, file checksums and timings: a folder without a
 valid manifest is simply not an artifact, so a crash never leaves a half-written one.
+
+One key, one computation: a build holds the key's lock (``.partial-<key>.lock``, an flock, so a dead
+process lets go) from start to publish; another run wanting the same key waits for it and takes its
+artifact, and builds only if that run failed.
 """
 
 from __future__ import annotations
@@ -18,12 +22,13 @@ import json
 import logging
 import os
 import shutil
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -34,6 +39,9 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 CODE_VERSION = "0.1.0"
+# How long a run waits for another run building the same key before giving up: a training can take a day.
+BUILD_WAIT_SECONDS = 24 * 3600.0
+LOCK_POLL_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -142,33 +150,148 @@ def _checksums(folder: Path) -> dict[str, dict[str, Any]]:
     }
 
 
-@contextlib.contextmanager
-def _staging(final: Path, resumable: bool) -> Iterator[Path]:
-    """A hidden sibling folder, never seen as an artifact.
+def lock_path(final: Path) -> Path:
+    """The key's build lock, beside its folder (the name is older than non-resumable stages taking it)."""
+    return final.parent / f".partial-{final.name}.lock"
 
-    Normally temporary and removed on failure. ``resumable`` stages keep a fixed folder,
-    ``.partial-<key>``, across failures so the next run can resume from what it holds; a lock
-    keeps two runs out of the same one (the second gets a temporary folder instead).
-    """
-    if resumable:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        with open(final.parent / f".partial-{final.name}.lock", "w") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                pass  # another run is building this artifact: build privately, publish races as usual
-            else:
-                partial = final.parent / f".partial-{final.name}"
-                partial.mkdir(exist_ok=True)
-                yield partial
-                return
-    tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
+
+def staging_key(name: str) -> str | None:
+    """The key a staging folder's name (``.partial-<key>``, ``.tmp-<key>-<hex>``) builds, else None."""
+    if name.startswith(".partial-") and not name.endswith(".lock"):
+        return name.removeprefix(".partial-")
+    if name.startswith(".tmp-") and name.count("-") >= 2:
+        return name.removeprefix(".tmp-").rsplit("-", 1)[0]
+    return None
+
+
+def _same_file(handle: IO, path: Path) -> bool:
     try:
-        yield tmp
+        mine, now = os.fstat(handle.fileno()), os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (mine.st_dev, mine.st_ino) == (now.st_dev, now.st_ino)
+
+
+def try_lock(path: Path, create: bool = True) -> IO | None:
+    """The lock at ``path`` if no one holds it now, else None (None too when it is absent and not ``create``).
+
+    A holder unlinks the file as it lets go, so a lock taken on a file no longer at ``path`` is
+    not the lock: take the one there now instead.
+    """
+    while True:
+        try:
+            handle = open(path, "a+" if create else "r")
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return None
+        if _same_file(handle, path):
+            return handle
+        handle.close()
+
+
+def release_lock(handle: IO, path: Path) -> None:
+    """Unlink the lock file while still holding it (waiters then take a fresh one), then let go."""
+    with contextlib.suppress(FileNotFoundError):
+        if _same_file(handle, path):
+            path.unlink()
+    handle.close()
+
+
+def lock_held(path: Path) -> bool:
+    """Whether some process holds this lock now; a probe that takes nothing it keeps."""
+    handle = try_lock(path, create=False)
+    if handle is None:
+        return path.exists()
+    handle.close()
+    return False
+
+
+def lock_holder(path: Path) -> dict[str, Any]:
+    """What the holder wrote into the lock file: pid, host, the folder it builds in, its params and parents."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _describe_holder(path: Path, final: Path) -> str:
+    """Who holds the key's lock and the folder it builds in, for the log line and the timeout message."""
+    holder = lock_holder(path)
+    if holder.get("folder"):
+        since = f"pid {holder.get('pid')} on {holder.get('host')} since {holder.get('since')}"
+        return f"{since}, building in {holder['folder']}"
+    staging = sorted(final.parent.glob(f".tmp-{final.name}-*")) + [final.parent / f".partial-{final.name}"]
+    return f"a run building in {next((f for f in staging if f.exists()), staging[-1])}"
+
+
+def _wait_for_lock(final: Path, wait_seconds: float) -> IO:
+    """Take the key's lock, waiting while another run holds it; TimeoutError after ``wait_seconds``."""
+    path = lock_path(final)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + wait_seconds
+    announced = False
+    while (handle := try_lock(path)) is None:
+        other = _describe_holder(path, final)
+        if time.monotonic() >= deadline:
+            raise TimeoutError(
+                f"gave up after {wait_seconds:g} s waiting for another run building the same artifact "
+                f"({other}; lock {path}). If that run is stuck, stop it; a dead one lets go by itself."
+            )
+        if not announced:
+            log.warning("another run is building %s (%s): waiting for it (lock %s)", final, other, path)
+            announced = True
+        time.sleep(min(LOCK_POLL_SECONDS, max(deadline - time.monotonic(), 0.0)))
+    return handle
+
+
+@contextlib.contextmanager
+def _exclusive(final: Path, wait_seconds: float, holder: dict[str, Any]) -> Iterator[None]:
+    """Hold the key's build lock for the whole build, with who holds it written in, for waiters and gc."""
+    handle = _wait_for_lock(final, wait_seconds)
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps(holder, default=str))
+        handle.flush()
+        yield
+    finally:
+        release_lock(handle, lock_path(final))
+
+
+def _staging_folder(final: Path, resumable: bool) -> Path:
+    """Where a build writes: ``.partial-<key>`` kept across failures to resume from, else a fresh temporary."""
+    if resumable:
+        return final.parent / f".partial-{final.name}"
+    return final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
+
+
+@contextlib.contextmanager
+def _staging(folder: Path, resumable: bool) -> Iterator[Path]:
+    """A hidden sibling folder, never seen as an artifact; a temporary one is removed on failure,
+    a resumable one stays for the next build of the key to resume from (the caller holds the key's lock)."""
+    folder.mkdir(parents=True, exist_ok=resumable)
+    try:
+        yield folder
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not resumable:
+            shutil.rmtree(folder, ignore_errors=True)
         raise
+
+
+def _touch(folder: Path) -> None:
+    """Mark a reused artifact as used now: gc's age is time since last use, so a live run's inputs stay."""
+    with contextlib.suppress(OSError):
+        os.utime(folder)
+
+
+def _reused(ref: ArtifactRef) -> ArtifactRef:
+    _warn_if_made_elsewhere(ref)
+    _touch(ref.folder)
+    return ref
 
 
 def materialize(
@@ -180,6 +303,7 @@ def materialize(
     build: Callable[[Path], Built | int | None],
     facts: dict[str, Any] | None = None,
     resumable: bool = False,
+    wait_seconds: float | None = None,
 ) -> ArtifactRef:
     """Return the artifact for these inputs, building it with ``build(folder)`` only if absent.
 
@@ -188,36 +312,51 @@ def materialize(
     returns, so readers never see partial output. ``facts`` are known before the build (the models
     it used) and go into the manifest too.
     ``resumable``: a failed build leaves its folder for the next build of the same key to resume.
+    ``wait_seconds``: how long to wait for another run building the same key (default
+    ``BUILD_WAIT_SECONDS``); its artifact is then returned as cached, or built here if that run failed.
     """
     key = artifact_key(stage, version, params, parents)
     found = find(data_dir, stage, key)
     if found is not None:
-        _warn_if_made_elsewhere(found)
-        return found
+        return _reused(found)
     final = artifacts_root(data_dir) / stage / key
-    started = time.perf_counter()
-    with _staging(final, resumable) as tmp:
-        built = build(tmp)
-        built = built if isinstance(built, Built) else Built(built)
-        rows = built.rows
-        manifest = {
-            "stage": stage,
-            "key": key,
-            "version": version,
-            "code_version": CODE_VERSION,
-            "params": params,
-            "parents": [{"stage": p.stage, "key": p.key, "path": p.path} for p in parents],
-            "rows": rows,
-            "schema": _schema_of(tmp),
-            "files": _checksums(tmp),
-            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "seconds": round(time.perf_counter() - started, 3),
-            "environment": environment.describe(),
-            **(facts or {}),
-            **built.facts,
-        }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
-        return _publish(tmp, final, ArtifactRef(stage, key, str(final), rows, cached=False))
+    folder = _staging_folder(final, resumable)
+    holder = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "since": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "folder": str(folder),
+        "stage": stage,
+        "params": params,
+        "parents": [{"stage": p.stage, "key": p.key, "path": p.path} for p in parents],
+    }
+    with _exclusive(final, BUILD_WAIT_SECONDS if wait_seconds is None else wait_seconds, holder):
+        found = find(data_dir, stage, key)
+        if found is not None:  # the run we waited for built it
+            log.info("%s/%s was built by the run this one waited for: reusing it", stage, key)
+            return _reused(found)
+        started = time.perf_counter()
+        with _staging(folder, resumable) as tmp:
+            built = build(tmp)
+            built = built if isinstance(built, Built) else Built(built)
+            manifest = {
+                "stage": stage,
+                "key": key,
+                "version": version,
+                "code_version": CODE_VERSION,
+                "params": params,
+                "parents": holder["parents"],
+                "rows": built.rows,
+                "schema": _schema_of(tmp),
+                "files": _checksums(tmp),
+                "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                "seconds": round(time.perf_counter() - started, 3),
+                "environment": environment.describe(),
+                **(facts or {}),
+                **built.facts,
+            }
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+            return _publish(tmp, final, ArtifactRef(stage, key, str(final), built.rows, cached=False))
 
 
 def _warn_if_made_elsewhere(ref: ArtifactRef) -> None:

@@ -28,9 +28,10 @@ from tasks.models.resolve import (
 from tasks.negatives.strategies import MiningConfig
 from tasks.pairs import sources
 from tasks.pairs.labels import LOSSES, RANKING
+from tasks.promotion import MIN_GAIN
 from tasks.recipes import Choices, apply_recipe
 from tasks.store.artifacts import read_manifest
-from tasks.store.champion import MIN_GAIN, read_champion
+from tasks.store.champion import read_champion
 from tasks.store.runs import write_run_record
 from tasks.training.distributed import processes_for
 from tasks.training.recipe import TrainRecipe, TrainRuntime

@@ -6,6 +6,7 @@
                                     token ids, the recipe and its runtime, batches, sampler, losses,
                                     hardware policy, checkpoints, throughput, the trainer, torchrun
     evaluation/  model → metrics    bundled data, settings, STS-B, MTEB through mteb
+    promotion.py metrics → champion a challenger replaces the champion only by a real gain, evaluated alike
     report/      metrics → report   tables and plots
     models/      used by every step that loads a model: which folder a name means, how texts encode
     store/       under everything: keyed artifacts and manifests, environment, champion, runs, cleanup
@@ -14,6 +15,6 @@
     stages.py    the Prefect tasks: what keys each artifact, which plain function builds it
 
 Imports only point down this list's layers: store, models, pairs, then negatives / training /
-evaluation (never one another), report, recipes and progress, stages; ``flows/`` sits on top
+evaluation (never one another), report and promotion, recipes and progress, stages; ``flows/`` sits on top
 (``tests/test_recipes.py`` checks it).
 """

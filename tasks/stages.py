@@ -22,6 +22,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from tasks import promotion
 from tasks.evaluation.bootstrap import PAIRS_FILE
 from tasks.evaluation.data import stsb_pairs
 from tasks.evaluation.evaluate import evaluate_model, metrics_table
@@ -250,10 +251,10 @@ def reevaluator(model: ArtifactRef, data_dir: str):
         try:
             now = settings.fingerprints
         except ValueError as exc:
-            raise champion.CannotCompare(f"the champion's evaluation cannot be repeated: {exc}") from exc
+            raise promotion.CannotCompare(f"the champion's evaluation cannot be repeated: {exc}") from exc
         changed = sorted(k for k in record.get("data", {}) if record["data"][k] != now.get(k))
         if changed:
-            raise champion.CannotCompare(
+            raise promotion.CannotCompare(
                 f"the champion was evaluated on other data for {changed} than this checkout has"
             )
         get_run_logger().info("re-evaluating %s the champion's way: %s", model.key, record)
@@ -269,7 +270,7 @@ def promote(
 ) -> dict:
     """Make the trained model the champion only if it beats the current one on ``metric``, evaluated alike,
     by at least ``min_gain`` and, on STS-B, with a paired bootstrap interval of the gain above zero."""
-    decision = champion.promote_if_better(
+    decision = promotion.promote_if_better(
         data_dir,
         model,
         read_metrics(metrics),

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from tasks.promotion import promote_if_better
 from tasks.store.artifacts import ArtifactRef
-from tasks.store.champion import promote_if_better, read_champion
+from tasks.store.champion import read_champion
 
 
 def _model(tmp_path, key: str) -> ArtifactRef:
@@ -71,7 +72,7 @@ def test_a_challenger_evaluated_differently_is_re_evaluated_the_champions_way(tm
 
 
 def test_a_challenger_that_cannot_be_evaluated_the_same_way_is_never_compared(tmp_path):
-    from tasks.store.champion import CannotCompare
+    from tasks.promotion import CannotCompare
 
     metric = "stsb_test_spearman"
     promote_if_better(tmp_path, _model(tmp_path, "a"), {metric: 0.5}, metric, SETTINGS_A)
@@ -147,7 +148,7 @@ def _seed_champion(tmp_path, pairs: str | None, score: float = 0.5, evaluation: 
 
 
 def test_a_gain_below_min_gain_is_kept(tmp_path):
-    from tasks.store.champion import MIN_GAIN
+    from tasks.promotion import MIN_GAIN
 
     _seed_champion(tmp_path, None)
     small = promote_if_better(tmp_path, _model(tmp_path, "b"), {METRIC: 0.5 + MIN_GAIN / 2}, METRIC)
@@ -162,7 +163,7 @@ def test_a_gain_below_min_gain_is_kept(tmp_path):
 
 
 def test_a_gain_by_chance_is_kept_by_the_bootstrap(tmp_path, similarities):
-    from tasks.store.champion import MIN_GAIN
+    from tasks.promotion import MIN_GAIN
 
     _seed_champion(tmp_path, similarities["champion"], _spearman(similarities["champion"]))
     score = _spearman(similarities["chance"])
@@ -252,7 +253,7 @@ def test_the_lineage_shows_the_rule_gain_min_gain_and_interval(tmp_path, similar
 _RACER = """
 import contextlib, json, sys, time
 from pathlib import Path
-from tasks.store import champion
+from tasks import promotion as champion
 from tasks.store.artifacts import ArtifactRef
 
 data_dir, key, score, delay, lock = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), sys.argv[5]

@@ -11,15 +11,8 @@ from pathlib import Path
 
 from flows import cli
 from tasks.store import cleanup
-from tasks.store.artifacts import (
-    ArtifactRef,
-    artifact_key,
-    artifacts_root,
-    lock_path,
-    materialize,
-    release_lock,
-    try_lock,
-)
+from tasks.store.artifacts import ArtifactRef, artifact_key, artifacts_root, materialize
+from tasks.store.locks import lock_path, release_lock, try_lock
 from tasks.store.runs import write_run_record
 
 OLD = 100.0  # hours: older than min_age_hours (24) and keep_partial_hours (72)

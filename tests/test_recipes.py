@@ -124,7 +124,7 @@ LAYERS = [
     ("models",),
     ("pairs",),
     ("negatives", "training", "evaluation"),
-    ("report",),
+    ("report", "promotion"),
     ("recipes", "progress"),
     ("stages",),
 ]

@@ -1,3 +1,3 @@
-"""The artifact store under every step: keyed folders with manifests (``artifacts``), the environment each
-records (``environment``), the champion (``champion``), run records (``runs``) and disk hygiene
-(``cleanup``)."""
+"""The artifact store under every step: keyed folders with manifests (``artifacts``) and their build locks
+(``locks``), the environment each records (``environment``), the champion's record (``champion``), run
+records (``runs``) and disk hygiene (``cleanup``)."""

@@ -20,17 +20,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from tasks.store.artifacts import (
-    MANIFEST,
-    artifacts_root,
-    lock_held,
-    lock_holder,
-    lock_path,
-    read_manifest,
-    release_lock,
-    staging_key,
-    try_lock,
-)
+from tasks.store.artifacts import MANIFEST, artifacts_root, read_manifest
+from tasks.store.locks import lock_held, lock_holder, lock_path, release_lock, staging_key, try_lock
 
 log = logging.getLogger(__name__)
 

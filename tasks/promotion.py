@@ -1,0 +1,250 @@
+"""Promotion: the champion is replaced only by a model that really beats it, evaluated alike.
+
+Scheduled retraining promotes a new model only when it beats the champion by a real gain: at least
+``min_gain``, and for STS-B metrics a paired bootstrap interval of the gain above 0 (the champion's
+per-pair similarities are kept beside its record for that). Both models stay in the artifact store,
+and the pointer file records the decision's history. The record keeps how the champion was evaluated
+(tasks, row limit, dimensions, the data's fingerprints): a challenger evaluated otherwise is
+re-evaluated the champion's way first, or the decision says why it cannot be. Reading, comparing and
+writing happen under one lock, so two runs finishing together end with the better one as champion.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import json
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
+
+from tasks.store.artifacts import ArtifactRef, atomic_write_text, file_sha256
+from tasks.store.champion import champion_file, read_champion
+
+if TYPE_CHECKING:
+    from tasks.evaluation.bootstrap import Interval
+
+MIN_GAIN = 0.002  # from measured run-to-run variation: see README
+
+Scores = dict[str, float]
+# A champion's settings -> the challenger's scores on them, and (optionally) that evaluation's per-pair file.
+Reevaluated = Scores | tuple[Scores, str | Path | None]
+Reevaluate = Callable[[dict], Reevaluated]
+
+
+@contextlib.contextmanager
+def champion_lock(data_dir: str | Path, slot: str) -> Iterator[None]:
+    """Held (blocking) from reading the champion to writing it: a run that finishes while another compares
+    waits, then compares with whatever that one left as champion."""
+    path = champion_file(data_dir, slot).with_suffix(".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield  # closing the file releases the lock, also when the comparison raises
+
+
+class CannotCompare(Exception):
+    """The challenger cannot be scored the way the champion was; the message says why."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A decision and the rule that made it: "no champion", "already champion", "not compared",
+    "min_gain" or "bootstrap"."""
+
+    promoted: bool
+    reason: str
+    rule: str
+    gain: float | None = None
+    interval: Interval | None = None
+
+
+def decide(champion: dict | None, model_key: str, metric: str, score: float, min_gain: float = MIN_GAIN) -> Verdict:
+    """Promote when there is no champion, or the candidate gains at least ``min_gain`` (and more than
+    nothing: a tie never promotes) on the same metric."""
+    if champion is None:
+        return Verdict(True, "promoted: no champion yet", "no champion")
+    if champion["model_key"] == model_key:
+        return Verdict(False, "kept: this model is already the champion", "already champion")
+    theirs = champion_score(champion, metric)
+    if theirs is None:
+        why = f"the champion has no {metric!r} score (it was promoted on {champion['metric']!r})"
+        return Verdict(False, f"not compared: {why}", "not compared")
+    gain = score - theirs
+    if gain > 0 and gain >= min_gain:
+        return Verdict(True, f"promoted: {score:.4f} beats the champion's {theirs:.4f} by {gain:.4f}", "min_gain", gain)
+    why = f"{score:.4f} against the champion's {theirs:.4f} is a gain of {gain:+.4f}, below min_gain {min_gain}"
+    return Verdict(False, f"kept: {why}", "min_gain", gain)
+
+
+def confirm_by_bootstrap(
+    verdict: Verdict, metric: str, challenger_pairs: str | Path | None, champion_pairs: str | Path | None
+) -> Verdict:
+    """A min_gain promotion on an STS-B metric stands only if the gain's 95% bootstrap interval is above 0;
+    without both per-pair files it stands on min_gain alone, and the reason says so."""
+    if not (verdict.promoted and verdict.rule == "min_gain" and metric.startswith("stsb_")):
+        return verdict
+    if challenger_pairs is None or champion_pairs is None:
+        side = "challenger" if challenger_pairs is None else "champion"
+        return _without_bootstrap(verdict, f"the {side} has no per-pair file")
+    from tasks.evaluation.bootstrap import NoBootstrap, bootstrap_gain  # here: cleanup and the CLI need none of it
+
+    try:
+        interval = bootstrap_gain(Path(challenger_pairs), Path(champion_pairs), metric)
+    except NoBootstrap as exc:
+        return _without_bootstrap(verdict, str(exc))
+    bounds = f"95% interval of the gain [{interval.low:+.4f}, {interval.high:+.4f}], {interval.resamples} resamples"
+    if interval.low > 0:
+        return Verdict(True, f"{verdict.reason}; {bounds}", "bootstrap", verdict.gain, interval)
+    reason = verdict.reason.replace("promoted: ", "kept: ", 1) + f", but the {bounds} reaches 0 (could be chance)"
+    return Verdict(False, reason, "bootstrap", verdict.gain, interval)
+
+
+def _without_bootstrap(verdict: Verdict, why: str) -> Verdict:
+    return Verdict(verdict.promoted, f"{verdict.reason} (no bootstrap: {why})", verdict.rule, verdict.gain)
+
+
+def champion_score(champion: dict, metric: str) -> float | None:
+    if metric == champion.get("metric"):
+        return champion["score"]
+    return (champion.get("metrics") or {}).get(metric)
+
+
+class Compared(NamedTuple):
+    """The challenger's scores on the settings compared on, and that evaluation's per-pair file (or None)."""
+
+    scores: Scores
+    settings: dict
+    note: str | None
+    pairs: Path | None
+
+
+def comparable_scores(
+    current: dict | None,
+    model_key: str,
+    metrics: Scores,
+    evaluation: dict,
+    reevaluate: Reevaluate | None,
+    pairs: str | Path | None = None,
+) -> Compared:
+    """The challenger's scores on the champion's evaluation settings: its own when they match, else a
+    re-evaluation on the champion's tasks, limits and dimensions. Raises CannotCompare when neither works."""
+    own = Compared(metrics, evaluation, None, None if pairs is None else Path(pairs))
+    if current is None or current["model_key"] == model_key:
+        return own
+    theirs = current.get("evaluation")
+    if theirs is None:
+        raise CannotCompare(
+            "the champion's record has no evaluation settings (promoted by an older version); "
+            f"remove {current.get('model_key')!r} as champion (delete its pointer file) to start afresh"
+        )
+    if theirs == evaluation:
+        return own
+    if reevaluate is None:
+        raise CannotCompare(f"evaluated differently: champion {theirs}, challenger {evaluation}")
+    result = reevaluate(theirs)
+    scores, again = result if isinstance(result, tuple) else (result, None)
+    return Compared(scores, theirs, "re-evaluated on the champion's settings", None if again is None else Path(again))
+
+
+def keep_pairs(data_dir: str | Path, slot: str, model_key: str, pairs: Path | None) -> str | None:
+    """A copy of the new champion's per-pair file beside its record, out of reach of artifact cleanup
+    (which keeps the champion's model, not its metrics artifact)."""
+    if pairs is None or not pairs.is_file():
+        return None
+    kept = champion_file(data_dir, slot).parent / f"{slot}-pairs" / f"{model_key}-{file_sha256(pairs)[:12]}.parquet"
+    if not kept.exists():
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        tmp = kept.parent / f".tmp-{kept.name}"
+        shutil.copyfile(pairs, tmp)
+        tmp.replace(kept)
+    return str(kept)
+
+
+def judge(
+    data_dir: str | Path,
+    model: ArtifactRef,
+    metrics: Scores,
+    metric: str,
+    evaluation: dict,
+    reevaluate: Reevaluate | None,
+    slot: str,
+    min_gain: float,
+    pairs: str | Path | None,
+) -> dict:
+    """Read the champion, compare, and write the new pointer when promoted (the caller holds the lock)."""
+    current = read_champion(data_dir, slot)
+    compared = Compared(metrics, evaluation, None, None)
+    try:
+        compared = comparable_scores(current, model.key, metrics, evaluation, reevaluate, pairs)
+    except CannotCompare as exc:
+        verdict = Verdict(False, f"not compared: {exc}", "not compared")
+    else:
+        if metric not in compared.scores:
+            verdict = Verdict(False, f"not compared: the champion's evaluation has no {metric!r}", "not compared")
+        else:
+            verdict = decide(current, model.key, metric, compared.scores[metric], min_gain)
+            theirs = None if current is None else current.get("pairs")
+            verdict = confirm_by_bootstrap(verdict, metric, compared.pairs, theirs)
+    reason = f"{verdict.reason} ({compared.note})" if compared.note else verdict.reason
+    decision = {
+        "metric": metric,
+        "candidate": {"model_key": model.key, "score": compared.scores.get(metric, metrics[metric])},
+        "champion_before": None if current is None else {k: current[k] for k in ("model_key", "score")},
+        "compared_on": compared.settings,
+        "promoted": verdict.promoted,
+        "reason": reason,
+        "rule": verdict.rule,
+        "gain": verdict.gain,
+        "min_gain": min_gain,
+        "interval": None if verdict.interval is None else verdict.interval.record(),
+    }
+    if verdict.promoted:
+        path = champion_file(data_dir, slot)
+        record = {
+            "model_key": model.key,
+            "model_path": str(model.folder / "model"),
+            "metric": metric,
+            "score": compared.scores[metric],
+            "metrics": compared.scores,
+            "evaluation": compared.settings,
+            "pairs": keep_pairs(data_dir, slot, model.key, compared.pairs),
+            "promoted_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "previous": current,
+        }
+        atomic_write_text(path, json.dumps(record, indent=2))
+    champion = read_champion(data_dir, slot)
+    decision["champion_after"] = (
+        None if champion is None else {k: champion[k] for k in ("model_key", "score", "model_path")}
+    )
+    return decision
+
+
+def promote_if_better(
+    data_dir: str | Path,
+    model: ArtifactRef,
+    metrics: Scores,
+    metric: str,
+    evaluation: dict | None = None,
+    reevaluate: Reevaluate | None = None,
+    slot: str = "champion",
+    min_gain: float = MIN_GAIN,
+    pairs: str | Path | None = None,
+) -> dict:
+    """Compare with the champion on ``metric``, like with like, under the champion's lock; write the new
+    pointer atomically when promoted.
+
+    ``evaluation`` is how ``metrics`` were computed (``EvalSettings.record()``) and ``pairs`` that
+    evaluation's per-pair file (``stsb_pairs.parquet``); a champion evaluated otherwise is compared
+    through ``reevaluate(champion's settings)`` (scores, or scores and their per-pair file), or not at
+    all, and the reason says so. ``min_gain``: the least gain that promotes (the flow's parameter).
+    """
+    if metric not in metrics:
+        raise ValueError(f"parameter promote_metric: {metric!r} is not one of {sorted(metrics)}")
+    if not min_gain >= 0:
+        raise ValueError(f"parameter min_gain: must be 0 or more, got {min_gain}")
+    with champion_lock(data_dir, slot):
+        return judge(data_dir, model, metrics, metric, evaluation or {}, reevaluate, slot, min_gain, pairs)

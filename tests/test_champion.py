@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.promotion import promote_if_better
+from tasks.promotion import MIN_GAIN, promote_if_better
 from tasks.store.artifacts import ArtifactRef
 from tasks.store.champion import read_champion
 
@@ -243,7 +243,7 @@ def test_the_lineage_shows_the_rule_gain_min_gain_and_interval(tmp_path, similar
     decision = promote_if_better(tmp_path, _model(tmp_path, "b"), {METRIC: score}, METRIC, pairs=similarities["chance"])
     text = lineage_markdown({}, decision)
     low, high = decision["interval"]["low"], decision["interval"]["high"]
-    assert f"rule: bootstrap, gain {decision['gain']:+.4f} (min_gain 0.002)" in text
+    assert f"rule: bootstrap, gain {decision['gain']:+.4f} (min_gain {MIN_GAIN})" in text
     assert f"[{low:+.4f}, {high:+.4f}] over 1000 resamples" in text
     assert "rule" not in lineage_markdown({}, {k: v for k, v in decision.items() if k not in ("rule", "gain")})
 

@@ -252,6 +252,11 @@ def reevaluator(model: ArtifactRef, data_dir: str):
             now = settings.fingerprints
         except ValueError as exc:
             raise promotion.CannotCompare(f"the champion's evaluation cannot be repeated: {exc}") from exc
+        if settings.effective_precision != record.get("precision", "fp32"):
+            raise promotion.CannotCompare(
+                f"the champion was evaluated in {record.get('precision', 'fp32')}, which this machine encodes in "
+                f"{settings.effective_precision}"
+            )
         changed = sorted(k for k in record.get("data", {}) if record["data"][k] != now.get(k))
         if changed:
             raise promotion.CannotCompare(

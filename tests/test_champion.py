@@ -310,3 +310,15 @@ def test_without_the_lock_the_last_writer_wins(tmp_path):
     """What the lock prevents: both runs read the old champion, both promote, the worse one writes last."""
     _race(tmp_path, ("b70", 0.70), ("b60", 0.60), lock="off")
     assert read_champion(tmp_path)["model_key"] == "b60"
+
+
+def test_a_champion_scored_in_another_precision_is_never_re_evaluated_here(tmp_path):
+    """A champion evaluated in bf16 on a GPU: this CPU encodes in fp32, so the challenger cannot be scored
+    the champion's way, and the re-evaluator says so instead of comparing fp32 with bf16."""
+    from tasks import promotion, stages
+    from tasks.evaluation.settings import EvalSettings
+
+    record = EvalSettings(tasks=()).record() | {"precision": "bf16"}
+    model = ArtifactRef("models", "m1", str(tmp_path / "models" / "m1"))
+    with pytest.raises(promotion.CannotCompare, match="evaluated in bf16, which this machine encodes in fp32"):
+        stages.reevaluator(model, str(tmp_path))(record)

@@ -444,3 +444,18 @@ def test_a_local_path_wins_over_a_hub_name(tmp_path, nli_sample, monkeypatch):
 def test_hub_names(source, expected, monkeypatch):
     monkeypatch.delenv("TRAIN_EMBEDDINGS_GLUE_REPO", raising=False)
     assert parse_hub_source(source) == expected
+
+
+def test_a_card_that_is_not_cached_is_not_taken_for_no_card(monkeypatch):
+    """Not cached (or unreachable) must not read as "the dataset has no card", which would fetch every config."""
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    from tasks.pairs import hub
+
+    def not_cached(*args, **kwargs):
+        raise LocalEntryNotFoundError("not in the cache")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", not_cached)
+    with pytest.raises(LocalEntryNotFoundError):
+        hub.fetch_card("org/name", {"revision": "0" * 40})

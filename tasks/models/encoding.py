@@ -64,11 +64,13 @@ def encoding_pool(model) -> Iterator[dict | None]:
     if torch.cuda.device_count() < 2:
         yield None
         return
+    device = model.device  # starting a pool moves the model to the CPU, and stopping it does not move it back
     pool = model.start_multi_process_pool([f"cuda:{i}" for i in range(torch.cuda.device_count())])
     try:
         yield pool
     finally:
         model.stop_multi_process_pool(pool)
+        model.to(device)
 
 
 def text_token_lengths(encoder, texts: Sequence[str]) -> list[int]:

@@ -225,10 +225,12 @@ def folder_snapshot(folder: Path, config: str | None, label: str) -> Snapshot:
 def fetch_card(repo: str, where: dict) -> Path | None:
     """The dataset card at the commit, or None when the dataset has none (datasets then infers the splits)."""
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
     try:
         return Path(hf_hub_download(repo, CARD, **where))
+    except LocalEntryNotFoundError:
+        raise  # not cached or unreachable (a subclass of the next): not "no card", which would fetch every config
     except EntryNotFoundError:
         return None
 

@@ -88,8 +88,12 @@ def _recorded(root: Path, keep_runs: int) -> list[Path]:
     records = sorted((root / "runs").glob("*.json"))[-keep_runs:] if keep_runs > 0 else []
     folders = []
     for record in records:
-        for ref in json.loads(record.read_text()).get("artifacts", {}).values():
-            folders.append(_folder_of(root, ref))
+        try:
+            refs = json.loads(record.read_text()).get("artifacts", {}).values()
+        except (OSError, ValueError) as exc:  # a damaged record keeps nothing, and stops nothing
+            log.warning("run record %s cannot be read (%s); it keeps no artifacts", record, exc)
+            continue
+        folders += [_folder_of(root, ref) for ref in refs]
     return [f for f in folders if f is not None]
 
 

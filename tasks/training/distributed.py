@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
 
+from tasks.pairs.labels import RANKING
 from tasks.training.recipe import TrainRecipe, TrainRuntime
 from tasks.training.tokens import TokenizedData, TokenizerSpec
 from tasks.training.trainer import train_model
@@ -30,6 +31,27 @@ def processes_for(runtime: TrainRuntime) -> int:
     return torch.cuda.device_count() if torch.cuda.device_count() > 1 else 1
 
 
+def shared_mini_batch(model_location: str, train, recipe: TrainRecipe, per_device: int) -> int:
+    """The cached loss's mini batch, chosen once for every process: each choosing from its own GPU's free
+    memory could pick the cached loss on one rank and the plain one on another, whose gathers and gradient
+    reductions would then no longer line up. "auto" sizes against the GPU with the least free memory."""
+    if recipe.mini_batch_size >= 0 or recipe.loss not in RANKING:
+        return recipe.mini_batch_size
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from tasks.training import hardware, tokens
+
+    if not torch.cuda.is_available():
+        return 0
+    model = SentenceTransformer(model_location, device="cpu", trust_remote_code=False)
+    if not isinstance(train, TokenizedData):
+        train = TokenizedData(tokens.tokenize_frame(train, recipe.loss, model), tokens.tokenizer_spec(model))
+    free = min(torch.cuda.mem_get_info(i)[0] for i in range(torch.cuda.device_count()))
+    lengths = list(tokens.ids_lengths(train.table).values())
+    return hardware.mini_batch_for(recipe.mini_batch_size, True, model, lengths, per_device, free)
+
+
 def train_distributed(
     model_location: str,
     train: pd.DataFrame | TokenizedData,
@@ -40,7 +62,8 @@ def train_distributed(
     guide_location: str | None = None,
 ) -> dict:
     """Run ``train_model`` under torchrun with ``processes_for(runtime)`` processes; return its summary."""
-    recipe.per_device_batch(processes_for(runtime))  # an uneven split fails here, not in every process
+    per_device = recipe.per_device_batch(processes_for(runtime))  # an uneven split fails here, not in every process
+    recipe = replace(recipe, mini_batch_size=shared_mini_batch(model_location, train, recipe, per_device))
     spec_dir = out_dir / "_ddp"
     spec_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = None

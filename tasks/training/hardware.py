@@ -141,15 +141,31 @@ def load_for_training(model_location: str, attention: str, precision: str = "fp1
             implementation,
             dropout,
         )
+    failure = _load_and_probe(load, implementation, precision)
+    if not isinstance(failure, Exception):
+        return failure, implementation
+    if attention != "auto":
+        raise failure
+    log.warning("attention %s failed (%s: %s); training with SDPA", implementation, type(failure).__name__, failure)
+    return load({}), "default"
+
+
+def _load_and_probe(load, implementation: str, precision: str):
+    """The model with ``implementation`` after one forward and backward pass, or the exception it raised (the
+    failed model already released, so the fallback never holds two models on the GPU)."""
+    import torch
+
     try:
         model = load({"attn_implementation": implementation})
         _probe(model, precision)
-        return model, implementation
+        return model
     except Exception as exc:
-        if attention != "auto":
-            raise
-        log.warning("attention %s failed (%s: %s); training with SDPA", implementation, type(exc).__name__, exc)
-        return load({}), "default"
+        failure = exc
+    model = None  # noqa: F841 - the failed model and its traceback's frames go before the fallback loads
+    failure.__traceback__ = None
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return failure
 
 
 def activation_bytes(model, tokens_per_step: float) -> float:
@@ -161,10 +177,12 @@ def activation_bytes(model, tokens_per_step: float) -> float:
     return 34.0 * tokens_per_step * layers * hidden
 
 
-def mini_batch_for(requested: int, ranking: bool, model, row_lengths: list[np.ndarray], batch_size: int) -> int:
+def mini_batch_for(
+    requested: int, ranking: bool, model, row_lengths: list[np.ndarray], batch_size: int, free: float | None = None
+) -> int:
     """The cached loss's mini batch (0: the plain loss): as asked, or with "auto" (-1) only when a batch of
-    ``batch_size`` rows (``row_lengths``: tokens per row of each column) would not fit in the free memory of
-    this process's own GPU (every rank measures its own, not GPU 0)."""
+    ``batch_size`` rows (``row_lengths``: tokens per row of each column) would not fit in ``free`` bytes, by
+    default the free memory of this process's own GPU (not GPU 0)."""
     import torch
 
     if requested >= 0 or not ranking:
@@ -173,7 +191,7 @@ def mini_batch_for(requested: int, ranking: bool, model, row_lengths: list[np.nd
         return 0
     per_row = sum(float(np.percentile(lengths, 99)) for lengths in row_lengths)
     weights = 16.0 * sum(p.numel() for p in model.parameters())  # weights, gradients, two Adam moments
-    free = torch.cuda.mem_get_info(torch.device(training_device()))[0]
+    free = torch.cuda.mem_get_info(torch.device(training_device()))[0] if free is None else free
     needed = activation_bytes(model, per_row * batch_size) + weights
     return 0 if needed < 0.7 * free else CACHED_MINI_BATCH
 

@@ -13,9 +13,10 @@ made by another tokenizer or truncated to another length than the model it train
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,9 +66,26 @@ def tokenizer_fingerprint(tokenizer) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
+@contextlib.contextmanager
+def padded(model) -> Iterator[None]:
+    """The model's own preprocessing, padded: a model loaded with flash attention would flatten its texts
+    (no attention mask), and ids are stored per text, not flattened."""
+    first = model[0]
+    flattening = getattr(first, "can_flatten_inputs", False)
+    if flattening:
+        previous = first.unpad_inputs
+        first.unpad_inputs = False
+    try:
+        yield
+    finally:
+        if flattening:
+            first.unpad_inputs = previous
+
+
 def tokenizer_spec(model) -> TokenizerSpec:
     """The spec of a loaded SentenceTransformer, as training will use it."""
-    probe = model.preprocess(["a"])
+    with padded(model):
+        probe = model.preprocess(["a"])
     features = tuple(
         k for k, v in probe.items() if k != "input_ids" and hasattr(v, "shape") and getattr(v, "ndim", 0) == 2
     )
@@ -92,7 +110,8 @@ def training_columns(frame: pd.DataFrame, loss: str) -> list[str]:
 
 def _ids_array(model, texts: Sequence[str]) -> pa.ListArray:
     """One list of ids per text, exactly as ``model.preprocess`` makes them, without the padding."""
-    out = model.preprocess(list(texts))
+    with padded(model):
+        out = model.preprocess(list(texts))
     ids = out["input_ids"].numpy()
     mask = out["attention_mask"].numpy().astype(bool)
     lengths = mask.sum(axis=1)

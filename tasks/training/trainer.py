@@ -99,7 +99,7 @@ def train_model(
     mini_batch = hardware.mini_batch_for(recipe.mini_batch_size, recipe.loss in RANKING, model, lengths, per_device)
     unpad = runtime.unpad and mini_batch == 0 and recipe.loss != "gist"  # these embed each column themselves
     overhead = runtime.chunk_cost if runtime.chunk_cost >= 0 else None
-    if overhead is None and unpad and cuda:
+    if overhead is None and unpad and cuda and not batches.can_flatten(model):
         overhead = hardware.measure_chunk_overhead(model, recipe.precision)
     collator = batches.build_collator(model, data, unpad, "cuda" if cuda else "cpu", overhead)
 

@@ -33,6 +33,16 @@ async def _runs(name: str) -> list:
         )
 
 
+def _wait_started(name: str, timeout: float = 600) -> None:
+    """Block until the deployment's first run is running (or done)."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if any(r.state and (r.state.is_running() or r.state.is_final()) for r in asyncio.run(_runs(name))):
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"no scheduled run of {name} started in {timeout}s")
+
+
 def _wait_completed(name: str, count: int, timeout: float = 900) -> list:
     """Block until ``count`` runs of the deployment have completed (a failed one fails the test)."""
     started = time.monotonic()
@@ -54,6 +64,7 @@ def test_a_schedule_retrains_on_new_data_and_is_served_from_the_store_otherwise(
     env = stack.stack_env(tmp_path, stack.free_port(), PROJECT) | {
         "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "true",
         "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
+        "PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED": "false",  # fewer writes to SQLite while runs wait their turn
     }
     worker_home = tmp_path / "worker"
     worker_home.mkdir()
@@ -81,10 +92,11 @@ def test_a_schedule_retrains_on_new_data_and_is_served_from_the_store_otherwise(
         stack.cli(args, env, cwd=PROJECT)
         with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}):
             worker = stack.start(["worker", "start", "--pool", "gpu"], env, tmp_path / "worker.log", cwd=worker_home)
+            _wait_started("every-20s")
+            stack.cli(["work-pool", "pause", "gpu"], env)  # the next scheduled runs wait while new pairs arrive
             (first,) = _wait_completed("every-20s", 1)
-            stack.stop(worker)  # the next scheduled runs wait while the new pairs arrive
             nli_sample.iloc[150:300][COLUMNS].to_parquet(folder / "2026-11-09.parquet")
-            worker = stack.start(["worker", "start", "--pool", "gpu"], env, tmp_path / "worker2.log", cwd=worker_home)
+            stack.cli(["work-pool", "resume", "gpu"], env)
             runs = _wait_completed("every-20s", 3)
             summaries = [asyncio.run(r.state.aresult()) for r in runs]
     finally:

@@ -22,7 +22,12 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 
 # Re-resolve after changing a pin in pyproject.toml. --find-links: against the CPU torch wheel on
 # this disk; without it uv resolves PyPI's CUDA torch and locks its nvidia-* libraries too.
-lock: setup
+# Needs only uv (not the installed set): a changed pin in pyproject.toml is what makes setup fail until re-locked
+$(VENV)/bin/uv:
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q uv==$(UV_VERSION)
+
+lock: $(VENV)/bin/uv
 	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 \
 		--python-platform x86_64-manylinux_2_28 --find-links /opt/wheels --no-emit-package torch \
 		--custom-compile-command "make lock" -o requirements.lock
@@ -56,6 +61,7 @@ bench: setup
 	$(PY) bench/mining.py
 	$(PY) bench/training_overhead.py
 	$(PY) bench/training_throughput.py --cpu
+	$(PY) bench/export.py
 
 # On a GPU worker: raw PyTorch floor, bare sentence-transformers trainer and the pipeline, side by
 # side (bert-base architecture and MiniLM), with MFU against a matrix-product peak measured there

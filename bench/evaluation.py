@@ -25,19 +25,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def evaluation_texts() -> list[str]:
-    """The texts the default evaluation encodes: STS-B validation and test pairs, Banking77 train and test."""
-    from tasks.evaluation.data import banking77_splits, stsb_pairs
-
-    texts: list[str] = []
-    for split in ("validation", "test"):
-        pairs = stsb_pairs(split, None)
-        texts += [*pairs["sentence1"], *pairs["sentence2"]]
-    for frame in banking77_splits().values():
-        texts += frame["text"].tolist()
-    return texts
-
-
 def padding(lengths, order, batch_size: int) -> float:
     """Padded tokens per real token when ``order`` is cut into batches of ``batch_size``."""
     computed = sum(max(lengths[i] for i in order[s : s + batch_size]) * len(order[s : s + batch_size])
@@ -48,6 +35,7 @@ def padding(lengths, order, batch_size: int) -> float:
 def main() -> None:
     import numpy as np
 
+    from tasks.evaluation.data import evaluation_texts
     from tasks.models.encoding import encode_in_token_order, load_model, text_token_lengths
     from tasks.models.resolve import resolve_model
 

@@ -3,6 +3,9 @@
 train-embeddings run -p loss=mnr -p negatives=semi-hard
 train-embeddings inspect                 # every artifact: stage, key, rows, size, created, parents
 train-embeddings inspect triplets/<key>  # one artifact: manifest, schema, first rows, distribution
+train-embeddings inspect releases/<key>  # a release: its model card (lineage) and files
+train-embeddings export champion --format onnx --format static   # serving formats, each a keyed artifact
+train-embeddings push champion --repo org/name --format onnx     # model, card and exports to the Hub
 """
 
 from __future__ import annotations
@@ -53,6 +56,10 @@ def show_one(data_dir: str, ref: str, rows: int) -> None:
     if manifest.get("stage") == "tokens":
         show_tokens(folder, manifest, rows)
         return
+    if manifest.get("stage") in ("releases", "exports"):
+        show_model_folder(folder / "model")
+    if manifest.get("stage") == "models":
+        show_release_of(data_dir, manifest["key"])
     for path in sorted(folder.rglob("*.parquet")):
         df = pd.read_parquet(path)
         print(f"\n== {path.relative_to(folder)}: {len(df)} rows")
@@ -65,6 +72,81 @@ def show_one(data_dir: str, ref: str, rows: int) -> None:
         for column in ("positive_score", "negative_score", "value"):
             if column in df and pd.api.types.is_numeric_dtype(df[column]):
                 print(f"\n{column}: {df[column].describe().round(4).to_dict()}")
+
+
+def show_model_folder(folder: Path) -> None:
+    """A release's or export's files and its model card."""
+    print(f"\n== {folder}")
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        print(f"{path.stat().st_size / 1e6:>10.2f} MB  {path.relative_to(folder)}")
+    if (folder / "README.md").is_file():
+        print(f"\n== model card ({folder / 'README.md'})\n")
+        print((folder / "README.md").read_text())
+
+
+def show_release_of(data_dir: str, model_key: str) -> None:
+    """The model card of the newest release of a model (what ``push`` would upload)."""
+    manifests = [read_manifest(p.parent) for p in (artifacts_root(data_dir) / "releases").glob("*/manifest.json")]
+    releases = [m for m in manifests if m and m.get("params", {}).get("model") == model_key]
+    if not releases:
+        print("\n(no release of this model yet: the flow makes one, or `train-embeddings push`)")
+        return
+    newest = max(releases, key=lambda m: m.get("created", ""))
+    card = artifacts_root(data_dir) / "releases" / newest["key"] / "model" / "README.md"
+    print(f"\n== model card of releases/{newest['key']} ({card})\n")
+    print(card.read_text())
+
+
+def ship(args: argparse.Namespace) -> int:
+    """``export``: the formats as keyed artifacts; ``push``: checks first (repo, hub, token), then the
+    exports and the release folder (model, card, exports), then the upload."""
+    from tasks import stages
+    from tasks.models.resolve import hub_reachable
+    from tasks.shipping import exports, publish
+    from tasks.shipping.card import lineage_from_run, missing_fields
+    from tasks.shipping.references import model_reference
+    from tasks.store import environment
+
+    formats = exports.check_formats(args.format or [], "--format")
+    if args.command == "export" and not formats:
+        raise ValueError(f"--format: name at least one of {list(exports.FORMATS)}")
+    args.data_dir = str(Path(args.data_dir).resolve())
+    if args.command == "push":
+        publish.check_repo_id(args.repo)
+        if not hub_reachable():
+            raise publish.PublishError(
+                "the Hugging Face Hub cannot be reached (or HF_HUB_OFFLINE is set): nothing was exported or uploaded"
+            )
+        publish.hub_token(args.token_block)
+    reference = model_reference(args.model, args.data_dir)
+    parents = [reference.artifact] if reference.artifact else []
+    shipped = {}
+    for fmt in formats:
+        ref = stages.export_artifact(reference.model, fmt, args.data_dir, parents)
+        shipped[fmt] = ref
+        print(f"{fmt:>14}: {ref.folder / 'model'}  ({'cached' if ref.cached else 'exported'})")
+    if args.command == "export":
+        return 0
+    if reference.run is not None:
+        lineage = stages.lineage_of(reference.run, args.data_dir)
+    else:
+        manifest_environment = None
+        if reference.artifact is not None:
+            manifest_environment = (read_manifest(reference.artifact.folder) or {}).get("environment")
+        lineage = lineage_from_run({}, manifest_environment or environment.describe(), None)
+    release = stages.release_artifact(reference.model, lineage, shipped, args.data_dir, parents)
+    print(f"{'release':>14}: {release.folder / 'model'}")
+    missing = missing_fields(release.folder / "model")
+    if missing:
+        print(
+            f"warning: the model card lacks {missing}: no run in {args.data_dir} records how this model was "
+            "made (a model trained by the flow has them)",
+            file=sys.stderr,
+        )
+    url = publish.push_folder(release.folder / "model", args.repo, private=args.private,
+                              token=publish.hub_token(args.token_block))  # fmt: skip
+    print(f"{'pushed':>14}: {url}")
+    return 0
 
 
 def show_tokens(folder: Path, manifest: dict, rows: int) -> None:
@@ -110,7 +192,32 @@ def main(argv: list[str] | None = None) -> int:
         help="keep an interrupted training's folder while its last sealed checkpoint is younger",
     )
     gc.add_argument("--dry-run", action="store_true")
+    for name, text in (("export", "write serving formats of a model"), ("push", "publish a model to the Hub")):
+        command = sub.add_parser(name, help=text)
+        command.add_argument("model", help="models/<key>, champion, or a sentence-transformers folder")
+        command.add_argument("--format", action="append", help="onnx, onnx-int8, openvino, openvino-int8, static")
+        command.add_argument("--data-dir", default="data")
+        if name == "push":
+            command.add_argument("--repo", required=True, help="<owner>/<name> on the Hugging Face Hub")
+            command.add_argument("--private", action="store_true")
+            command.add_argument(
+                "--token-block", default="hf-token", help="Prefect Secret with the token (else HF_TOKEN)"
+            )
     args = parser.parse_args(argv)
+    # a temporary Prefect server (run; push reading a Secret block) migrates a new database first: on 2 cores
+    # that can take longer than Prefect's 20 s
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+    if args.command in ("export", "push"):
+        from tasks.models.resolve import ModelError
+        from tasks.shipping.exports import ExportError
+        from tasks.shipping.publish import PublishError
+
+        try:
+            return ship(args)
+        except (ModelError, ExportError, PublishError, ValueError) as exc:
+            print(f"train-embeddings {args.command}: {exc}", file=sys.stderr)
+            return 2
 
     if args.command == "gc":
         stale = cleanup.unreferenced(args.data_dir, args.keep_runs, args.min_age_hours, args.keep_partial_hours)
@@ -133,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     for step, ref in summary["artifacts"].items():
         print(f"{step:>16}: {ref['path']}  ({ref['rows']} rows, {'cached' if ref['cached'] else 'computed'})")
     print(f"{'model':>16}: {summary['model_path']}")
+    print(f"{'release':>16}: {summary['release_path']}  (model, card, exports)")
     for metric, pair in summary["metrics"].items():
         print(f"{metric:>28}: {pair['base']:.4f} → {pair['trained']:.4f}")
     print(f"{'run record':>16}: {summary['run_record']}")

@@ -1,4 +1,5 @@
-"""The `train-embeddings` flow: NLI pairs → loss format → negatives → tokens → training → evaluation → report.
+"""The `train-embeddings` flow: NLI pairs → loss format → negatives → tokens → training → evaluation → champion
+→ report → release (model card, exports) → the Hub.
 
 Every stage writes an artifact under ``<data_dir>/artifacts/<stage>/<key>/`` whose key derives
 from all that determines it, so a re-run with the same parameters is served from those
@@ -30,6 +31,7 @@ from tasks.pairs import sources
 from tasks.pairs.labels import LOSSES, RANKING
 from tasks.promotion import MIN_GAIN
 from tasks.recipes import Choices, apply_recipe
+from tasks.shipping import exports, publish
 from tasks.store.artifacts import read_manifest
 from tasks.store.champion import read_champion
 from tasks.store.runs import write_run_record
@@ -39,7 +41,8 @@ from tasks.training.recipe import TrainRecipe, TrainRuntime
 
 def check_settings(chosen: Choices, max_pairs: int | None, mining: MiningConfig, recipe: TrainRecipe,
                    runtime: TrainRuntime, settings: EvalSettings, promote_metric: str,
-                   min_gain: float) -> None:  # fmt: skip
+                   min_gain: float, formats: tuple[str, ...] = (), push_to_hub: str | None = None,
+                   token_block: str = "hf-token") -> None:  # fmt: skip
     """Fail before any data is read or model loaded, naming the parameter (the source's columns are read
     from its schema or header, not its rows)."""
     if chosen.loss not in LOSSES:
@@ -62,6 +65,19 @@ def check_settings(chosen: Choices, max_pairs: int | None, mining: MiningConfig,
     if min_gain < 0:
         raise ValueError(f"parameter min_gain: must be 0 or more, got {min_gain}")
     sources.check_loss_fits(sources.source_columns(chosen.nli_source), chosen.loss, mining.strategy)
+    exports.check_formats(formats)
+    if push_to_hub:  # offline, nothing would be uploaded: say so now rather than after training
+        try:
+            publish.check_repo_id(push_to_hub)
+        except publish.PublishError as exc:
+            raise ValueError(f"parameter push_to_hub: {exc}".replace("--repo: ", "")) from None
+        if not hub_reachable():
+            raise ValueError(
+                f"parameter push_to_hub: the Hugging Face Hub cannot be reached (or HF_HUB_OFFLINE is set), so "
+                f"nothing would be uploaded to {push_to_hub}; run without push_to_hub, or push later with "
+                "`train-embeddings push`"
+            )
+        publish.hub_token(token_block)  # only that there is one: it is read again when pushing
     if recipe.matryoshka_dims or settings.dims:  # against the base model's dimension, read from its folder
         dimension = embedding_dimension(resolve_model(chosen.base_model).location)
         recipe.check_matryoshka(dimension)
@@ -122,6 +138,11 @@ def train_embeddings(
     recipe: str | None = None,
     promote_metric: str = "stsb_test_spearman",
     min_gain: float = MIN_GAIN,
+    export_formats: list[str] | str | None = None,
+    compare_exports: bool = True,
+    push_to_hub: str | None = None,
+    push_private: bool = True,
+    hub_token_block: str = "hf-token",
 ) -> dict:
     """Train a sentence-embedding model on NLI pairs and compare it with its base model.
 
@@ -142,6 +163,11 @@ def train_embeddings(
     evaluated the same way, by at least ``min_gain`` and (STS-B) with a paired bootstrap interval of the
     gain above zero. ``checkpoint_steps``, ``eval_steps``, ``processes``, ``unpad``, ``attention``
     and ``compile`` decide only how training runs: changing them alone is served from the store.
+    ``export_formats`` (onnx, onnx-int8, openvino, openvino-int8, static; none by default) are written
+    beside the model, each measured against it when ``compare_exports``; every run ends with a release
+    folder: the model, its card (lineage) and those exports. ``push_to_hub`` (``org/name``) publishes that
+    folder when its model is the champion and not published there yet (token: HF_TOKEN or the Prefect
+    Secret ``hub_token_block``).
     """
     # The parameters, by name: what a recipe may set (None: not passed), then each stage's settings
     chosen = apply_recipe(
@@ -200,7 +226,9 @@ def train_embeddings(
         dims=train_recipe.matryoshka_dims if eval_dims is None else tuple(eval_dims),
         precision=eval_precision,
     )
-    check_settings(chosen, max_pairs, mining, train_recipe, runtime, settings, promote_metric, min_gain)
+    formats = exports.check_formats(export_formats or [])
+    check_settings(chosen, max_pairs, mining, train_recipe, runtime, settings, promote_metric, min_gain, formats,
+                   push_to_hub, hub_token_block)  # fmt: skip
     log = get_run_logger()
     os.environ.setdefault("WANDB_DISABLED", "true")
     data_dir = str(Path(data_dir).resolve())
@@ -231,6 +259,15 @@ def train_embeddings(
     refs = {"pairs": raw, "loss-format": pairs, "train-data": train_data, "tokens": ids, "model": model}
     refs |= {"base-metrics": base_metrics, "trained-metrics": trained_metrics}
     refs["report"] = stages.report(base_metrics, trained_metrics, refs, decision, settings.dims, data_dir)
+    # 9. Exports for serving, each measured against the model
+    shipped = {fmt: stages.export(model, fmt, data_dir) for fmt in formats}
+    refs |= {f"export-{fmt}": ref for fmt, ref in shipped.items()}
+    if shipped and compare_exports:
+        refs["exports-comparison"] = stages.compare_exports(model, shipped, settings, data_dir)
+        kept = stages.within_tolerance(refs["exports-comparison"])
+        for fmt in [f for f in shipped if f not in kept]:
+            log.warning("export %s left out of the release: its scores moved beyond its tolerance", fmt)
+            del shipped[fmt]
 
     base_scores, trained_scores = stages.read_metrics(base_metrics), stages.read_metrics(trained_metrics)
     summary = {
@@ -250,6 +287,12 @@ def train_embeddings(
         "evaluation": settings.record(),
         "champion": decision,
     }
+    # 10. The release: model, card (lineage) and exports in one folder; published if a new champion
+    release = stages.release(model, summary, shipped, data_dir)
+    summary["artifacts"]["release"] = {"path": release.path, "key": release.key, "rows": None, "cached": release.cached}
+    summary["release_path"] = str(release.folder / "model")
+    if push_to_hub:
+        summary["pushed"] = stages.push(release, model, push_to_hub, push_private, hub_token_block, data_dir)
     summary["run_record"] = str(write_run_record(data_dir, summary))
     for metric, pair in summary["metrics"].items():
         log.info("%s: %.4f → %.4f", metric, pair["base"], pair["trained"])

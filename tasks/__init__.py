@@ -8,6 +8,7 @@
     evaluation/  model → metrics    bundled data, settings, STS-B, MTEB through mteb
     promotion.py metrics → champion a challenger replaces the champion only by a real gain, evaluated alike
     report/      metrics → report   tables and plots
+    shipping/    model → release    exports (ONNX, OpenVINO, static), the model card, the Hub
     models/      used by every step that loads a model: which folder a name means, how texts encode
     store/       under everything: keyed artifacts and manifests, environment, champion, runs, cleanup
     recipes.py   named recipes over the flow's parameters
@@ -15,6 +16,6 @@
     stages.py    the Prefect tasks: what keys each artifact, which plain function builds it
 
 Imports only point down this list's layers: store, models, pairs, then negatives / training /
-evaluation (never one another), report and promotion, recipes and progress, stages; ``flows/`` sits on top
+evaluation (never one another), report and promotion, shipping, recipes and progress, stages; ``flows/`` sits on top
 (``tests/test_recipes.py`` checks it).
 """

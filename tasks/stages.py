@@ -13,7 +13,9 @@ scatter what a reader checks together.)
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -24,7 +26,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks import promotion
 from tasks.evaluation.bootstrap import PAIRS_FILE
-from tasks.evaluation.data import stsb_pairs
+from tasks.evaluation.data import evaluation_texts, stsb_pairs
 from tasks.evaluation.evaluate import evaluate_model, metrics_table
 from tasks.evaluation.settings import EvalSettings
 from tasks.models.encoding import load_model
@@ -33,14 +35,26 @@ from tasks.negatives import strategies
 from tasks.pairs import labels, sources
 from tasks.progress import StageProgress, TrainingProgress
 from tasks.report import plots, tables
-from tasks.store import champion
+from tasks.shipping import card, compare, exports, publish
+from tasks.store import champion, environment
 from tasks.store.artifacts import ArtifactRef, Built, materialize, read_manifest, write_parquet
 from tasks.training import distributed, hardware, tokens
 from tasks.training.recipe import TrainRecipe, TrainRuntime
 from tasks.training.trainer import train_model
 
 # Bump a stage's version when its code changes what it writes: its key and those downstream move.
-VERSIONS = {"raw": 1, "pairs": 1, "triplets": 2, "tokens": 1, "models": 3, "metrics": 3, "reports": 1}
+VERSIONS = {
+    "raw": 1,
+    "pairs": 1,
+    "triplets": 2,
+    "tokens": 1,
+    "models": 3,
+    "metrics": 3,
+    "reports": 1,
+    "exports": 1,
+    "releases": 1,
+    "comparisons": 1,
+}
 
 
 def unless_off(params: dict, **off) -> dict:
@@ -324,3 +338,124 @@ def report(
         description="artifacts of this run and the champion decision",
     )
     return ref
+
+
+def export_artifact(model: ResolvedModel, fmt: str, data_dir: str, parents: list[ArtifactRef] = ()) -> ArtifactRef:
+    """``model`` in one serving format (``exports.FORMATS``), as an export folder under ``model/``; keyed by the
+    model's weights, the format and the exporting libraries' versions."""
+    spec = exports.FORMATS[exports.check_formats([fmt], "format")[0]]
+
+    def build(folder) -> Built:
+        record = exports.export_model(Path(model.location), fmt, folder / "model", scratch=folder / ".scratch")
+        shutil.rmtree(folder / ".scratch", ignore_errors=True)
+        return Built(None, {"export": record})
+
+    versions = {name: (v or "").split("+")[0] or None for name, v in environment.versions(spec.libraries).items()}
+    params = {"model": model.fingerprint, "format": fmt, "libraries": versions}  # +cpu / +cu128 build the same
+    return materialize(data_dir, "exports", VERSIONS["exports"], params, list(parents), build,
+                       facts={"model": asdict(model)})  # fmt: skip
+
+
+@task(name="export-model", cache_policy=NO_CACHE)
+def export(model: ArtifactRef, fmt: str, data_dir: str) -> ArtifactRef:
+    """The trained model in one serving format."""
+    return _logged(export_artifact(trained_model(model), fmt, data_dir, [model]))
+
+
+def lineage_of(summary: dict, data_dir: str) -> dict:
+    """The model card's facts from a run record: the model's environment and the source's identity are read
+    from the model and pairs artifacts' manifests."""
+    found = summary.get("artifacts") or {}
+    model_manifest = read_manifest(Path(found.get("model", {}).get("path", "/nonexistent"))) or {}
+    raw_manifest = read_manifest(Path(found.get("pairs", {}).get("path", "/nonexistent"))) or {}
+    return card.lineage_from_run(
+        summary,
+        model_manifest.get("environment"),
+        raw_manifest.get("params", {}).get("source"),
+        champion.read_champion(data_dir),
+    )
+
+
+def release_artifact(
+    model: ResolvedModel, lineage: dict, shipped: dict[str, ArtifactRef], data_dir: str, parents: list[ArtifactRef] = ()
+) -> ArtifactRef:
+    """One folder to serve or publish, ``model/``: the model, its card (README.md with the lineage,
+    lineage.json) and the exports asked for, where sentence-transformers looks for them (static: ``static/``)."""
+
+    def build(folder) -> Built:
+        out = folder / "model"
+        exports.copy_model_files(Path(model.location), out, weights=True, link=True)
+        for fmt, ref in shipped.items():
+            source = ref.folder / "model"
+            if fmt == "static":
+                shutil.copytree(source, out / "static", copy_function=exports.link_or_copy)
+                continue
+            for path in (source / exports.FORMATS[fmt].file).parent.iterdir():
+                (out / path.parent.name).mkdir(exist_ok=True)
+                exports.link_or_copy(path, out / path.parent.name / path.name)
+        card.write_card(Path(model.location), out, lineage, list(shipped))
+        return Built(None, {"formats": list(shipped)})
+
+    lineage_hash = hashlib.sha256(json.dumps(lineage, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    params = {"model": model.fingerprint, "lineage": lineage_hash, "exports": {f: r.key for f, r in shipped.items()}}
+    refs = [*parents, *shipped.values()]
+    return materialize(data_dir, "releases", VERSIONS["releases"], params, refs, build, facts={"lineage": lineage})
+
+
+@task(name="release-model", cache_policy=NO_CACHE)
+def release(model: ArtifactRef, summary: dict, shipped: dict[str, ArtifactRef], data_dir: str) -> ArtifactRef:
+    """The trained model with its card and exports, ready to serve or publish."""
+    ref = _logged(release_artifact(trained_model(model), lineage_of(summary, data_dir), shipped, data_dir, [model]))
+    create_markdown_artifact(key="train-embeddings-model-card", markdown=(ref.folder / "model" / card.CARD).read_text(),
+                             description="the model card of this run's model")  # fmt: skip
+    return ref
+
+
+@task(name="compare-exports", cache_policy=NO_CACHE)
+def compare_exports(model: ArtifactRef, shipped: dict[str, ArtifactRef], settings: EvalSettings,
+                    data_dir: str) -> ArtifactRef:  # fmt: skip
+    """Every export against the PyTorch model: scores, CPU speed, load time, size (a table and a picture)."""
+
+    def build(folder) -> int:
+        texts = evaluation_texts()
+        texts = texts[:: max(1, len(texts) // 4000)]  # every n-th: about 4,000 texts of every kind
+        table = compare.compare_formats(model.folder / "model", {f: r.folder / "model" for f, r in shipped.items()},
+                                        settings, texts, folder / "evaluation")  # fmt: skip
+        (folder / "comparison.md").write_text(compare.markdown(table))
+        plots.format_comparison(table, folder / "comparison.png")
+        return write_parquet(table, folder / "comparison.parquet")
+
+    params = {"settings": settings.record(), "exports": {f: r.key for f, r in shipped.items()}}
+    ref = _logged(materialize(data_dir, "comparisons", VERSIONS["comparisons"], params, [model, *shipped.values()],
+                              build))  # fmt: skip
+    create_markdown_artifact(key="train-embeddings-exports", markdown=(ref.folder / "comparison.md").read_text(),
+                             description="each export against the PyTorch model: scores, CPU speed, size")  # fmt: skip
+    return ref
+
+
+@task(name="push-to-hub", cache_policy=NO_CACHE)
+def push(release_ref: ArtifactRef, model: ArtifactRef, repo: str, private: bool, token_block: str,
+         data_dir: str) -> str | None:  # fmt: skip
+    """Publish the release when its model is the champion and has not been published to ``repo`` yet: each new
+    champion once, and one whose push failed by the next run. The token goes nowhere but the request header."""
+    log = get_run_logger()
+    current = champion.read_champion(data_dir) or {}
+    if current.get("model_key") != model.key:
+        log.info("not pushed to %s: %s is not the champion", repo, model.key)
+        return None
+    done = publish.read_pushed(data_dir, repo) or {}
+    if done.get("model_key") == model.key:
+        log.info("not pushed to %s: the champion %s is published already (%s)", repo, model.key, done.get("url"))
+        return None
+    url = publish.push_folder(release_ref.folder / "model", repo, private=private,
+                              token=publish.hub_token(token_block))  # fmt: skip
+    publish.record_pushed(data_dir, repo, {"model_key": model.key, "release_key": release_ref.key, "url": url,
+                                           "pushed_at": pd.Timestamp.now(tz="UTC").isoformat()})  # fmt: skip
+    log.info("pushed %s to %s: %s", release_ref.key, repo, url)
+    return url
+
+
+def within_tolerance(comparison: ArtifactRef) -> set[str]:
+    """The export formats whose scores stayed within their tolerance of the PyTorch model's."""
+    table = pd.read_parquet(comparison.folder / "comparison.parquet")
+    return set(table.loc[table["within_tolerance"], "format"])

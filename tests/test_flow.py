@@ -161,6 +161,7 @@ def test_changed_learning_rate_recomputes_only_downstream(run):
         "base-metrics": True,
         "trained-metrics": False,
         "report": False,
+        "release": False,  # a new model, a new release
     }
     assert after["artifacts"]["model"]["key"] != before["artifacts"]["model"]["key"]
     assert after["artifacts"]["train-data"]["key"] == before["artifacts"]["train-data"]["key"]
@@ -323,7 +324,8 @@ def test_a_token_in_the_environment_is_never_written(run, monkeypatch):
 
     marker = "hf_TESTSECRETdoNotLeak0123456789"
     monkeypatch.setenv("HF_TOKEN", marker)
-    run(seed=7)
+    summary = run(seed=7, export_formats=["onnx"], compare_exports=False)  # the shipping path too
+    assert (Path(summary["release_path"]) / "onnx" / "model.onnx").is_file()
     for path in run.data_dir.rglob("*"):
         if path.is_file():
             assert marker.encode() not in path.read_bytes(), path
@@ -420,3 +422,76 @@ def test_compare_losses_grid_writes_one_complete_table(prefect_api, tiny_bert, t
         assert (Path(result["path"]) / picture).stat().st_size > 0
     with pytest.raises(ValueError, match="parameter grid"):
         compare_losses(grid=("mnr+soft+wobbly",), data_dir=str(tmp_path / "data"))
+
+
+def test_a_run_ships_its_model_with_card_exports_and_their_comparison(run, capsys):
+    from tasks.shipping import card
+    from tasks.shipping.backends import load_export
+
+    summary = run(export_formats=["onnx", "onnx-int8", "openvino", "openvino-int8", "static"])
+    release = Path(summary["release_path"])
+    assert card.missing_fields(release) == []
+    text = (release / "README.md").read_text()
+    assert card.SECTION in text and summary["artifacts"]["model"]["key"] in (release / "lineage.json").read_text()
+    model = Path(summary["model_path"])
+    assert card.SECTION not in (model / "README.md").read_text()  # the model artifact itself is never touched
+    for fmt in ("onnx", "openvino", "static"):
+        exported = Path(summary["artifacts"][f"export-{fmt}"]["path"]) / "model"
+        assert load_export(exported).encode(["a sentence"]).shape[0] == 1
+    table = pd.read_parquet(Path(summary["artifacts"]["exports-comparison"]["path"]) / "comparison.parquet")
+    assert list(table["format"]) == ["pytorch", "onnx", "onnx-int8", "openvino", "openvino-int8", "static"]
+    fp32 = table[table["format"].isin(["onnx", "openvino"])]
+    assert (fp32["stsb_test_spearman_delta"].abs() <= 0.001).all() and fp32["within_tolerance"].all()
+    assert (Path(summary["artifacts"]["exports-comparison"]["path"]) / "comparison.png").is_file()
+    files = {"onnx": "onnx/model.onnx", "onnx-int8": "onnx/model_qint8.onnx", "openvino": "openvino/openvino_model.xml",
+             "openvino-int8": "openvino/openvino_model_qint8.xml", "static": "static/modules.json"}  # fmt: skip
+    assert (release / "model.safetensors").is_file()
+    for _, row in table[table["format"] != "pytorch"].iterrows():  # what left its tolerance is not released
+        assert (release / files[row["format"]]).is_file() == bool(row["within_tolerance"]), row["format"]
+
+    again = run(export_formats=["onnx", "onnx-int8", "openvino", "openvino-int8", "static"])
+    assert all(ref["cached"] for ref in again["artifacts"].values())  # the release too: same lineage
+    cli.main(["inspect", f"releases/{again['artifacts']['release']['key']}", "--data-dir", str(run.data_dir)])
+    shown = capsys.readouterr().out
+    assert "model card" in shown and card.SECTION in shown and "onnx/model.onnx" in shown
+    cli.main(["inspect", f"models/{again['artifacts']['model']['key']}", "--data-dir", str(run.data_dir)])
+    assert card.SECTION in capsys.readouterr().out  # the model's own view shows its newest card
+
+
+def test_push_to_hub_offline_fails_before_any_stage(run, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_TESTSECRETdoNotLeak0123456789")
+    before = set((run.data_dir / "artifacts").rglob("*")) if (run.data_dir / "artifacts").exists() else set()
+    with pytest.raises(ValueError, match="parameter push_to_hub: the Hugging Face Hub cannot be reached"):
+        run(push_to_hub="org/name", seed=11)
+    after = set((run.data_dir / "artifacts").rglob("*")) if (run.data_dir / "artifacts").exists() else set()
+    assert after == before
+    with pytest.raises(ValueError, match="export_formats"):
+        run(export_formats=["tflite"], seed=11)
+
+
+def test_the_flow_pushes_each_new_champion_once(run, tmp_path, monkeypatch, caplog):
+    from tasks.shipping.publish import pushed_file
+    from tests.test_shipping import assert_token_nowhere, stand_in_hub
+
+    data = tmp_path / "data"
+    settings = dict(data_dir=str(data), miner_model=str(run.base_model), push_to_hub="org/tiny")
+    with stand_in_hub(monkeypatch, tmp_path / "hf-home") as hub:
+        first = run(**settings)
+        assert first["champion"]["promoted"] and first["pushed"].startswith(hub.base)
+        assert "README.md" in hub.files["org/tiny"] and hub.repos["org/tiny"]["visibility"] == "private"
+        again = run(**settings)  # the same model: the champion, published already
+        assert not again["champion"]["promoted"] and again["pushed"] is None
+        assert len(hub.commits) == 1
+        pushed_file(data, "org/tiny").unlink()  # as if that push had failed: the next run publishes it
+        retried = run(**settings)
+        assert retried["pushed"] and len(hub.commits) == 2
+    assert_token_nowhere(tmp_path, caplog.text)
+    from tests.test_publish import TOKEN
+
+    async def logs():
+        from prefect.client.orchestration import get_client
+
+        async with get_client() as client:
+            return [entry.message for entry in await client.read_logs()]
+
+    assert all(TOKEN not in message for message in asyncio.run(logs()))

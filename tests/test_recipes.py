@@ -125,6 +125,7 @@ LAYERS = [
     ("pairs",),
     ("negatives", "training", "evaluation"),
     ("report", "promotion"),
+    ("shipping",),
     ("recipes", "progress"),
     ("stages",),
 ]

@@ -73,3 +73,15 @@ def bundled_task_data(name: str, limit: int | None) -> dict[str, pd.DataFrame] |
     if name == "STSBenchmark":
         return {"test": stsb_pairs("test", limit)}
     return None
+
+
+def evaluation_texts() -> list[str]:
+    """The texts the default evaluation encodes: STS-B validation and test pairs, Banking77 train and test
+    (what encoding benchmarks and the exports' speed comparison time)."""
+    texts: list[str] = []
+    for split in ("validation", "test"):
+        pairs = stsb_pairs(split, None)
+        texts += [*pairs["sentence1"], *pairs["sentence2"]]
+    for frame in banking77_splits().values():
+        texts += frame["text"].tolist()
+    return texts

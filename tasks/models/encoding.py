@@ -61,7 +61,7 @@ def encoding_pool(model) -> Iterator[dict | None]:
     and evaluation then encode on all of them at once."""
     import torch
 
-    if torch.cuda.device_count() < 2:
+    if torch.cuda.device_count() < 2 or str(model.device) == "cpu":  # exports and CPU models: this process
         yield None
         return
     device = model.device  # starting a pool moves the model to the CPU, and stopping it does not move it back
@@ -78,6 +78,8 @@ def text_token_lengths(encoder, texts: Sequence[str]) -> list[int]:
     tokenizer = getattr(encoder, "tokenizer", None)
     if tokenizer is None:
         return [len(t) for t in texts]
+    if not callable(tokenizer):  # a bare tokenizers.Tokenizer (a static embedding model)
+        return [len(e.ids) for e in tokenizer.encode_batch(list(texts), add_special_tokens=False)]
     limit = encoder.max_seq_length or None
     lengths: list[int] = []
     for start in range(0, len(texts), 10_000):  # in slices, so a large corpus never holds all its token ids

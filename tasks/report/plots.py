@@ -95,3 +95,22 @@ def grid_dimensions(table: pd.DataFrame, path: Path, metric: str = "stsb_test_sp
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def format_comparison(table: pd.DataFrame, path: Path) -> None:
+    """Each serving format against PyTorch: CPU speed, STS-B test score and size, side by side."""
+    panels = [("speed_ratio", "encoding speed (× PyTorch)"), ("stsb_test_spearman", "STS-B test Spearman"),
+              ("megabytes", "size on disk (MB)")]  # fmt: skip
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4))
+    for ax, (column, title) in zip(axes, panels):
+        ax.barh(table["format"], table[column], color=["#999999", *["#3b75af"] * (len(table) - 1)])
+        ax.set_title(title, fontsize=10)
+        ax.invert_yaxis()
+        if column == "stsb_test_spearman":
+            low = float(table[column].min())
+            ax.set_xlim(max(0.0, low - 0.05), float(table[column].max()) + 0.01)
+        for y, value in enumerate(table[column]):
+            ax.text(value, y, f" {value:.3g}", va="center", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

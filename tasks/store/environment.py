@@ -32,7 +32,7 @@ RESULT_LIBRARIES = (
     "mteb",
     "numpy",
 )
-OTHER_LIBRARIES = ("prefect", "pyarrow", "accelerate", "pandas")
+OTHER_LIBRARIES = ("prefect", "pyarrow", "accelerate", "pandas", "onnxruntime", "openvino", "nncf", "model2vec")
 DISTRIBUTIONS = {"faiss": ("faiss-cpu", "faiss-gpu", "faiss-gpu-cu12")}
 
 
@@ -43,6 +43,11 @@ def _version(name: str) -> str | None:
         except metadata.PackageNotFoundError:
             continue
     return None
+
+
+def versions(names: tuple[str, ...]) -> dict[str, str | None]:
+    """Installed versions of these libraries (None: not installed)."""
+    return {name: _version(name) for name in names}
 
 
 @functools.lru_cache(maxsize=1)

@@ -1,0 +1,187 @@
+"""Publishing a model folder to the Hugging Face Hub, with a token that is never written anywhere.
+
+The token comes from ``HF_TOKEN`` or a Prefect Secret block; it is handed to ``HfApi`` in memory only,
+never logged, never saved to the huggingface_hub token file, and scrubbed from every error message
+(hub errors can quote the request, and the original exception holds the request's headers, so it is
+dropped rather than chained). Everything that can be checked locally (the repo id, the folder and its
+files) is checked before anything touches the network, and an unreachable hub fails before any request.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SECRET_BLOCK = "hf-token"
+DEFAULT_COMMIT_MESSAGE = "Upload model with train-embeddings"
+# owner and name: letters, digits, '-', '_', '.'; first and last character a letter, digit or '_'; at most 96 characters
+_PART = r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?"
+REPO_ID = re.compile(rf"(?P<owner>{_PART})/(?P<name>{_PART})")
+# a model folder the hub can show: sentence-transformers' module list and the model card
+REQUIRED_FILES = ("modules.json", "README.md")
+
+
+class PublishError(RuntimeError):
+    """A push that cannot or must not happen."""
+
+
+def check_repo_id(repo: str) -> None:
+    """Reject a malformed repo id here, with a message naming the flag, rather than as a hub 400 mid-upload."""
+    if not REPO_ID.fullmatch(repo) or "--" in repo or ".." in repo or repo.endswith(".git"):
+        raise PublishError(
+            f"--repo: {repo!r} is not <owner>/<name> (letters, digits, '-', '_' and '.'; no '--' or '..'; "
+            "neither part starting or ending with '-' or '.'; each at most 96 characters)"
+        )
+
+
+def _load_secret(name: str) -> str:
+    """The Secret block's value; synchronous even when called from async code (Prefect's async_dispatch)."""
+    from prefect.blocks.system import Secret
+
+    block = Secret.load(name)
+    if inspect.iscoroutine(block):  # called inside an event loop: async_dispatch handed back the coroutine
+        block.close()
+        block = Secret.load(name, _sync=True)
+    return str(block.get())
+
+
+def hub_token(secret_block: str | None = DEFAULT_SECRET_BLOCK) -> str:
+    """The hub token from HF_TOKEN, else from the Prefect Secret block ``secret_block``; never from a file on disk."""
+    token = os.environ.get("HF_TOKEN", "").strip()
+    if token:
+        return token
+    reason = "no Secret block was asked for"
+    if secret_block:
+        try:
+            token = _load_secret(secret_block).strip()
+        except Exception as exc:  # no server, no block, a block of another type: all mean "not found"
+            reason = f"the Prefect Secret block {secret_block!r} could not be loaded ({type(exc).__name__})"
+        else:
+            if token:
+                return token
+            reason = f"the Prefect Secret block {secret_block!r} is empty"
+    block = secret_block or DEFAULT_SECRET_BLOCK
+    raise PublishError(
+        f"no Hugging Face token: HF_TOKEN is not set and {reason}. Set HF_TOKEN to a write token, or store one "
+        f"in the Prefect Secret block {block!r}: `prefect block create secret` (name it {block}), or "
+        f"python -c \"from prefect.blocks.system import Secret; Secret(value='hf_...').save('{block}')\""
+    )
+
+
+def _skipped(parts: tuple[str, ...]) -> bool:
+    """Files that are not part of the published model: the run's manifest, checkpoints, temporary and lock files."""
+    if parts == ("manifest.json",):
+        return True
+    return any(part.startswith(".") or part.startswith("checkpoint-") or part == "__pycache__" for part in parts)
+
+
+def files_to_push(folder: Path) -> list[str]:
+    """The files of ``folder`` that go to the hub, as sorted POSIX paths relative to it."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise PublishError(f"{folder} is not a directory: nothing to publish")
+    missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
+    if missing:
+        raise PublishError(
+            f"{folder} is not a model folder with its card: {', '.join(missing)} missing "
+            "(modules.json comes with a saved sentence-transformers model, README.md is its model card)"
+        )
+    files = []
+    for root, dirs, names in os.walk(folder):  # symlinked folders are not followed
+        base = Path(root).relative_to(folder).parts
+        dirs[:] = [name for name in dirs if not _skipped((*base, name))]
+        files.extend(
+            Path(*base, name).as_posix()
+            for name in names
+            if not _skipped((*base, name)) and (Path(root) / name).is_file()
+        )
+    return sorted(files)
+
+
+def _exact_pattern(path: str) -> str:
+    """An fnmatch pattern matching exactly ``path``, so a file named ``w[1].bin`` is not taken as a glob."""
+    return re.sub(r"([*?\[])", r"[\1]", path)
+
+
+def push_folder(
+    folder: Path,
+    repo: str,
+    *,
+    private: bool = False,
+    token: str,
+    endpoint: str | None = None,
+    reachable: Callable[[], bool] | None = None,
+    commit_message: str = DEFAULT_COMMIT_MESSAGE,
+) -> str:
+    """Create ``repo`` if needed and commit the model folder's files to it; returns the commit's URL."""
+    folder = Path(folder)
+    check_repo_id(repo)
+    files = files_to_push(folder)
+    if not token or not token.strip():
+        raise PublishError(f"no Hugging Face token given: nothing was uploaded to {repo}")
+    if reachable is None:
+        from tasks.models.resolve import hub_reachable
+
+        reachable = hub_reachable
+    if not reachable():
+        raise PublishError(
+            f"the Hugging Face Hub cannot be reached (or HF_HUB_OFFLINE is set): nothing was uploaded to {repo}"
+        )
+
+    size_mb = sum((folder / name).stat().st_size for name in files) / 1e6
+    log.info("uploading %d files (%.1f MB) from %s to %s", len(files), size_mb, folder, repo)
+    try:
+        import huggingface_hub
+
+        api = huggingface_hub.HfApi(endpoint=endpoint, token=token)
+        api.create_repo(repo, private=private, exist_ok=True, repo_type="model")
+        info = api.upload_folder(
+            folder_path=folder,
+            repo_id=repo,
+            repo_type="model",
+            allow_patterns=[_exact_pattern(name) for name in files],
+            commit_message=commit_message,
+        )
+    except Exception as exc:
+        # raised outside this block, so the original (whose request holds the Authorization header) is not
+        # even the new error's __context__
+        message = f"pushing {folder} to {repo} failed: {type(exc).__name__}: {exc}".replace(token, "***")
+    else:
+        url = getattr(info, "commit_url", None) or str(info)  # a CommitInfo: a str whose value is its commit URL
+        log.info("uploaded %d files to %s: %s", len(files), repo, url)
+        return url
+    raise PublishError(message) from None
+
+
+def pushed_file(data_dir: str | Path, repo: str) -> Path:
+    """Where a data folder records what it last published to ``repo``."""
+    from tasks.store.artifacts import artifacts_root
+
+    return artifacts_root(data_dir) / "champion" / "pushed" / f"{repo.replace('/', '--')}.json"
+
+
+def read_pushed(data_dir: str | Path, repo: str) -> dict | None:
+    """The last push to ``repo`` from this data folder (model key, release key, commit URL, time), or None."""
+    import json
+
+    try:
+        return json.loads(pushed_file(data_dir, repo).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def record_pushed(data_dir: str | Path, repo: str, facts: dict) -> None:
+    """Remember a finished push, so a champion is published once, and a failed push is retried by the next run."""
+    import json
+
+    from tasks.store.artifacts import atomic_write_text
+
+    path = pushed_file(data_dir, repo)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(facts, indent=2))

@@ -101,7 +101,6 @@ def ship(args: argparse.Namespace) -> int:
     """``export``: the formats as keyed artifacts; ``push``: checks first (repo, hub, token), then the
     exports and the release folder (model, card, exports), then the upload."""
     from tasks import stages
-    from tasks.models.resolve import hub_reachable
     from tasks.shipping import exports, publish
     from tasks.shipping.card import lineage_from_run, missing_fields
     from tasks.shipping.references import model_reference
@@ -111,13 +110,7 @@ def ship(args: argparse.Namespace) -> int:
     if args.command == "export" and not formats:
         raise ValueError(f"--format: name at least one of {list(exports.FORMATS)}")
     args.data_dir = str(Path(args.data_dir).resolve())
-    if args.command == "push":
-        publish.check_repo_id(args.repo)
-        if not hub_reachable():
-            raise publish.PublishError(
-                "the Hugging Face Hub cannot be reached (or HF_HUB_OFFLINE is set): nothing was exported or uploaded"
-            )
-        publish.hub_token(args.token_block)
+    token = publish.ready_to_push(args.repo, args.token_block) if args.command == "push" else None
     reference = model_reference(args.model, args.data_dir)
     parents = [reference.artifact] if reference.artifact else []
     shipped = {}
@@ -143,8 +136,7 @@ def ship(args: argparse.Namespace) -> int:
             "made (a model trained by the flow has them)",
             file=sys.stderr,
         )
-    url = publish.push_folder(release.folder / "model", args.repo, private=args.private,
-                              token=publish.hub_token(args.token_block))  # fmt: skip
+    url = publish.push_folder(release.folder / "model", args.repo, private=args.private, token=token)
     print(f"{'pushed':>14}: {url}")
     return 0
 

@@ -41,8 +41,7 @@ from tasks.training.recipe import TrainRecipe, TrainRuntime
 
 def check_settings(chosen: Choices, max_pairs: int | None, mining: MiningConfig, recipe: TrainRecipe,
                    runtime: TrainRuntime, settings: EvalSettings, promote_metric: str,
-                   min_gain: float, formats: tuple[str, ...] = (), push_to_hub: str | None = None,
-                   token_block: str = "hf-token") -> None:  # fmt: skip
+                   min_gain: float, push_to_hub: str | None = None, token_block: str = "hf-token") -> None:  # fmt: skip
     """Fail before any data is read or model loaded, naming the parameter (the source's columns are read
     from its schema or header, not its rows)."""
     if chosen.loss not in LOSSES:
@@ -65,19 +64,13 @@ def check_settings(chosen: Choices, max_pairs: int | None, mining: MiningConfig,
     if min_gain < 0:
         raise ValueError(f"parameter min_gain: must be 0 or more, got {min_gain}")
     sources.check_loss_fits(sources.source_columns(chosen.nli_source), chosen.loss, mining.strategy)
-    exports.check_formats(formats)
-    if push_to_hub:  # offline, nothing would be uploaded: say so now rather than after training
-        try:
-            publish.check_repo_id(push_to_hub)
+    if push_to_hub:  # offline, or without a token, nothing would be uploaded: say so now rather than after training
+        try:  # the token is only checked here: the push task reads it again (a task's arguments are recorded)
+            publish.ready_to_push(push_to_hub, token_block)
         except publish.PublishError as exc:
-            raise ValueError(f"parameter push_to_hub: {exc}".replace("--repo: ", "")) from None
-        if not hub_reachable():
-            raise ValueError(
-                f"parameter push_to_hub: the Hugging Face Hub cannot be reached (or HF_HUB_OFFLINE is set), so "
-                f"nothing would be uploaded to {push_to_hub}; run without push_to_hub, or push later with "
-                "`train-embeddings push`"
-            )
-        publish.hub_token(token_block)  # only that there is one: it is read again when pushing
+            message = str(exc).removeprefix("--repo: ")
+            raise ValueError(f"parameter push_to_hub: {message}; run without push_to_hub, or push later with "
+                             "`train-embeddings push`") from None  # fmt: skip
     if recipe.matryoshka_dims or settings.dims:  # against the base model's dimension, read from its folder
         dimension = embedding_dimension(resolve_model(chosen.base_model).location)
         recipe.check_matryoshka(dimension)
@@ -227,8 +220,8 @@ def train_embeddings(
         precision=eval_precision,
     )
     formats = exports.check_formats(export_formats or [])
-    check_settings(chosen, max_pairs, mining, train_recipe, runtime, settings, promote_metric, min_gain, formats,
-                   push_to_hub, hub_token_block)  # fmt: skip
+    check_settings(chosen, max_pairs, mining, train_recipe, runtime, settings, promote_metric, min_gain, push_to_hub,
+                   hub_token_block)  # fmt: skip
     log = get_run_logger()
     os.environ.setdefault("WANDB_DISABLED", "true")
     data_dir = str(Path(data_dir).resolve())

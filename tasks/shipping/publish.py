@@ -10,11 +10,14 @@ files) is checked before anything touches the network, and an unreachable hub fa
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import os
 import re
 from collections.abc import Callable
 from pathlib import Path
+
+from tasks.store.artifacts import artifacts_root, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -159,17 +162,26 @@ def push_folder(
     raise PublishError(message) from None
 
 
+def ready_to_push(repo: str, secret_block: str | None = DEFAULT_SECRET_BLOCK) -> str:
+    """What a push needs, checked before any work: a valid repo id, a reachable hub and a token (returned)."""
+    from tasks.models.resolve import hub_reachable
+
+    check_repo_id(repo)
+    if not hub_reachable():
+        raise PublishError(
+            "the Hugging Face Hub cannot be reached (or HF_HUB_OFFLINE is set): nothing was exported or uploaded"
+            f" to {repo}"
+        )
+    return hub_token(secret_block)
+
+
 def pushed_file(data_dir: str | Path, repo: str) -> Path:
     """Where a data folder records what it last published to ``repo``."""
-    from tasks.store.artifacts import artifacts_root
-
     return artifacts_root(data_dir) / "champion" / "pushed" / f"{repo.replace('/', '--')}.json"
 
 
 def read_pushed(data_dir: str | Path, repo: str) -> dict | None:
     """The last push to ``repo`` from this data folder (model key, release key, commit URL, time), or None."""
-    import json
-
     try:
         return json.loads(pushed_file(data_dir, repo).read_text())
     except (OSError, ValueError):
@@ -178,10 +190,6 @@ def read_pushed(data_dir: str | Path, repo: str) -> dict | None:
 
 def record_pushed(data_dir: str | Path, repo: str, facts: dict) -> None:
     """Remember a finished push, so a champion is published once, and a failed push is retried by the next run."""
-    import json
-
-    from tasks.store.artifacts import atomic_write_text
-
     path = pushed_file(data_dir, repo)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(facts, indent=2))

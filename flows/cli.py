@@ -20,6 +20,9 @@ import pandas as pd
 
 from tasks.store import cleanup
 from tasks.store.artifacts import artifacts_root, list_artifacts, read_manifest
+from tasks.store.catalog import PAIRS_FILE, TOKENS_FILE, TRIPLETS_FILE
+from tasks.store.champion import read_champion
+from tasks.store.runs import RunRecord
 
 
 def parse_params(items: list[str]) -> dict:
@@ -98,11 +101,11 @@ def show_release_of(data_dir: str, model_key: str) -> None:
 
 
 def ship(args: argparse.Namespace) -> int:
-    """``export``: the formats as keyed artifacts; ``push``: checks first (repo, hub, token), then the
-    exports and the release folder (model, card, exports), then the upload."""
-    from tasks import stages
-    from tasks.shipping import exports, publish
-    from tasks.shipping.card import lineage_from_run, missing_fields
+    """``export``: the formats as keyed artifacts; ``push``: checks first (repo, hub, token), then the release
+    the flow would make (exports measured against the model, those out of tolerance left out; the card), the
+    upload, and the push record the flow reads, so the flow never publishes the same model there again."""
+    from tasks.evaluation.settings import EvalSettings
+    from tasks.shipping import card, exports, publish, release
     from tasks.shipping.references import model_reference
     from tasks.store import environment
 
@@ -113,30 +116,34 @@ def ship(args: argparse.Namespace) -> int:
     token = publish.ready_to_push(args.repo, args.token_block) if args.command == "push" else None
     reference = model_reference(args.model, args.data_dir)
     parents = [reference.artifact] if reference.artifact else []
-    shipped = {}
-    for fmt in formats:
-        ref = stages.export_artifact(reference.model, fmt, args.data_dir, parents)
-        shipped[fmt] = ref
-        print(f"{fmt:>14}: {ref.folder / 'model'}  ({'cached' if ref.cached else 'exported'})")
     if args.command == "export":
+        for fmt in formats:
+            ref = release.export_artifact(reference.model, fmt, args.data_dir, parents)
+            print(f"{fmt:>14}: {ref.folder / 'model'}  ({'cached' if ref.cached else 'exported'})")
         return 0
-    if reference.run is not None:
-        lineage = stages.lineage_of(reference.run, args.data_dir)
-    else:
-        manifest_environment = None
-        if reference.artifact is not None:
-            manifest_environment = (read_manifest(reference.artifact.folder) or {}).get("environment")
-        lineage = lineage_from_run({}, manifest_environment or environment.describe(), None)
-    release = stages.release_artifact(reference.model, lineage, shipped, args.data_dir, parents)
-    print(f"{'release':>14}: {release.folder / 'model'}")
-    missing = missing_fields(release.folder / "model")
+    manifest = (read_manifest(reference.artifact.folder) or {}) if reference.artifact else {}
+    lineage = card.lineage_from_run(reference.run, read_champion(args.data_dir),
+                                    manifest.get("environment") or environment.describe())  # fmt: skip
+    settings = None
+    if not args.no_compare:  # measured the way its run evaluated it (a model with no run: the default settings)
+        settings = EvalSettings.from_record(reference.run.evaluation) if reference.run else EvalSettings()
+    shipment = release.ship(reference.model, formats, lineage, args.data_dir, settings, parents)
+    for fmt, ref in shipment.exports.items():
+        note = "  LEFT OUT: its scores moved beyond its tolerance" if fmt in shipment.left_out else ""
+        print(f"{fmt:>14}: {ref.folder / 'model'}  ({'cached' if ref.cached else 'exported'}){note}")
+    if shipment.comparison is not None:
+        print(f"{'comparison':>14}: {shipment.comparison.folder / 'comparison.md'}")
+    print(f"{'release':>14}: {shipment.folder}")
+    missing = card.missing_fields(shipment.folder)
     if missing:
         print(
             f"warning: the model card lacks {missing}: no run in {args.data_dir} records how this model was "
             "made (a model trained by the flow has them)",
             file=sys.stderr,
         )
-    url = publish.push_folder(release.folder / "model", args.repo, private=args.private, token=token)
+    model_key = reference.artifact.key if reference.artifact else None
+    url = publish.publish_release(shipment.folder, args.data_dir, args.repo, model_key, shipment.release.key,
+                                  private=args.private, token=token)  # fmt: skip
     print(f"{'pushed':>14}: {url}")
     return 0
 
@@ -153,7 +160,7 @@ def show_tokens(folder: Path, manifest: dict, rows: int) -> None:
         tokenizer = AutoTokenizer.from_pretrained(manifest["base_model"]["location"])
     except Exception as exc:  # the base model's folder may be gone: show the ids instead
         print(f"(cannot load the tokenizer to decode: {type(exc).__name__})")
-    df = pd.read_parquet(folder / "tokens.parquet").head(rows)
+    df = pd.read_parquet(folder / TOKENS_FILE).head(rows)
     print(f"\n== tokens.parquet, first {len(df)} rows (length: decoded ids)")
     for i, row in df.iterrows():
         for column, ids in row.items():
@@ -195,10 +202,12 @@ def main(argv: list[str] | None = None) -> int:
             command.add_argument(
                 "--token-block", default="hf-token", help="Prefect Secret with the token (else HF_TOKEN)"
             )
-    args = parser.parse_args(argv)
-    # a temporary Prefect server (run; push reading a Secret block) migrates a new database first: on 2 cores
-    # that can take longer than Prefect's 20 s
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+            command.add_argument(
+                "--no-compare",
+                action="store_true",
+                help="release the exports without measuring them against the model (the flow's compare_exports)",
+            )
+    args = parser.parse_args(argv)  # (Prefect's server start timeout: flows/__init__.py)
 
     if args.command in ("export", "push"):
         from tasks.models.resolve import ModelError
@@ -227,17 +236,17 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("DO_NOT_TRACK", "1")
     from flows.train_embeddings import train_embeddings
 
-    summary = train_embeddings(**parse_params(args.param))
+    record = RunRecord.from_dict(train_embeddings(**parse_params(args.param)))
     print("\n== train-embeddings finished")
-    for step, ref in summary["artifacts"].items():
-        print(f"{step:>16}: {ref['path']}  ({ref['rows']} rows, {'cached' if ref['cached'] else 'computed'})")
-    print(f"{'model':>16}: {summary['model_path']}")
-    print(f"{'release':>16}: {summary['release_path']}  (model, card, exports)")
-    for metric, pair in summary["metrics"].items():
+    for name, ref in record.artifacts.named().items():
+        print(f"{name:>16}: {ref.path}  ({ref.rows} rows, {'cached' if ref.cached else 'computed'})")
+    print(f"{'model':>16}: {record.model_path}")
+    print(f"{'release':>16}: {record.release_path}  (model, card, exports)")
+    for metric, pair in record.metrics.items():
         print(f"{metric:>28}: {pair['base']:.4f} → {pair['trained']:.4f}")
-    print(f"{'run record':>16}: {summary['run_record']}")
-    data = Path(summary["artifacts"]["train-data"]["path"])
-    parquet = data / ("triplets.parquet" if (data / "triplets.parquet").exists() else "pairs.parquet")
+    print(f"{'run record':>16}: {record.path}")
+    data = record.artifacts.training_data
+    parquet = data.folder / (TRIPLETS_FILE if data.stage == "triplets" else PAIRS_FILE)
     print(f"\nopen one with:  python -c \"import pandas as pd; print(pd.read_parquet('{parquet}'))\"")
     return 0
 

@@ -16,10 +16,12 @@ from flows.train_embeddings import train_embeddings
 from tasks.models.resolve import BUNDLED_MINILM
 from tasks.pairs.labels import LOSSES
 from tasks.pairs.sources import DEFAULT_NLI_SAMPLE
-from tasks.pairs.tables import REPO_ROOT
 from tasks.report import plots
 from tasks.report.tables import markdown_table
-from tasks.store.artifacts import ArtifactRef, materialize, write_parquet
+from tasks.store.artifacts import materialize, write_parquet
+from tasks.store.catalog import COMPARISON_FILE, COMPARISON_MARKDOWN, COMPARISON_PLOT, DIMENSIONS_PLOT, VERSIONS
+from tasks.store.environment import REPO_ROOT
+from tasks.store.runs import RunRecord
 
 GRID = (
     "softmax",
@@ -50,18 +52,18 @@ def cell_parameters(cell: str, matryoshka_dims: tuple[int, ...] = ()) -> dict:
     if "matryoshka" in modifiers:
         parameters["matryoshka_dims"] = list(matryoshka_dims)
     if "relative" in modifiers:  # the relative rule alone: with margin 0.05 as well, it would remove nothing
-        parameters |= {"relative_margin": RELATIVE_MARGIN, "margin": 0.0}  # more (0.95 p >= p - 0.05 for p <= 1)
+        parameters |= {"relative_margin": RELATIVE_MARGIN, "margin": 0.0}  # more (p - 0.05|p| >= p - 0.05 for |p| <= 1)
     return parameters
 
 
-def comparison_table(results: dict[str, dict]) -> pd.DataFrame:
+def comparison_table(results: dict[str, RunRecord]) -> pd.DataFrame:
     """One row for the base model, then one per cell: STS-B validation/test and Banking77."""
     first = next(iter(results.values()))
-    rows = [{"model": "base", "train_rows": 0} | {m: v["base"] for m, v in first["metrics"].items()}]
-    for cell, summary in results.items():
+    rows = [{"model": "base", "train_rows": 0} | {m: v["base"] for m, v in first.metrics.items()}]
+    for cell, record in results.items():
         rows.append(
-            {"model": cell, "train_rows": summary["artifacts"]["train-data"]["rows"]}
-            | {m: v["trained"] for m, v in summary["metrics"].items()}
+            {"model": cell, "train_rows": record.artifacts.training_data.rows}
+            | {m: v["trained"] for m, v in record.metrics.items()}
         )
     return pd.DataFrame(rows)
 
@@ -92,7 +94,7 @@ def compare_losses(
     grid = list(grid)
     cells = {cell: cell_parameters(cell, dims) for cell in grid}  # unknown cells fail before any training
     results = {
-        cell: train_embeddings(
+        cell: RunRecord.from_dict(train_embeddings(
             nli_source=nli_source,
             max_pairs=max_pairs,
             base_model=base_model,
@@ -107,21 +109,21 @@ def compare_losses(
             eval_dims=list(dims),
             data_dir=data_dir,
             **cells[cell],
-        )
+        ))
         for cell in grid
-    }
+    }  # fmt: skip
     table = comparison_table(results)
-    parents = [ArtifactRef("metrics", r["artifacts"]["trained-metrics"]["key"], "") for r in results.values()]
+    parents = [record.artifacts.trained_metrics for record in results.values()]
 
     def build(folder: Path) -> int:
-        plots.grid_comparison(table, folder / "comparison.png")
-        plots.grid_dimensions(table, folder / "dimensions.png")
-        (folder / "comparison.md").write_text(markdown_table(table.round(4)))
-        return write_parquet(table, folder / "comparison.parquet")
+        plots.grid_comparison(table, folder / COMPARISON_PLOT)
+        plots.grid_dimensions(table, folder / DIMENSIONS_PLOT)
+        (folder / COMPARISON_MARKDOWN).write_text(markdown_table(table.round(4)))
+        return write_parquet(table, folder / COMPARISON_FILE)
 
     data = str(Path(data_dir).resolve())
-    ref = materialize(data, "comparisons", 1, {"grid": grid}, parents, build)
+    ref = materialize(data, "grids", VERSIONS["grids"], {"grid": grid}, parents, build)
     create_table_artifact(key="compare-losses", table=table.round(4).to_dict(orient="records"))
-    create_markdown_artifact(key="compare-losses-table", markdown=(ref.folder / "comparison.md").read_text())
+    create_markdown_artifact(key="compare-losses-table", markdown=(ref.folder / COMPARISON_MARKDOWN).read_text())
     get_run_logger().info("comparison at %s\n%s", ref.path, table.round(4).to_string(index=False))
     return {"path": ref.path, "table": table.to_dict(orient="records")}

@@ -1,5 +1,5 @@
-"""The `train-embeddings` flow: NLI pairs → loss format → negatives → tokens → training → evaluation → champion
-→ report → release (model card, exports) → the Hub.
+"""The `train-embeddings` flow: raw rows → pairs (the loss's format) → triplets (negatives) → tokens → model →
+metrics → champion → report → release (model card, exports) → the Hub.
 
 Every stage writes an artifact under ``<data_dir>/artifacts/<stage>/<key>/`` whose key derives
 from all that determines it, so a re-run with the same parameters is served from those
@@ -11,12 +11,13 @@ config, the training recipe (keyed) and runtime (never keyed), the evaluation se
 from __future__ import annotations
 
 import os
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from prefect import flow, get_run_logger
 
 from tasks import stages
+from tasks.evaluation.evaluate import read_metrics
 from tasks.evaluation.settings import DEFAULT_TASKS, EvalSettings
 from tasks.models.resolve import (
     BUNDLED_MINILM,
@@ -29,12 +30,11 @@ from tasks.models.resolve import (
 from tasks.negatives.strategies import MiningConfig
 from tasks.pairs import sources
 from tasks.pairs.labels import LOSSES, RANKING
-from tasks.promotion import MIN_GAIN
+from tasks.promotion import MIN_GAIN, check_min_gain
 from tasks.recipes import Choices, apply_recipe
 from tasks.shipping import exports, publish
-from tasks.store.artifacts import read_manifest
 from tasks.store.champion import read_champion
-from tasks.store.runs import write_run_record
+from tasks.store.runs import ModelFacts, RunArtifacts, RunRecord, manifest_facts, write_run_record
 from tasks.training.distributed import processes_for
 from tasks.training.recipe import TrainRecipe, TrainRuntime
 
@@ -42,8 +42,8 @@ from tasks.training.recipe import TrainRecipe, TrainRuntime
 def check_settings(chosen: Choices, max_pairs: int | None, mining: MiningConfig, recipe: TrainRecipe,
                    runtime: TrainRuntime, settings: EvalSettings, promote_metric: str,
                    min_gain: float, push_to_hub: str | None = None, token_block: str = "hf-token") -> None:  # fmt: skip
-    """Fail before any data is read or model loaded, naming the parameter (the source's columns are read
-    from its schema or header, not its rows)."""
+    """Fail before any data is read or model loaded, naming the parameter (``check_source`` then checks the
+    source's columns, once it is pinned)."""
     if chosen.loss not in LOSSES:
         raise ValueError(f"parameter loss: {chosen.loss!r} is not one of {LOSSES}")
     if chosen.loss not in RANKING and mining.strategy != "none":
@@ -61,9 +61,7 @@ def check_settings(chosen: Choices, max_pairs: int | None, mining: MiningConfig,
     metrics = settings.metric_names()
     if promote_metric not in metrics:
         raise ValueError(f"parameter promote_metric: {promote_metric!r} is not one of {metrics}")
-    if min_gain < 0:
-        raise ValueError(f"parameter min_gain: must be 0 or more, got {min_gain}")
-    sources.check_loss_fits(sources.source_columns(chosen.nli_source), chosen.loss, mining.strategy)
+    check_min_gain(min_gain)
     if push_to_hub:  # offline, or without a token, nothing would be uploaded: say so now rather than after training
         try:  # the token is only checked here: the push task reads it again (a task's arguments are recorded)
             publish.ready_to_push(push_to_hub, token_block)
@@ -75,6 +73,12 @@ def check_settings(chosen: Choices, max_pairs: int | None, mining: MiningConfig,
         dimension = embedding_dimension(resolve_model(chosen.base_model).location)
         recipe.check_matryoshka(dimension)
         check_dims(settings.dims, dimension, "eval_dims")
+
+
+def check_source(source: str, loss: str, negatives: str) -> None:
+    """The pinned source's columns (from its schema or header, not its rows) fit the loss: read at the commit
+    the run will read its rows from."""
+    sources.check_loss_fits(sources.source_columns(source), loss, negatives)
 
 
 def resolve_miner(miner_model: str, base_model: str, data_dir: str) -> ResolvedModel:
@@ -226,70 +230,66 @@ def train_embeddings(
     os.environ.setdefault("WANDB_DISABLED", "true")
     data_dir = str(Path(data_dir).resolve())
 
-    # 1. Load and validate the pairs (before any model is touched), a hub source at the commit its revision
-    #    names now: the commit keys the artifact, a new one retrains
+    # 1. Load and validate the rows (before any model is touched), a hub source at the commit its revision
+    #    names now: the commit keys the artifact, a new one retrains; its columns are checked at that commit
     source = sources.pin_source(chosen.nli_source)
+    check_source(source, chosen.loss, mining.strategy)
     raw = stages.load_pairs(source, max_pairs, data_dir)
     # 2. Map labels to the loss's format
     pairs = stages.map_labels(raw, chosen.loss, data_dir)
     # 3. Negatives for MNR and GIST
-    train_data = pairs
     needs_miner = mining.strategy == "semi-hard" or chosen.loss == "gist"
     miner = resolve_miner(miner_model, chosen.base_model, data_dir) if needs_miner else None
-    if mining.strategy != "none":
-        train_data = stages.mine_negatives(pairs, raw, mining, miner, data_dir)
+    triplets = stages.mine_negatives(pairs, raw, mining, miner, data_dir) if mining.strategy != "none" else None
     # 4. Token ids, once per data and tokenizer
     base = resolve_model(chosen.base_model)
-    ids = stages.tokenize(train_data, base, chosen.loss, data_dir)
+    ids = stages.tokenize(triplets or pairs, base, chosen.loss, data_dir)
     # 5. Train (GIST: the miner model guides the in-batch negatives)
     model = stages.train(ids, base, train_recipe, runtime, data_dir, guide=miner if chosen.loss == "gist" else None)
     # 6. Evaluate the base and the trained model
     base_metrics = stages.evaluate(base, [], settings, data_dir)
     trained_metrics = stages.evaluate(stages.trained_model(model), [model], settings, data_dir)
     # 7. Promote to champion only if it beats the current one, evaluated the same way
-    decision = stages.promote(model, trained_metrics, settings, promote_metric, min_gain, data_dir)
+    promotion = stages.promote(model, trained_metrics, settings, promote_metric, min_gain, data_dir)
+    base_scores, trained_scores = read_metrics(base_metrics.folder), read_metrics(trained_metrics.folder)
+    record = RunRecord(
+        parameters=asdict(chosen) | {"recipe": recipe, "max_pairs": max_pairs, "miner_model": miner_model},
+        source=source,
+        mining=asdict(mining),
+        train_recipe=asdict(train_recipe),
+        runtime=asdict(runtime),
+        base_model=ModelFacts.of(base),
+        miner_model=None if miner is None else ModelFacts.of(miner),
+        artifacts=RunArtifacts(
+            raw=raw,
+            pairs=pairs,
+            triplets=triplets,
+            tokens=ids,
+            model=model,
+            base_metrics=base_metrics,
+            trained_metrics=trained_metrics,
+        ),  # fmt: skip
+        metrics={m: {"base": base_scores[m], "trained": trained_scores[m]} for m in base_scores},
+        evaluation=settings.record(),
+        champion=promotion.decision,
+        **manifest_facts(raw, model),
+    )
     # 8. Report
-    refs = {"pairs": raw, "loss-format": pairs, "train-data": train_data, "tokens": ids, "model": model}
-    refs |= {"base-metrics": base_metrics, "trained-metrics": trained_metrics}
-    refs["report"] = stages.report(base_metrics, trained_metrics, refs, decision, settings.dims, data_dir)
-    # 9. Exports for serving, each measured against the model
-    shipped = {fmt: stages.export(model, fmt, data_dir) for fmt in formats}
-    refs |= {f"export-{fmt}": ref for fmt, ref in shipped.items()}
-    if shipped and compare_exports:
-        refs["exports-comparison"] = stages.compare_exports(model, shipped, settings, data_dir)
-        kept = stages.within_tolerance(refs["exports-comparison"])
-        for fmt in [f for f in shipped if f not in kept]:
-            log.warning("export %s left out of the release: its scores moved beyond its tolerance", fmt)
-            del shipped[fmt]
-
-    base_scores, trained_scores = stages.read_metrics(base_metrics), stages.read_metrics(trained_metrics)
-    summary = {
-        "parameters": asdict(chosen) | {"recipe": recipe, "max_pairs": max_pairs, "miner_model": miner_model},
-        "source": source,
-        "mining": asdict(mining),
-        "train_recipe": asdict(train_recipe),
-        "runtime": asdict(runtime),
-        "base_model": {"name": base.name, "source": base.source, "location": base.location},
-        "miner_model": None if miner is None else {"name": miner.name, "source": miner.source},
-        "model_path": str(model.folder / "model"),
-        "training": (read_manifest(model.folder) or {}).get("training"),
-        "artifacts": {
-            step: {"path": r.path, "key": r.key, "rows": r.rows, "cached": r.cached} for step, r in refs.items()
-        },
-        "metrics": {m: {"base": base_scores[m], "trained": trained_scores[m]} for m in base_scores},
-        "evaluation": settings.record(),
-        "champion": decision,
-    }
-    # 10. The release: model, card (lineage) and exports in one folder; published if a new champion
-    release = stages.release(model, summary, shipped, data_dir)
-    summary["artifacts"]["release"] = {"path": release.path, "key": release.key, "rows": None, "cached": release.cached}
-    summary["release_path"] = str(release.folder / "model")
+    report = stages.report(record, promotion.champion, settings.dims, data_dir)
+    record = replace(record, artifacts=replace(record.artifacts, report=report))
+    # 9. The release: the exports (each measured against the model), the card (lineage), one folder
+    shipment = stages.release_model(record, promotion.champion, formats, settings if compare_exports else None,
+                                    data_dir)  # fmt: skip
+    record = replace(record, artifacts=replace(record.artifacts, exports=shipment.exports,
+                                               comparison=shipment.comparison, release=shipment.release))  # fmt: skip
+    # 10. Published when a new champion
     if push_to_hub:
-        summary["pushed"] = stages.push(release, model, push_to_hub, push_private, hub_token_block, data_dir)
-    summary["run_record"] = str(write_run_record(data_dir, summary))
-    for metric, pair in summary["metrics"].items():
+        pushed = stages.push(shipment, model, promotion.champion, push_to_hub, push_private, hub_token_block, data_dir)
+        record = replace(record, pushed=pushed)
+    record = write_run_record(data_dir, record)
+    for metric, pair in record.metrics.items():
         log.info("%s: %.4f → %.4f", metric, pair["base"], pair["trained"])
-    return summary
+    return record.as_dict()
 
 
 if __name__ == "__main__":

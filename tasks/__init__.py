@@ -4,13 +4,15 @@
     negatives/   pairs → triplets   soft / contradiction / semi-hard negatives, FAISS, embedding cache
     training/    triplets → tokens → model
                                     token ids, the recipe and its runtime, batches, sampler, losses,
-                                    hardware policy, checkpoints, throughput, the trainer, torchrun
+                                    devices, attention kernels, memory, checkpoints, throughput, the trainer, torchrun
     evaluation/  model → metrics    bundled data, settings, STS-B, MTEB through mteb
     promotion.py metrics → champion a challenger replaces the champion only by a real gain, evaluated alike
     report/      metrics → report   tables and plots
-    shipping/    model → release    exports (ONNX, OpenVINO, static), the model card, the Hub
-    models/      used by every step that loads a model: which folder a name means, how texts encode
-    store/       under everything: keyed artifacts and manifests, environment, champion, runs, cleanup
+    shipping/    model → release    the release path (exports, their comparison, the folder), the card, the Hub
+    models/      used by every step that loads a model: which folder a name means, the precision
+                 that runs, how texts encode
+    store/       under everything: the catalog of stages and files, keyed artifacts and manifests,
+                 environment, champion, the typed run record, cleanup
     recipes.py   named recipes over the flow's parameters
     progress.py  Prefect progress artifacts
     stages.py    the Prefect tasks: what keys each artifact, which plain function builds it

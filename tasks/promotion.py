@@ -11,18 +11,17 @@ writing happen under one lock, so two runs finishing together end with the bette
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import fcntl
 import json
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
+from tasks.evaluation.settings import EvalSettings
 from tasks.store.artifacts import ArtifactRef, atomic_write_text, file_sha256
-from tasks.store.champion import champion_file, read_champion
+from tasks.store.champion import champion_file, champion_lock, read_champion
 
 if TYPE_CHECKING:
     from tasks.evaluation.bootstrap import Interval
@@ -36,17 +35,6 @@ Scores = dict[str, float]
 # A champion's settings -> the challenger's scores on them, and (optionally) that evaluation's per-pair file.
 Reevaluated = Scores | tuple[Scores, str | Path | None]
 Reevaluate = Callable[[dict], Reevaluated]
-
-
-@contextlib.contextmanager
-def champion_lock(data_dir: str | Path, slot: str) -> Iterator[None]:
-    """Held (blocking) from reading the champion to writing it: a run that finishes while another compares
-    waits, then compares with whatever that one left as champion."""
-    path = champion_file(data_dir, slot).with_suffix(".lock")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield  # closing the file releases the lock, also when the comparison raises
 
 
 class CannotCompare(Exception):
@@ -116,6 +104,13 @@ def champion_score(champion: dict, metric: str) -> float | None:
     return (champion.get("metrics") or {}).get(metric)
 
 
+class Promotion(NamedTuple):
+    """A decision and the champion's record after it (None: still no champion)."""
+
+    decision: dict
+    champion: dict | None
+
+
 class Compared(NamedTuple):
     """The challenger's scores on the settings compared on, and that evaluation's per-pair file (or None)."""
 
@@ -177,7 +172,7 @@ def judge(
     slot: str,
     min_gain: float,
     pairs: str | Path | None,
-) -> dict:
+) -> Promotion:
     """Read the champion, compare, and write the new pointer when promoted (the caller holds the lock)."""
     current = read_champion(data_dir, slot)
     compared = Compared(metrics, evaluation, None, None)
@@ -219,14 +214,19 @@ def judge(
             "previous": current,
         }
         atomic_write_text(path, json.dumps(record, indent=2))
-    champion = read_champion(data_dir, slot)
+    champion = record if verdict.promoted else current
     decision["champion_after"] = (
         None if champion is None else {k: champion[k] for k in ("model_key", "score", "model_path")}
     )
-    return decision
+    return Promotion(decision, champion)
 
 
-def promote_if_better(
+def promote_if_better(*args, **kwargs) -> dict:
+    """The decision of ``challenge`` (the same arguments), for callers that need only the decision."""
+    return challenge(*args, **kwargs).decision
+
+
+def challenge(
     data_dir: str | Path,
     model: ArtifactRef,
     metrics: Scores,
@@ -236,18 +236,44 @@ def promote_if_better(
     slot: str = "champion",
     min_gain: float = MIN_GAIN,
     pairs: str | Path | None = None,
-) -> dict:
+) -> Promotion:
     """Compare with the champion on ``metric``, like with like, under the champion's lock; write the new
-    pointer atomically when promoted.
+    pointer atomically when promoted. Returns the decision and the champion's record after it.
 
-    ``evaluation`` is how ``metrics`` were computed (``EvalSettings.record()``) and ``pairs`` that
-    evaluation's per-pair file (``stsb_pairs.parquet``); a champion evaluated otherwise is compared
-    through ``reevaluate(champion's settings)`` (scores, or scores and their per-pair file), or not at
-    all, and the reason says so. ``min_gain``: the least gain that promotes (the flow's parameter).
-    """
+    ``evaluation``: how ``metrics`` were computed (``EvalSettings.record()``); ``pairs``: that evaluation's
+    per-pair file. A champion evaluated otherwise is compared through ``reevaluate(its settings)`` (scores,
+    or scores and their per-pair file), or not at all, and the reason says so."""
     if metric not in metrics:
         raise ValueError(f"parameter promote_metric: {metric!r} is not one of {sorted(metrics)}")
-    if not min_gain >= 0:
-        raise ValueError(f"parameter min_gain: must be 0 or more, got {min_gain}")
+    check_min_gain(min_gain)
     with champion_lock(data_dir, slot):
         return judge(data_dir, model, metrics, metric, evaluation or {}, reevaluate, slot, min_gain, pairs)
+
+
+def check_min_gain(min_gain: float) -> None:
+    """0 or more, and a number (NaN compares false with everything, so it would promote nothing, silently)."""
+    if isinstance(min_gain, bool) or not isinstance(min_gain, int | float) or not min_gain >= 0:
+        raise ValueError(f"parameter min_gain: must be a number, 0 or more, got {min_gain!r}")
+
+
+def reevaluation(evaluate: Callable[[EvalSettings], tuple[Scores, Path]]) -> Reevaluate:
+    """How to score a challenger the champion's way: ``evaluate`` under the champion's recorded settings, when
+    this machine can repeat them (the same data and the same encoding precision)."""
+
+    def reevaluate(record: dict) -> tuple[Scores, Path]:
+        try:
+            settings = EvalSettings.from_record(record)
+            now = settings.fingerprints
+        except ValueError as exc:
+            raise CannotCompare(f"the champion's evaluation cannot be repeated: {exc}") from exc
+        if settings.effective_precision != record.get("precision", "fp32"):
+            raise CannotCompare(
+                f"the champion was evaluated in {record.get('precision', 'fp32')}, which this machine encodes in "
+                f"{settings.effective_precision}"
+            )
+        changed = sorted(k for k in record.get("data", {}) if record["data"][k] != now.get(k))
+        if changed:
+            raise CannotCompare(f"the champion was evaluated on other data for {changed} than this checkout has")
+        return evaluate(settings)
+
+    return reevaluate

@@ -20,7 +20,7 @@ from typing import Any
 
 from tasks.models.resolve import BUNDLED_MINILM
 from tasks.pairs.sources import DEFAULT_NLI_SAMPLE
-from tasks.pairs.tables import REPO_ROOT
+from tasks.store.environment import REPO_ROOT
 
 RECIPES: dict[str, dict[str, Any]] = {
     "seed": {

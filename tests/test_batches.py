@@ -1,5 +1,6 @@
 """Token ids and the batches built from them: same ids as the model's own preprocessing, same loss and
-gradients as the stock collator and loss, little padding, and ids from another tokenizer refused."""
+gradients as the stock collator and loss, little padding, flattened positions as the model's own, and ids
+from another tokenizer refused."""
 
 from __future__ import annotations
 
@@ -173,3 +174,81 @@ def test_the_fingerprint_ignores_the_tokenizers_last_truncation(minilm):
     before = tokens.tokenizer_fingerprint(minilm.tokenizer)
     minilm.tokenizer(["some text"] * 2, truncation=True, max_length=5, padding=True)
     assert tokens.tokenizer_fingerprint(minilm.tokenizer) == before
+
+
+def _tiny_roberta(folder) -> SentenceTransformer:
+    """A 2-layer RoBERTa (positions from padding_idx + 1 = 2) over MiniLM's tokenizer, random weights."""
+    from sentence_transformers.models import Pooling, Transformer
+    from transformers import BertTokenizerFast, RobertaConfig, RobertaModel
+
+    torch.manual_seed(0)
+    tokenizer = BertTokenizerFast.from_pretrained(str(bundled_minilm_dir()))
+    shape = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
+    config = RobertaConfig(vocab_size=tokenizer.vocab_size, max_position_embeddings=130, pad_token_id=1, **shape)
+    RobertaModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    transformer = Transformer(str(folder), max_seq_length=64)
+    return SentenceTransformer(modules=[transformer, Pooling(transformer.get_embedding_dimension(), "mean")])
+
+
+def _flattening_as_under_flash_attention(model) -> None:
+    """What sentence-transformers sets up on a model loaded with flash attention (not installed here): the
+    first module flattens its texts with transformers' flattener, positions shifted as the model needs."""
+    from transformers import DataCollatorWithFlattening
+
+    first = model[0]
+    first.data_collator = DataCollatorWithFlattening(
+        return_seq_idx=True, return_flash_attn_kwargs=True, return_position_ids=True
+    )
+    first._flatten_position_offset = first._infer_flatten_position_offset()  # as sentence-transformers does
+    first.can_flatten_inputs = True
+
+
+@pytest.mark.parametrize("architecture, first_position", [("bert", 0), ("roberta", 2)])
+def test_flattened_positions_are_the_models_own(tiny_bert, nli_sample, tmp_path, architecture, first_position):
+    """A flattened batch carries the positions the model's own flattened preprocessing gives the same texts:
+    from 0 for BERT, from padding_idx + 1 for RoBERTa-like models."""
+    model = SentenceTransformer(str(tiny_bert)) if architecture == "bert" else _tiny_roberta(tmp_path / "roberta")
+    frame = pairs_for_loss(nli_sample.head(12), "mnr")
+    data = _data(frame, "mnr", model)  # ids are made padded, before the model flattens
+    _flattening_as_under_flash_attention(model)
+    collator = batches.build_collator(model, data, True, "cuda")
+    assert collator.layout is batches.Layout.FLATTENED and collator.position_offset == first_position
+    ours = collator(list(range(len(frame))))
+    own = model.preprocess([*frame["anchor"], *frame["positive"]])
+    assert ours["chunk0_position_ids"][0, 0] == first_position
+    for key in ("input_ids", "position_ids", "cu_seq_lens_q", "seq_idx"):
+        assert torch.equal(ours[f"chunk0_{key}"], own[key]), key
+
+
+def test_the_position_shift_is_read_from_what_the_models_preprocess_makes(tiny_bert, nli_sample, monkeypatch):
+    """Wherever the model's flattened batches get their shift from (here: not the private attribute the
+    collator once read, with a silent default of 0), the collator's positions follow them."""
+    model = SentenceTransformer(str(tiny_bert))
+    frame = pairs_for_loss(nli_sample.head(8), "mnr")
+    data = _data(frame, "mnr", model)
+    _flattening_as_under_flash_attention(model)  # BERT: sentence-transformers' own shift is 0
+    own = model.preprocess
+
+    def shifted(texts, **kwargs):  # as a release that shifts positions somewhere else would
+        out = own(texts, **kwargs)
+        out["position_ids"] = out["position_ids"] + 2
+        return out
+
+    monkeypatch.setattr(model, "preprocess", shifted)
+    collator = batches.build_collator(model, data, True, "cuda")
+    assert collator.position_offset == 2
+    expected = shifted([*frame["anchor"], *frame["positive"]])["position_ids"]
+    assert torch.equal(collator(list(range(len(frame))))["chunk0_position_ids"], expected)
+
+
+def test_a_model_that_says_it_flattens_but_pads_is_refused_loudly(tiny_bert, nli_sample):
+    """A first module that says it flattens while its preprocess pads (sentence-transformers does so for
+    query expansion): where the positions of a flattened batch start cannot be told, so no collator is built
+    (it used to flatten anyway, positions from 0)."""
+    model = SentenceTransformer(str(tiny_bert))
+    data = _data(pairs_for_loss(nli_sample.head(8), "mnr"), "mnr", model)
+    _flattening_as_under_flash_attention(model)
+    model[0]._should_flatten_inputs = lambda *args, **kwargs: False
+    with pytest.raises(ValueError, match="says it flattens its texts .* cannot be told"):
+        batches.build_collator(model, data, True, "cuda")

@@ -13,7 +13,7 @@ from flows import cli
 from tasks.store import cleanup
 from tasks.store.artifacts import ArtifactRef, artifact_key, artifacts_root, materialize
 from tasks.store.locks import lock_path, release_lock, try_lock
-from tasks.store.runs import write_run_record
+from tasks.store.runs import ModelFacts, RunArtifacts, RunRecord, write_run_record
 
 OLD = 100.0  # hours: older than min_age_hours (24) and keep_partial_hours (72)
 
@@ -47,9 +47,9 @@ def _artifact(data: Path, stage: str, params: dict, parents: list[ArtifactRef] =
 
 
 def _record(data: Path, **refs: ArtifactRef) -> None:
-    """A run record that used ``refs``, as the flow writes it (path, key, no stage)."""
-    artifacts = {step: {"path": r.path, "key": r.key, "rows": r.rows, "cached": r.cached} for step, r in refs.items()}
-    write_run_record(str(data), {"artifacts": artifacts})
+    """A run record that used ``refs`` (by the record's names: raw, triplets, model, ...), as the flow writes it."""
+    record = RunRecord({}, "", {}, {}, {}, ModelFacts("base", "local"), None, RunArtifacts(**refs), {}, {}, {})
+    write_run_record(str(data), record)
 
 
 def _partial(data: Path, key: str = "0123456789abcdef", seal_age: float | None = None, sealed: bool = True) -> Path:
@@ -122,7 +122,7 @@ def test_unreferenced_tokens_and_comparisons_go_and_referenced_tokens_stay(tmp_p
 
 def test_embedding_stores_of_a_kept_miner_stay_in_every_precision(tmp_path):
     mined = _artifact(tmp_path, "triplets", {"strategy": "semi-hard", "miner": "f00d"})
-    _record(tmp_path, **{"train-data": mined})
+    _record(tmp_path, triplets=mined)
     stores = artifacts_root(tmp_path) / "embeddings"
     names = ["f00d", "f00d-bf16", "f00d-fp16", "beef", "beef-bf16"]
     for name in names:
@@ -163,8 +163,8 @@ def test_a_live_build_keeps_its_old_inputs_and_its_miners_store(tmp_path):
 
 
 def test_stale_temporary_folders_and_stray_locks_go(tmp_path):
-    ref = _artifact(tmp_path, "pairs", {})
-    _record(tmp_path, pairs=ref)
+    ref = _artifact(tmp_path, "raw", {})
+    _record(tmp_path, raw=ref)
     stage = ref.folder.parent
     tmp = _age(_mkdir(stage / f".tmp-{ref.key}-0badf00d"), OLD)
     trash = _age(_mkdir(stage / f".trash-{ref.key}-0badf00d"), OLD)

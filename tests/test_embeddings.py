@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
+import torch
 
 from tasks.models.encoding import batches_by_length, load_model, text_token_lengths
+from tasks.models.precision import Precision
 from tasks.models.resolve import resolve_model
-from tasks.negatives.embeddings import encode_cached
+from tasks.negatives.embeddings import _store, encode_cached
+from tasks.store.cleanup import PRECISIONS
 
 
 def test_cache_encodes_only_new_texts(tmp_path, tiny_bert):
@@ -56,3 +60,14 @@ def test_length_batched_vectors_match_plain_encoding_in_input_order(tmp_path):
     plain = load_model(model).encode(texts, normalize_embeddings=True, convert_to_numpy=True)
     np.testing.assert_allclose(ours, plain, atol=1e-5)
     assert text_token_lengths(load_model(model), texts)[3] < text_token_lengths(load_model(model), texts)[2]
+
+
+@pytest.mark.parametrize("cuda, bf16, suffix", [(False, False, ""), (True, True, "-bf16"), (True, False, "-fp16")])
+def test_vectors_of_each_precision_have_a_store_of_their_own(tmp_path, tiny_bert, monkeypatch, cuda, bf16, suffix):
+    """The CPU's fp32 vectors under the model's fingerprint, a GPU's half ones under ``-bf16`` or ``-fp16``,
+    the suffixes gc knows (tasks/store/cleanup.py cannot import the precision, it sits below models)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
+    model = resolve_model(str(tiny_bert))
+    assert _store(tmp_path, model).name == model.fingerprint + suffix
+    assert set(PRECISIONS) == {p.value for p in Precision if p.dtype is not None}

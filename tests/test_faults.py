@@ -81,7 +81,7 @@ def _finish(env, args, data_dir: Path, log: Path) -> dict:
 
 def _data_bytes(summary: dict) -> dict[str, bytes]:
     out = {}
-    for step in ("pairs", "loss-format", "train-data", "tokens"):
+    for step in ("raw", "pairs", "triplets", "tokens"):
         folder = Path(summary["artifacts"][step]["path"])
         for parquet in sorted(folder.glob("*.parquet")):
             out[f"{step}/{parquet.name}"] = parquet.read_bytes()
@@ -97,15 +97,15 @@ def reference(server, flow_args, tmp_path_factory):
 # where to kill: a path under artifacts/ whose appearance marks the moment; the steps finished by then;
 # the step that was running (it must be recomputed, not found half-done)
 KILL_POINTS = {
-    "after loading": ("raw/*/manifest.json", {"pairs"}, None),  # the next step takes milliseconds
-    "inside mining": ("triplets/.tmp-*", {"pairs", "loss-format"}, "train-data"),
-    "inside tokenizing": ("tokens/.tmp-*", {"pairs", "loss-format", "train-data"}, "tokens"),
+    "after loading": ("raw/*/manifest.json", {"raw"}, None),  # the next step takes milliseconds
+    "inside mining": ("triplets/.tmp-*", {"raw", "pairs"}, "triplets"),
+    "inside tokenizing": ("tokens/.tmp-*", {"raw", "pairs", "triplets"}, "tokens"),
     "inside training": (
         "models/.partial-*/_trainer/checkpoint-*/checkpoint.sealed",
-        {"pairs", "loss-format", "train-data", "tokens"},
+        {"raw", "pairs", "triplets", "tokens"},
         "model",
     ),
-    "inside evaluation": ("metrics/.tmp-*", {"pairs", "loss-format", "train-data", "tokens", "model"}, "base-metrics"),
+    "inside evaluation": ("metrics/.tmp-*", {"raw", "pairs", "triplets", "tokens", "model"}, "base-metrics"),
 }
 
 

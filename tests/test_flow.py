@@ -69,12 +69,12 @@ def test_cold_run_writes_every_artifact(run):
     assert not any(_cached(summary).values())
     arts = summary["artifacts"]
 
-    raw = pd.read_parquet(f"{arts['pairs']['path']}/pairs.parquet")
+    raw = pd.read_parquet(f"{arts['raw']['path']}/raw.parquet")
     assert list(raw.columns) == ["premise", "hypothesis", "label"] and len(raw) == 240
-    pairs = pd.read_parquet(f"{arts['loss-format']['path']}/pairs.parquet")
+    pairs = pd.read_parquet(f"{arts['pairs']['path']}/pairs.parquet")
     assert list(pairs.columns) == ["anchor", "positive"] and len(pairs) == int((raw["label"] == 0).sum())
-    triplets = pd.read_parquet(f"{arts['train-data']['path']}/triplets.parquet")
-    sample = pd.read_parquet(f"{arts['train-data']['path']}/sample.parquet")
+    triplets = pd.read_parquet(f"{arts['triplets']['path']}/triplets.parquet")
+    sample = pd.read_parquet(f"{arts['triplets']['path']}/sample.parquet")
     assert list(sample.columns) == list(triplets.columns) and 0 < len(sample) <= 200
     assert list(triplets.columns) == [
         *["anchor", "positive", "positive_score"],
@@ -85,10 +85,10 @@ def test_cold_run_writes_every_artifact(run):
     assert not any((a, n) in positives for a, n in zip(triplets["anchor"], triplets["negative"]))
     assert (triplets["negative_score"] < triplets["positive_score"]).all()
 
-    diagnostics = _manifest(arts["train-data"])["diagnostics"]
+    diagnostics = _manifest(arts["triplets"])["diagnostics"]
     assert diagnostics["strategy"] == "semi-hard" and diagnostics["index"] == "flat"
     assert diagnostics["pairs_with_negatives"] == len(triplets)
-    assert (Path(arts["train-data"]["path"]) / "similarities.png").stat().st_size > 0
+    assert (Path(arts["triplets"]["path"]) / "similarities.png").stat().st_size > 0
 
     # token ids: integer lists per text column, one row per triplet, made by the base model's tokenizer
     ids = pq.read_table(f"{arts['tokens']['path']}/tokens.parquet")
@@ -101,9 +101,9 @@ def test_cold_run_writes_every_artifact(run):
         assert ids.column("negative_input_ids")[row].as_py() == ids_row[mask.bool()].tolist()
     tokens_manifest = _manifest(arts["tokens"])
     assert tokens_manifest["tokenizer"]["max_seq_length"] == base.max_seq_length == 64
-    assert tokens_manifest["parents"][0]["key"] == arts["train-data"]["key"]
+    assert tokens_manifest["parents"][0]["key"] == arts["triplets"]["key"]
     assert (Path(arts["tokens"]["path"]) / "lengths.png").stat().st_size > 0
-    manifest = json.loads(open(f"{arts['pairs']['path']}/manifest.json").read())
+    manifest = json.loads(open(f"{arts['raw']['path']}/manifest.json").read())
     assert manifest["origin"] == f"local:{run.source}"
     model_manifest = json.loads(open(f"{arts['model']['path']}/manifest.json").read())
     assert model_manifest["base_model"]["source"] == "local"
@@ -113,7 +113,8 @@ def test_cold_run_writes_every_artifact(run):
     ]
     assert model_manifest["training"]["batches"] == "grouped"  # length-grouped chunks, no flash attention here
     assert model_manifest["training"]["padded_tokens_per_real"] >= 1.0
-    assert summary["miner_model"] == {"name": "sentence-transformers/all-MiniLM-L6-v2", "source": "bundled"}
+    assert summary["miner_model"]["name"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert summary["miner_model"]["source"] == "bundled"
 
     assert set(summary["metrics"]) == {"stsb_validation_spearman", "stsb_test_spearman", "banking77_accuracy"}
     for pair in summary["metrics"].values():
@@ -153,9 +154,9 @@ def test_changed_learning_rate_recomputes_only_downstream(run):
     after = run(learning_rate=1e-4)
     cached = _cached(after)
     assert cached == {
+        "raw": True,
         "pairs": True,
-        "loss-format": True,
-        "train-data": True,
+        "triplets": True,
         "tokens": True,  # another learning rate tokenises nothing
         "model": False,
         "base-metrics": True,
@@ -164,7 +165,7 @@ def test_changed_learning_rate_recomputes_only_downstream(run):
         "release": False,  # a new model, a new release
     }
     assert after["artifacts"]["model"]["key"] != before["artifacts"]["model"]["key"]
-    assert after["artifacts"]["train-data"]["key"] == before["artifacts"]["train-data"]["key"]
+    assert after["artifacts"]["triplets"]["key"] == before["artifacts"]["triplets"]["key"]
 
 
 def test_a_runtime_change_alone_is_served_from_the_store(run):
@@ -187,19 +188,19 @@ def test_the_champion_mines_the_next_runs_negatives(run, tmp_path):
     assert first["miner_model"]["name"] == str(run.base_model) and first["champion"]["promoted"]
     second = run(miner_model="champion", data_dir=data_dir, learning_rate=1e-4)
     assert second["miner_model"]["name"] == first["model_path"]  # the champion's folder
-    assert second["artifacts"]["train-data"]["key"] != first["artifacts"]["train-data"]["key"]
-    assert second["artifacts"]["pairs"]["key"] == first["artifacts"]["pairs"]["key"]
+    assert second["artifacts"]["triplets"]["key"] != first["artifacts"]["triplets"]["key"]
+    assert second["artifacts"]["raw"]["key"] == first["artifacts"]["raw"]["key"]
     metrics = _manifest(first["artifacts"]["base-metrics"])
     assert metrics["params"]["data"] == first["evaluation"]["data"]
 
 
 def test_deleted_artifact_is_recomputed_not_a_crash(run):
     before = run()
-    triplets = before["artifacts"]["train-data"]["path"]
-    (run.data_dir / "artifacts" / "triplets" / before["artifacts"]["train-data"]["key"] / "triplets.parquet").unlink()
+    triplets = before["artifacts"]["triplets"]["path"]
+    (run.data_dir / "artifacts" / "triplets" / before["artifacts"]["triplets"]["key"] / "triplets.parquet").unlink()
     after = run()
-    assert after["artifacts"]["train-data"]["cached"] is False
-    assert after["artifacts"]["train-data"]["path"] == triplets
+    assert after["artifacts"]["triplets"]["cached"] is False
+    assert after["artifacts"]["triplets"]["path"] == triplets
     assert after["artifacts"]["tokens"]["cached"] is True  # same triplets, same key: ids and model are reused
     assert after["artifacts"]["model"]["cached"] is True
 
@@ -265,9 +266,9 @@ def test_gist_matryoshka_positive_aware_mining_and_any_mteb_task_end_to_end(run,
         promote_metric="stsb_test_spearman_dim16",
     )
     arts = summary["artifacts"]
-    triplets = pd.read_parquet(f"{arts['train-data']['path']}/triplets.parquet")
+    triplets = pd.read_parquet(f"{arts['triplets']['path']}/triplets.parquet")
     assert len(triplets) > 0 and (triplets["negative_score"] <= 0.95 * triplets["positive_score"]).all()
-    assert _manifest(arts["train-data"])["diagnostics"]["removed_relative_margin"] >= 0
+    assert _manifest(arts["triplets"])["diagnostics"]["removed_relative_margin"] >= 0
     training = _manifest(arts["model"])["training"]
     assert training["loss_class"] == "GISTEmbedLoss in MatryoshkaLoss" and training["batches"] == "columns"
     assert _manifest(arts["model"])["guide_model"]["source"] == "bundled"
@@ -297,9 +298,9 @@ def test_gist_matryoshka_positive_aware_mining_and_any_mteb_task_end_to_end(run,
 @pytest.mark.parametrize("loss", ["softmax", "cosine"])
 def test_other_losses_run_end_to_end(run, loss):
     summary = run(loss=loss, negatives=None)
-    assert summary["artifacts"]["train-data"]["path"] == summary["artifacts"]["loss-format"]["path"]
-    assert summary["artifacts"]["pairs"]["cached"] is True
-    columns = list(pd.read_parquet(f"{summary['artifacts']['loss-format']['path']}/pairs.parquet").columns)
+    assert "triplets" not in summary["artifacts"]  # no negatives: the tokens come from the pairs
+    assert summary["artifacts"]["raw"]["cached"] is True
+    columns = list(pd.read_parquet(f"{summary['artifacts']['pairs']['path']}/pairs.parquet").columns)
     assert columns == (["premise", "hypothesis", "label"] if loss == "softmax" else ["sentence1", "sentence2", "score"])
 
 
@@ -309,7 +310,7 @@ def test_inspect_lists_and_shows_artifacts(run, capsys):
     listing = capsys.readouterr().out
     for stage in ("raw", "pairs", "triplets", "tokens", "models", "metrics", "reports"):
         assert f"\n{stage} " in listing or listing.startswith(f"{stage} ") or f" {stage} " in listing
-    key = summary["artifacts"]["train-data"]["key"]
+    key = summary["artifacts"]["triplets"]["key"]
     cli.main(["inspect", f"triplets/{key}", "--data-dir", str(run.data_dir)])
     shown = capsys.readouterr().out
     assert "triplets.parquet" in shown and "negative_score" in shown and key in shown
@@ -356,10 +357,10 @@ def test_gc_removes_only_what_recent_runs_and_the_champion_do_not_use(run):
 def test_re_mining_with_another_window_encodes_nothing(run):
     first = run()
     again = run(range_min=3, range_max=30)
-    assert again["artifacts"]["train-data"]["cached"] is False
-    assert again["artifacts"]["train-data"]["key"] != first["artifacts"]["train-data"]["key"]
-    assert _manifest(again["artifacts"]["train-data"])["encoded_texts"] == 0
-    triplets = pd.read_parquet(f"{again['artifacts']['train-data']['path']}/triplets.parquet")
+    assert again["artifacts"]["triplets"]["cached"] is False
+    assert again["artifacts"]["triplets"]["key"] != first["artifacts"]["triplets"]["key"]
+    assert _manifest(again["artifacts"]["triplets"])["encoded_texts"] == 0
+    triplets = pd.read_parquet(f"{again['artifacts']['triplets']['path']}/triplets.parquet")
     assert triplets["negative_rank"].between(3, 29).all()
 
 
@@ -379,9 +380,9 @@ def test_artifacts_open_with_duckdb(run):
     import duckdb
 
     summary = run()
-    path = Path(summary["artifacts"]["train-data"]["path"]) / "triplets.parquet"
+    path = Path(summary["artifacts"]["triplets"]["path"]) / "triplets.parquet"
     count = duckdb.sql(f"SELECT count(*) FROM '{path}'").fetchall()[0][0]
-    assert count == summary["artifacts"]["train-data"]["rows"]
+    assert count == summary["artifacts"]["triplets"]["rows"]
 
 
 def test_compare_losses_grid_writes_one_complete_table(prefect_api, tiny_bert, tmp_path):
@@ -438,11 +439,11 @@ def test_a_run_ships_its_model_with_card_exports_and_their_comparison(run, capsy
     for fmt in ("onnx", "openvino", "static"):
         exported = Path(summary["artifacts"][f"export-{fmt}"]["path"]) / "model"
         assert load_export(exported).encode(["a sentence"]).shape[0] == 1
-    table = pd.read_parquet(Path(summary["artifacts"]["exports-comparison"]["path"]) / "comparison.parquet")
+    table = pd.read_parquet(Path(summary["artifacts"]["comparison"]["path"]) / "comparison.parquet")
     assert list(table["format"]) == ["pytorch", "onnx", "onnx-int8", "openvino", "openvino-int8", "static"]
     fp32 = table[table["format"].isin(["onnx", "openvino"])]
     assert (fp32["stsb_test_spearman_delta"].abs() <= 0.001).all() and fp32["within_tolerance"].all()
-    assert (Path(summary["artifacts"]["exports-comparison"]["path"]) / "comparison.png").is_file()
+    assert (Path(summary["artifacts"]["comparison"]["path"]) / "comparison.png").is_file()
     files = {"onnx": "onnx/model.onnx", "onnx-int8": "onnx/model_qint8.onnx", "openvino": "openvino/openvino_model.xml",
              "openvino-int8": "openvino/openvino_model_qint8.xml", "static": "static/modules.json"}  # fmt: skip
     assert (release / "model.safetensors").is_file()
@@ -495,3 +496,55 @@ def test_the_flow_pushes_each_new_champion_once(run, tmp_path, monkeypatch, capl
             return [entry.message for entry in await client.read_logs()]
 
     assert all(TOKEN not in message for message in asyncio.run(logs()))
+
+
+def test_a_push_by_the_command_and_then_by_the_flow_publishes_the_champion_once(run, tmp_path, monkeypatch, caplog):
+    """One release path: the ``push`` command records its push like the flow, so the next scheduled run of
+    the same champion publishes nothing."""
+    from tests.test_shipping import assert_token_nowhere, stand_in_hub
+
+    data = tmp_path / "data"
+    settings = dict(data_dir=str(data), miner_model=str(run.base_model), seed=5)
+    first = run(**settings)
+    assert first["champion"]["promoted"]
+    with stand_in_hub(monkeypatch, tmp_path / "hf-home") as hub:
+        assert cli.main(["push", "champion", "--repo", "org/once", "--data-dir", str(data)]) == 0
+        assert len(hub.commits) == 1 and "README.md" in hub.files["org/once"]
+        again = run(**settings, push_to_hub="org/once")
+        assert again["artifacts"]["model"]["key"] == first["artifacts"]["model"]["key"]
+        assert again["pushed"] is None and len(hub.commits) == 1
+    assert_token_nowhere(tmp_path, caplog.text)
+
+
+def test_an_edit_to_a_release_never_touches_the_model(run):
+    """The release copies the model's files: editing its config leaves the model's own bytes (and so its
+    manifest's checksums) as they were, and the next run is served from the store."""
+    summary = run()
+    release, model = Path(summary["release_path"]), Path(summary["model_path"])
+    before = (model / "config.json").read_bytes()
+    assert (release / "config.json").stat().st_ino != (model / "config.json").stat().st_ino
+    (release / "config.json").write_text("{}")
+    assert (model / "config.json").read_bytes() == before
+    assert run()["artifacts"]["model"]["cached"] is True
+
+
+def test_the_run_record_is_typed_and_names_artifacts_by_stage(run):
+    from tasks.store.runs import RunRecord, read_run_record
+
+    summary = run()
+    record = read_run_record(Path(summary["run_record"]))
+    assert record.as_dict() == summary and RunRecord.from_dict(summary) == record
+    for name, entry in summary["artifacts"].items():  # each entry's stage is its folder
+        assert Path(entry["path"]).parent.name == entry["stage"]
+        assert name in (entry["stage"], "model", "base-metrics", "trained-metrics", "report", "release")
+    assert record.artifacts.training_data == record.artifacts.triplets
+    assert (Path(summary["artifacts"]["raw"]["path"]) / "raw.parquet").is_file()
+    assert record.environment and record.source_identity["sha256"]
+
+
+def test_min_gain_nan_is_refused_before_any_stage(run, tmp_path):
+    """NaN passed the flow's old check (NaN < 0 is false) and failed only at promotion, after training."""
+    for bad in (float("nan"), -0.1, "0.1"):
+        with pytest.raises(ValueError, match="parameter min_gain"):
+            run(min_gain=bad, data_dir=str(tmp_path / "data"))
+    assert not (tmp_path / "data").exists()  # no stage ran

@@ -17,10 +17,12 @@ from tasks.evaluation.data import stsb_pairs
 from tasks.evaluation.evaluate import evaluate_model
 from tasks.evaluation.settings import EvalSettings
 from tasks.models.encoding import load_model
+from tasks.models.precision import Precision, runs_as
 from tasks.models.resolve import resolve_model
 from tasks.negatives.strategies import MiningConfig, soft_negatives
 from tasks.pairs.labels import pairs_for_loss
-from tasks.training import batches, hardware, tokens
+from tasks.training import batches, tokens
+from tasks.training.attention import applies_attention_dropout, load_for_training
 from tasks.training.losses import GroupedForwardLoss, build_loss
 from tasks.training.recipe import recipe_and_runtime
 from tasks.training.trainer import train_model
@@ -44,6 +46,22 @@ def test_the_anchors_hold_on_the_gpu_in_the_evaluation_precision(tmp_path):
     assert metrics["stsb_test_spearman"] == pytest.approx(0.8203, abs=5e-4)
     assert metrics["stsb_validation_spearman"] == pytest.approx(0.8672, abs=5e-4)
     assert metrics["banking77_accuracy"] == pytest.approx(0.8004, abs=5e-4)
+
+
+def test_the_precision_that_runs_on_this_gpu_casts_models_and_names_records(tiny_bert):
+    """bf16 where the GPU supports it (Ampere and newer), else fp16: mining's models, the GIST guide and the
+    evaluation record all follow the one resolution."""
+    from tasks.training.losses import load_guide
+
+    half = Precision.BF16 if torch.cuda.is_bf16_supported() else Precision.FP16
+    assert [runs_as(p) for p in ("fp32", "fp16", "bf16")] == [Precision.FP32, Precision.FP16, half]
+    assert runs_as("bf16", device="cpu") is Precision.FP32
+    mining = load_model(resolve_model(str(tiny_bert)))
+    assert mining.device.type == "cuda" and next(mining.parameters()).dtype == half.dtype
+    assert next(load_model(resolve_model(str(tiny_bert)), precision="fp32").parameters()).dtype == torch.float32
+    trained = SentenceTransformer(str(tiny_bert), device="cuda")
+    assert next(load_guide(str(tiny_bert), trained, runs_as("bf16")).parameters()).dtype == half.dtype
+    assert EvalSettings(tasks=(), precision="bf16").record()["precision"] == half.value
 
 
 def _one_step(model, frame, ours: bool, layout: batches.Layout):
@@ -79,7 +97,7 @@ def test_each_attention_path_gives_the_stock_loss_and_gradients(tiny_bert, nli_s
     model.eval()  # no dropout: both paths compute the same function
     frame = _triplets(nli_sample, 64)
     layout = batches.Layout.GROUPED if attention == "sdpa" else batches.Layout.FLATTENED
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=attention != "sdpa"):
+    with (Precision.BF16 if attention != "sdpa" else Precision.FP32).autocast("cuda"):
         stock, stock_grads = _one_step(model, frame, False, layout)
         ours, our_grads = _one_step(model, frame, True, layout)
     tolerance = 1e-4 if attention == "sdpa" else 2e-2  # flash runs in bf16
@@ -99,8 +117,8 @@ def _importable(attention: str) -> bool:
 
 
 def test_dropout_is_active_in_training_through_our_batches(tiny_bert, nli_sample):
-    model, attention = hardware.load_for_training(str(tiny_bert), "auto", "bf16")
-    assert hardware.applies_attention_dropout(attention)
+    model, attention = load_for_training(str(tiny_bert), "auto", runs_as("bf16"))
+    assert applies_attention_dropout(attention)
     frame = _triplets(nli_sample, 32)
     data = tokens.TokenizedData(tokens.tokenize_frame(frame, "mnr", model), tokens.tokenizer_spec(model))
     batch = batches.build_collator(model, data, True, "cuda")(list(range(len(frame))))
@@ -124,7 +142,7 @@ def test_each_precision_trains(tmp_path, tiny_bert, nli_sample, precision):
     summary = train_model(str(tiny_bert), _triplets(nli_sample, 300), stsb_pairs("validation", 20),
                           *recipe_and_runtime(**settings), tmp_path)  # fmt: skip
     assert summary["steps"] == 4 and np.isfinite(summary["train_loss"]) and summary["device"].startswith("cuda")
-    assert summary["mixed_precision"] == {"fp32": "no"}.get(precision, precision)
+    assert summary["mixed_precision"] == {"fp32": "no"}.get(precision, precision)  # an H100/H200 runs bf16
     assert summary["mfu"] is None or summary["mfu"] > 0
 
 

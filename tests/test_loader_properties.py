@@ -11,7 +11,8 @@ import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tasks.pairs.sources import load_nli_pairs
+from tasks.pairs.labels import NLI_LABELS
+from tasks.pairs.sources import load_source
 from tasks.pairs.tables import DataError
 from tasks.store.artifacts import materialize, write_parquet
 
@@ -25,7 +26,7 @@ TEXT = st.one_of(
     st.integers(),
 )
 LABEL = st.one_of(
-    st.sampled_from([0, 1, 2]),
+    st.sampled_from(list(NLI_LABELS)),
     st.integers(-3, 7),
     st.floats(allow_nan=True, allow_infinity=True),
     st.sampled_from(["0", "2", "entailment", ""]),
@@ -79,8 +80,7 @@ def test_generated_tables_load_cleanly_or_fail_with_a_named_data_error(case):
         data_dir = Path(tmp) / "data"
 
         def build(folder):
-            pairs, _ = load_nli_pairs(str(path), None)
-            return write_parquet(pairs, folder / "pairs.parquet")
+            return write_parquet(load_source(str(path), None).frame, folder / "pairs.parquet")
 
         try:
             ref = materialize(data_dir, "raw", 1, {"case": 1}, [], build)
@@ -92,6 +92,6 @@ def test_generated_tables_load_cleanly_or_fail_with_a_named_data_error(case):
         pairs = pd.read_parquet(ref.folder / "pairs.parquet")
         assert list(pairs.columns) == ["premise", "hypothesis", "label"]
         assert len(pairs) > 0
-        assert pairs["label"].isin([0, 1, 2]).all()
+        assert pairs["label"].isin(list(NLI_LABELS)).all()
         assert all(_valid_text(v) for v in pairs["premise"]) and all(_valid_text(v) for v in pairs["hypothesis"])
         assert not any(isinstance(v, float) and math.isnan(v) for v in pairs["label"])

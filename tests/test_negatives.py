@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -16,10 +18,12 @@ from tasks.negatives.strategies import (
     diagnostics,
     forbidden_texts,
     normalise,
+    relative_ceiling,
     semi_hard_negatives,
     soft_negatives,
 )
-from tasks.pairs.labels import mnr_pairs
+from tasks.pairs.labels import CONTRADICTION, ENTAILMENT, NEUTRAL, mnr_pairs
+from tasks.pairs.sources import negative_columns
 
 
 def _positives_by_anchor(mnr: pd.DataFrame) -> dict[str, set[str]]:
@@ -29,13 +33,9 @@ def _positives_by_anchor(mnr: pd.DataFrame) -> dict[str, set[str]]:
     return out
 
 
-def _negatives(triplets: pd.DataFrame) -> list[str]:
-    return [c for c in triplets.columns if c == "negative" or (c.startswith("negative_") and c[9:].isdigit())]
-
-
 def _assert_never_a_positive(triplets: pd.DataFrame, mnr: pd.DataFrame) -> None:
     positives = _positives_by_anchor(mnr)
-    for column in _negatives(triplets):
+    for column in negative_columns(triplets.columns):
         for anchor, negative in zip(triplets["anchor"], triplets[column]):
             assert normalise(negative) not in positives[normalise(anchor)]
             assert normalise(negative) != normalise(anchor)
@@ -152,7 +152,7 @@ def test_semi_hard_several_negatives_random_sampling_and_max_score(nli_sample, m
         strategy="semi-hard", num_negatives=3, range_max=30, max_score=0.6, sampling="random", layout="columns"
     )
     triplets, _ = semi_hard_negatives(mnr, nli_sample, anchors, positives, candidates, config)
-    assert [c for c in triplets.columns if c.startswith("negative_") and c[9:].isdigit()] == [
+    assert negative_columns(triplets.columns) == [
         "negative_1",
         "negative_2",
         "negative_3",
@@ -182,11 +182,12 @@ def _rule_failures(raw: pd.DataFrame, mnr, anchors, positives, candidates, confi
         [[normalise(pool[c]) in forbidden[normalise(a)] for c in row] for a, row in zip(mnr["anchor"], ids)]
     )
     over_max = scores > config.max_score if config.max_score is not None else np.zeros_like(window)
+    m = config.relative_margin  # the ceiling p - |p| * m, as (1 - m) * p or (1 + m) * p
     return {
         "same_premise": banned[window],
         "margin": (scores > positive - config.margin)[window],
         "max_score": over_max[window],
-        "relative_margin": (scores > (1 - config.relative_margin) * positive)[window]
+        "relative_margin": (scores > np.where(positive >= 0, 1 - m, 1 + m).astype(np.float32) * positive)[window]
         if config.relative_margin > 0
         else np.zeros(window.sum(), dtype=bool),
     }
@@ -225,6 +226,39 @@ def test_a_zero_relative_margin_changes_nothing(nli_sample, mined):
     loose = MiningConfig(strategy="semi-hard", range_max=30, margin=-0.2, relative_margin=0.0)
     triplets, _ = semi_hard_negatives(mnr, nli_sample, anchors, positives, candidates, loose)
     assert (triplets["negative_score"] > triplets["positive_score"]).any()
+
+
+def test_the_relative_ceiling_stays_below_a_negative_positive_score():
+    """sentence-transformers' fix: ``p - |p| * m``; NV-Retriever's ``(1 - m) * p`` unchanged for ``p`` >= 0."""
+    positive = np.array([0.8, 0.25, 0.0, -0.5], dtype=np.float32)
+    assert relative_ceiling(positive, 0.2) == pytest.approx([0.64, 0.2, 0.0, -0.6])
+    scores = np.random.default_rng(0).uniform(-1, 1, 1000).astype(np.float32)
+    assert (relative_ceiling(scores, 0.05) <= scores).all()
+    above = scores[scores >= 0]
+    assert np.array_equal(relative_ceiling(above, 0.05), (1 - 0.05) * above)  # bit for bit: the same negatives
+
+
+def test_a_negative_positive_score_still_caps_its_negatives_below_it():
+    """The reported case: for a positive scoring p < 0, (1 - m) * p lies above p, so the relative margin
+    removed nothing there; now it removes the candidates above p - |p| * m."""
+    anchor = np.array([[1.0, 0.0, 0.0]], dtype=np.float32)
+    positive = np.array([[-0.5, 0.75**0.5, 0.0]], dtype=np.float32)  # scores -0.5 with the anchor
+    close, far = [-0.55, 0.0, (1 - 0.55**2) ** 0.5], [-0.7, 0.0, -((1 - 0.7**2) ** 0.5)]
+    candidates = np.array([positive[0], close, far], dtype=np.float32)  # in candidate_pool's order
+    raw = pd.DataFrame(
+        {
+            "premise": ["a cat sat", "a dog ran", "it rained"],
+            "hypothesis": ["the cat is sitting", "just below the positive", "far below the positive"],
+            "label": [ENTAILMENT, NEUTRAL, CONTRADICTION],
+        }
+    )
+    mnr = mnr_pairs(raw)
+    config = MiningConfig(strategy="semi-hard", range_max=3, margin=0.0, relative_margin=0.2)
+    triplets, facts = semi_hard_negatives(mnr, raw, anchor, positive, candidates, config)
+    assert triplets["negative"].tolist() == ["far below the positive"]  # -0.55 is above the ceiling -0.6
+    assert facts["removed_relative_margin"] == 2  # the positive itself (-0.5, also its premise's) and -0.55
+    no_cap, _ = semi_hard_negatives(mnr, raw, anchor, positive, candidates, replace(config, relative_margin=0.0))
+    assert no_cap["negative"].tolist() == ["just below the positive"]
 
 
 @pytest.mark.parametrize(

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from flows.train_embeddings import train_embeddings
+from tasks.models.precision import runs_as
 from tasks.models.resolve import BUNDLED_MINILM
 from tasks.recipes import RECIPES, UNSET, Choices, apply_recipe
-from tasks.training.hardware import mixed_precision
 from tasks.training.recipe import TrainRecipe, TrainRuntime
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,7 +92,7 @@ def test_the_batch_is_global_and_must_divide_over_the_processes():
 
 
 def test_cpu_trains_in_full_precision_whatever_is_asked():
-    assert mixed_precision("bf16") == "no" and mixed_precision("fp16") == "no"
+    assert runs_as("bf16").mixed_precision == "no" and runs_as("fp16").mixed_precision == "no"
 
 
 def test_the_recipe_holds_what_changes_the_weights_and_the_runtime_how_it_runs():
@@ -157,3 +157,28 @@ def test_imports_only_point_down_the_journey():
                 if own is not None and target == own and not same_package and len(LAYERS[own]) > 1:
                     offenders.append(f"{module} imports {name} beside it")
     assert offenders == []
+
+
+MAX_MODULE_LINES = 300  # a module longer than this does more than one job: split it by job
+
+
+def test_no_module_of_the_journey_is_over_300_lines():
+    long = {}
+    for path in sorted([*(ROOT / "tasks").rglob("*.py"), *(ROOT / "flows").rglob("*.py")]):
+        lines = len(path.read_text().splitlines())
+        if lines > MAX_MODULE_LINES:
+            long[str(path.relative_to(ROOT))] = lines
+    assert long == {}
+
+
+def test_every_stage_has_a_version_in_the_catalog_and_nothing_else_names_one():
+    from tasks.store.catalog import STAGES, VERSIONS
+
+    assert set(VERSIONS) == set(STAGES)
+    for path in sorted([*(ROOT / "tasks").rglob("*.py"), *(ROOT / "flows").rglob("*.py")]):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) == "materialize":
+                stage, version = node.args[1], node.args[2]
+                assert isinstance(stage, ast.Constant) and stage.value in STAGES, f"{path}: stage {ast.dump(stage)}"
+                assert "VERSIONS" in ast.unparse(version), f"{path}: {stage.value} has its version outside the catalog"

@@ -1,5 +1,5 @@
 """Our no-duplicates sampler: the same batches as sentence-transformers' own, never one text twice in
-a batch, built the way the trainer builds it, and a dataset with an indices mapping refused."""
+a batch, built the way the trainer builds it, and a select/shuffle/filter view read through its own rows."""
 
 from __future__ import annotations
 
@@ -119,17 +119,25 @@ def test_built_the_way_the_trainer_builds_it(tmp_path) -> None:
     assert list(sampler) == list(stock)
 
 
-def test_a_dataset_with_an_indices_mapping_is_refused() -> None:
+def test_a_view_after_select_shuffle_or_filter_gives_the_stock_batches_of_its_own_rows() -> None:
+    """A view's rows are its own (row i is ``view[i]``), read through datasets' public arrow format, not the
+    table under the view: the batches are the stock sampler's, which reads ``view[i]`` too."""
     dataset = as_dataset(ids_table(50, 20, seed=4))
+    kwargs = {"batch_size": 4, "drop_last": False, "seed": 9}
     for view in (
-        dataset.select([5, 3, 8, 1]),
+        dataset.select([5, 3, 8, 1, 5, 9, 12, 30, 31, 2]),
         dataset.shuffle(seed=0),
         dataset.filter(lambda row: len(row["anchor"]) > 3),
+        dataset.shuffle(seed=1).flatten_indices(),
     ):
-        with pytest.raises(ValueError, match="NoDuplicatesIdsBatchSampler.*indices mapping"):
-            NoDuplicatesIdsBatchSampler(view, batch_size=4, drop_last=False)
-    flat = dataset.shuffle(seed=1).flatten_indices()
-    kwargs = {"batch_size": 4, "drop_last": False, "seed": 9}
-    assert list(NoDuplicatesIdsBatchSampler(flat, generator=torch.Generator(), **kwargs)) == list(
-        NoDuplicatesBatchSampler(flat, generator=torch.Generator(), **kwargs)
-    )
+        ours = NoDuplicatesIdsBatchSampler(view, generator=torch.Generator(), **kwargs)
+        assert list(ours) == list(NoDuplicatesBatchSampler(view, generator=torch.Generator(), **kwargs))
+        rows = ours.row_codes()
+        anchors = view["anchor"]
+        assert len(rows) == len(view)
+        assert all(
+            (rows[i][0] == rows[j][0]) == (anchors[i] == anchors[j])
+            for i in range(9)
+            for j in range(9)
+            if max(i, j) < len(view)
+        )

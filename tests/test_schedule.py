@@ -113,8 +113,8 @@ def test_a_schedule_retrains_on_new_data_and_is_served_from_the_store_otherwise(
     # 1. the first run trains and becomes champion
     assert not trained["artifacts"]["model"]["cached"] and trained["champion"]["promoted"] is True
     # 2. a new file: a new source key, a new model, compared like with like, decided by the rule
-    assert retrained["artifacts"]["pairs"]["key"] != trained["artifacts"]["pairs"]["key"]
-    assert retrained["artifacts"]["pairs"]["rows"] == 300
+    assert retrained["artifacts"]["raw"]["key"] != trained["artifacts"]["raw"]["key"]
+    assert retrained["artifacts"]["raw"]["rows"] == 300
     assert not retrained["artifacts"]["model"]["cached"]
     decision = retrained["champion"]
     assert decision["champion_before"]["model_key"] == trained["artifacts"]["model"]["key"]

@@ -3,19 +3,23 @@ folders, and hub datasets pinned by revision (read offline from a hub cache buil
 
 from __future__ import annotations
 
+import ast
 import json
 import logging
+from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 
 from tasks.pairs.hub import HubSource, parse_hub_source
+from tasks.pairs.labels import CONTRADICTION, ENTAILMENT, NEUTRAL, NLI_LABELS
 from tasks.pairs.sources import (
     check_loss_fits,
-    load_nli_pairs,
+    describe_nli,
     load_source,
     local_files,
+    negative_columns,
     pin_source,
     source_columns,
     source_fingerprint,
@@ -41,8 +45,9 @@ def _write(df: pd.DataFrame, path):
 @pytest.mark.parametrize("suffix", [".parquet", ".tsv", ".csv", ".jsonl"])
 def test_each_local_format_loads_the_same_pairs(tmp_path, nli_sample, suffix):
     path = _write(nli_sample[["premise", "hypothesis", "label"]], tmp_path / f"nli{suffix}")
-    pairs, origin = load_nli_pairs(str(path), max_pairs=None)
-    assert list(pairs.columns) == ["premise", "hypothesis", "label"]
+    loaded = load_source(str(path), max_pairs=None)
+    pairs, origin = loaded.frame, loaded.origin
+    assert loaded.kind == "nli" and list(pairs.columns) == ["premise", "hypothesis", "label"]
     assert len(pairs) == len(nli_sample)
     assert pairs["label"].dtype == "int64"
     assert pairs["premise"].tolist() == nli_sample["premise"].tolist()
@@ -50,7 +55,7 @@ def test_each_local_format_loads_the_same_pairs(tmp_path, nli_sample, suffix):
 
 
 def test_max_pairs_takes_the_first_rows(nli_file, nli_sample):
-    pairs, _ = load_nli_pairs(str(nli_file), max_pairs=7)
+    pairs = load_source(str(nli_file), max_pairs=7).frame
     assert pairs["hypothesis"].tolist() == nli_sample["hypothesis"].head(7).tolist()
 
 
@@ -60,7 +65,7 @@ def test_a_folder_is_one_source_of_all_its_data_files(tmp_path, nli_sample):
     _write(nli_sample.iloc[5:8][NLI], tmp_path / "validation.parquet")
     (tmp_path / "README.md").write_text("not data")
     assert [p.name for p in local_files(str(tmp_path))] == ["train.parquet", "validation.parquet"]
-    assert load_nli_pairs(str(tmp_path), None)[0]["premise"].tolist() == nli_sample["premise"].head(8).tolist()
+    assert load_source(str(tmp_path), None).frame["premise"].tolist() == nli_sample["premise"].head(8).tolist()
 
 
 def test_fingerprint_follows_file_content(nli_file, nli_sample):
@@ -71,7 +76,7 @@ def test_fingerprint_follows_file_content(nli_file, nli_sample):
 
 
 def test_glue_first_rows_keep_their_labels():
-    pairs, _ = load_nli_pairs("data/samples/mnli/glue_train_first5.parquet", None)
+    pairs = load_source("data/samples/mnli/glue_train_first5.parquet", None).frame
     assert pairs["label"].tolist() == [1, 0, 0, 0, 1]
     assert pairs.loc[2, "premise"] == "One of our number will carry out your instructions minutely."
 
@@ -107,7 +112,7 @@ def test_bad_tables_name_file_column_row_and_problem(tmp_path, case):
     df, expected = BAD_TABLES[case]
     path = _write(df, tmp_path / "bad.parquet")
     with pytest.raises(DataError) as error:
-        load_nli_pairs(str(path), None)
+        load_source(str(path), None)
     message = str(error.value)
     assert str(path) in message
     for fragment in expected:
@@ -116,28 +121,58 @@ def test_bad_tables_name_file_column_row_and_problem(tmp_path, case):
 
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(DataError, match="nope.parquet: file not found"):
-        load_nli_pairs(str(tmp_path / "nope.parquet"), None)
+        load_source(str(tmp_path / "nope.parquet"), None)
 
 
 def test_unreadable_file_is_named(tmp_path):
     path = tmp_path / "broken.parquet"
     path.write_bytes(b"this is not parquet")
     with pytest.raises(DataError, match="broken.parquet: cannot read .parquet file"):
-        load_nli_pairs(str(path), None)
+        load_source(str(path), None)
 
 
 def test_unsupported_type_is_named(tmp_path):
     path = tmp_path / "pairs.xlsx"
     path.write_text("x")
     with pytest.raises(DataError, match="unsupported file type '.xlsx'"):
-        load_nli_pairs(str(path), None)
+        load_source(str(path), None)
 
 
 def test_malformed_jsonl_is_named(tmp_path):
     path = tmp_path / "pairs.jsonl"
     path.write_text(json.dumps({"premise": "a", "hypothesis": "b", "label": 0}) + "\n{not json\n")
     with pytest.raises(DataError, match="pairs.jsonl: cannot read"):
-        load_nli_pairs(str(path), None)
+        load_source(str(path), None)
+
+
+def test_the_labels_are_named_by_their_one_numbering(nli_file):
+    loaded = load_source(str(nli_file), None)
+    counts = loaded.frame["label"].value_counts()
+    assert NLI_LABELS == {ENTAILMENT: "entailment", NEUTRAL: "neutral", CONTRADICTION: "contradiction"}
+    assert json.loads(describe_nli(loaded.frame)) == {NLI_LABELS[k]: int(v) for k, v in sorted(counts.items())}
+    assert json.loads(describe_nli(pd.DataFrame({"anchor": ["a"], "positive": ["b"]}))) == {"pairs": 1}
+
+
+def test_negative_columns_are_found_in_their_order():
+    columns = ["anchor", "negative_2", "positive", "negative", "negative_1_score", "negatives", "negative_score"]
+    assert negative_columns(columns) == ["negative_2", "negative"]
+    assert negative_columns(["anchor", "positive", 3]) == []
+
+
+def test_the_nli_numbers_and_the_negative_column_pattern_are_defined_once():
+    """One numbering of the labels (tasks/pairs/labels.py) and one negative-column pattern (beside the
+    source reader): a second copy could drift from the first unnoticed."""
+    names = {"ENTAILMENT", "NEUTRAL", "CONTRADICTION", "NLI_LABELS"}
+    found = []
+    for path in sorted((Path(__file__).resolve().parent.parent / "tasks").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = node.targets if isinstance(node, ast.Assign) else []
+            assigned = {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+            found += [(path.name, name) for name in sorted(assigned & names)]
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and "negative(_" in node.value:
+                found.append((path.name, "negative pattern"))
+    expected = [("labels.py", n) for n in ("CONTRADICTION", "ENTAILMENT", "NEUTRAL", "NLI_LABELS")]
+    assert sorted(found) == sorted([*expected, ("sources.py", "negative pattern")])
 
 
 def test_validate_keeps_only_the_three_columns():
@@ -162,7 +197,8 @@ def glue_hub_copy(tmp_path, monkeypatch):
 
 def test_hub_source_loads_through_datasets_like_the_seed(glue_hub_copy):
     """A local folder standing in for a hub repo gets the hash of its card and data files as its revision."""
-    pairs, origin = load_nli_pairs("glue/mnli", max_pairs=3)
+    loaded = load_source("glue/mnli", max_pairs=3)
+    pairs, origin = loaded.frame, loaded.origin
     fingerprint = source_fingerprint("glue/mnli")
     revision = fingerprint["revision"]
     assert revision.startswith("sha256:") and len(revision) == len("sha256:") + 64
@@ -187,7 +223,7 @@ def test_a_pinned_local_glue_copy_refuses_changed_files(glue_hub_copy):
     pd.read_parquet(data).head(4).to_parquet(data)
     assert source_fingerprint("glue/mnli")["revision"] != pinned.split("@")[1]
     with pytest.raises(DataError, match="its files changed since the run pinned"):
-        load_nli_pairs(pinned, None)
+        load_source(pinned, None)
 
 
 # --- growing local folders: one source of all its data files, in file-name order ---
@@ -198,22 +234,22 @@ def test_a_growing_folder_keeps_its_earlier_rows(tmp_path, nli_sample):
     folder.mkdir()
     _write(nli_sample.iloc[:10][NLI], folder / "part-000.parquet")
     _write(nli_sample.iloc[10:20][NLI], folder / "part-001.tsv")
-    before, first, capped = source_fingerprint(str(folder)), *(load_nli_pairs(str(folder), n)[0] for n in (None, 15))
+    before, first, capped = source_fingerprint(str(folder)), *(load_source(str(folder), n).frame for n in (None, 15))
     assert first["premise"].tolist() == nli_sample["premise"].head(20).tolist()
     assert source_fingerprint(str(folder)) == before  # nothing new: the same key
     _write(nli_sample.iloc[20:30][NLI], folder / "part-002.jsonl")
     after = source_fingerprint(str(folder))
     assert after != before and after["files"][:2] == before["files"]
-    grown = load_nli_pairs(str(folder), None)[0]
+    grown = load_source(str(folder), None).frame
     assert len(grown) == 30 and grown.head(20).equals(first)
-    assert load_nli_pairs(str(folder), 15)[0].equals(capped)
+    assert load_source(str(folder), 15).frame.equals(capped)
 
 
 def test_a_bad_file_in_a_folder_is_named(tmp_path, nli_sample):
     _write(nli_sample.head(5)[NLI], tmp_path / "a.parquet")
     bad = _write(pd.DataFrame({"premise": ["a", "b"], "hypothesis": ["c", "d"], "label": [0, 7]}), tmp_path / "b.csv")
     with pytest.raises(DataError) as error:
-        load_nli_pairs(str(tmp_path), None)
+        load_source(str(tmp_path), None)
     assert str(bad) in str(error.value) and "column 'label' row 1" in str(error.value)
 
 
@@ -325,10 +361,10 @@ def test_a_moved_branch_gives_a_new_fingerprint_and_a_sha_pins_the_old_rows(hub_
     old = source_fingerprint(source)
     cache_commit(hub_cache, SHA_NEW, {"pair-class": nli_sample.iloc[100:130][NLI]})  # refs/main moves on
     assert source_fingerprint(source)["revision"] == SHA_NEW
-    assert load_nli_pairs(source, None)[0]["premise"].tolist() == nli_sample["premise"].iloc[100:130].tolist()
+    assert load_source(source, None).frame["premise"].tolist() == nli_sample["premise"].iloc[100:130].tolist()
     pinned = f"{source}@{SHA_OLD}"
     assert source_fingerprint(pinned) == old
-    assert load_nli_pairs(pinned, None)[0]["premise"].tolist() == nli_sample["premise"].head(20).tolist()
+    assert load_source(pinned, None).frame["premise"].tolist() == nli_sample["premise"].head(20).tolist()
 
 
 def test_only_the_chosen_configs_train_files_are_asked_for(hub_cache, nli_sample, monkeypatch):
@@ -413,12 +449,12 @@ def test_hub_rows_without_a_gold_label_are_left_out_and_bad_rows_named(hub_cache
     rows = nli_sample.head(6)[NLI].reset_index(drop=True)
     rows.loc[1, "label"] = -1  # SNLI's and MNLI's mark for no annotator agreement
     cache_commit(hub_cache, SHA_OLD, {"pair-class": rows})
-    kept = load_nli_pairs(f"{REPO}:pair-class", 3)[0]
+    kept = load_source(f"{REPO}:pair-class", 3).frame
     assert kept["premise"].tolist() == rows["premise"].iloc[[0, 2, 3]].tolist()
     rows.loc[3, "hypothesis"] = " "
     cache_commit(hub_cache, SHA_NEW, {"pair-class": rows})
     with pytest.raises(DataError, match=rf"hub {REPO}:pair-class@{SHA_NEW}: column 'hypothesis' row 2"):
-        load_nli_pairs(f"{REPO}:pair-class", None)
+        load_source(f"{REPO}:pair-class", None)
 
 
 def test_a_local_path_wins_over_a_hub_name(tmp_path, nli_sample, monkeypatch):

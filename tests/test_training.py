@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from sentence_transformers import SentenceTransformer
 from transformers import TrainerCallback
@@ -13,9 +15,9 @@ from transformers import TrainerCallback
 from tasks.evaluation.data import stsb_pairs
 from tasks.negatives.strategies import MiningConfig, soft_negatives
 from tasks.pairs.labels import pairs_for_loss
+from tasks.training import batches, distributed, tokens
 from tasks.training.checkpoints import LOSS_HEAD
 from tasks.training.recipe import TrainRecipe, TrainRuntime, recipe_and_runtime
-from tasks.training.tokens import training_columns
 from tasks.training.trainer import train_model
 
 
@@ -40,10 +42,41 @@ def test_each_loss_trains_and_saves_a_loadable_model(tmp_path, tiny_bert, nli_sa
     assert abs(model.encode(["a test"]) - before).max() > 0  # the weights moved
 
 
-def test_columns_follow_the_loss_order(nli_sample):
+def test_the_trainers_dataset_has_the_loss_columns_in_its_order(tiny_bert, nli_sample):
+    """What the trainer hands the loss: its text columns in the order it reads them (mined negatives last,
+    other columns left out), then the label or score; a ranking loss gets no score."""
+    model = SentenceTransformer(str(tiny_bert))
+
+    def columns(frame, loss: str) -> list[str]:
+        table = tokens.tokenize_frame(frame, loss, model)
+        return batches.token_dataset(tokens.TokenizedData(table, tokens.tokenizer_spec(model))).column_names
+
     mnr = soft_negatives(pairs_for_loss(nli_sample, "mnr"), nli_sample, MiningConfig())
-    assert training_columns(mnr.assign(positive_score=0.0), "mnr") == ["anchor", "positive", "negative"]
-    assert training_columns(pairs_for_loss(nli_sample, "cosine"), "cosine") == ["sentence1", "sentence2", "score"]
+    assert columns(mnr.assign(positive_score=0.0), "mnr") == ["anchor", "positive", "negative"]
+    assert columns(pairs_for_loss(nli_sample, "cosine"), "cosine") == ["sentence1", "sentence2", "score"]
+    assert columns(pairs_for_loss(nli_sample, "softmax"), "softmax") == ["premise", "hypothesis", "label"]
+
+
+def test_each_torchrun_process_reads_the_token_ids_as_arrow_only(tmp_path, tiny_bert, nli_sample, monkeypatch):
+    """A process of a launch with token ids reads them as an Arrow table: none goes through pandas (only the
+    STS-B validation pairs do), and the ids reach train_model with the spec they were made with."""
+    model = SentenceTransformer(str(tiny_bert))
+    frame = pairs_for_loss(nli_sample.head(40), "cosine")
+    ids = tokens.TokenizedData(tokens.tokenize_frame(frame, "cosine", model), tokens.tokenizer_spec(model))
+    pq.write_table(ids.table, tmp_path / "train.parquet")  # as train_distributed writes them
+    stsb_pairs("validation", 8).to_parquet(tmp_path / "sts.parquet")
+    spec = {"model": str(tiny_bert), "recipe": {"matryoshka_dims": []}, "runtime": {}, "out": str(tmp_path),
+            "dir": str(tmp_path), "tokenizer": ids.spec.as_dict(), "guide": None}  # fmt: skip
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    read, calls = [], []
+    real_read = distributed.pd.read_parquet
+    monkeypatch.setattr(distributed.pd, "read_parquet", lambda path, *a, **k: read.append(path) or real_read(path))
+    monkeypatch.setattr(distributed, "train_model", lambda *args, **kwargs: calls.append(args))
+    distributed.main(str(tmp_path / "spec.json"))
+    assert [p.name for p in map(Path, read)] == ["sts.parquet"]
+    train = calls[0][1]
+    assert isinstance(train, tokens.TokenizedData) and train.spec == ids.spec
+    assert train.table.column_names == ids.table.column_names and len(train) == 40
 
 
 def test_strong_settings_train_on_cpu(tmp_path, tiny_bert, nli_sample):

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 
-PAIRS_FILE = "stsb_pairs.parquet"  # in a metrics artifact: split, pair, gold, cosine (and cosine_dim<d>)
 RESAMPLES = 1000
 SEED = 0
 _STSB_METRIC = re.compile(r"stsb_(?P<split>[a-z]+)_spearman(?:_dim(?P<dim>\d+))?")

@@ -6,6 +6,7 @@ text is encoded once, in batches of similar token length.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,12 +14,13 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from tasks.evaluation import mteb_tasks
-from tasks.evaluation.bootstrap import PAIRS_FILE
 from tasks.evaluation.data import bundled_task_data, stsb_pairs
 from tasks.evaluation.settings import STSB_SPLITS, EvalSettings, dimension_metric
 from tasks.evaluation.stsb import spearman_scores, stsb_similarities
 from tasks.models.encoding import encoding_batch_size, encoding_pool
 from tasks.models.resolve import check_dims
+from tasks.store.artifacts import write_parquet
+from tasks.store.catalog import METRICS_FILE, METRICS_JSON, STSB_PAIRS_FILE
 
 
 class _Fraction:
@@ -63,7 +65,7 @@ def evaluate_model(
         with encoding_pool(model) as pool:
             similarities = stsb_similarities(model, stsb, settings.dims, mteb_tasks.Tally(bar, fraction.update), pool)
     out_dir.mkdir(parents=True, exist_ok=True)
-    similarities.to_parquet(out_dir / PAIRS_FILE, index=False)
+    similarities.to_parquet(out_dir / STSB_PAIRS_FILE, index=False)
     metrics = spearman_scores(similarities, settings.dims)
     for name, data in tasks.items():
         metrics[mteb_tasks.metric_name(name)] = mteb_tasks.evaluate_task(
@@ -72,6 +74,17 @@ def evaluate_model(
     if progress:
         progress(1.0)
     return metrics
+
+
+def write_metrics(folder: Path, metrics: dict[str, float], dims: tuple[int, ...]) -> int:
+    """The scores flat (``metrics.json``) and as a table (``metrics.parquet``); returns the table's rows."""
+    (folder / METRICS_JSON).write_text(json.dumps(metrics, indent=2))
+    return write_parquet(metrics_table(metrics, dims), folder / METRICS_FILE)
+
+
+def read_metrics(folder: Path) -> dict[str, float]:
+    """A metrics artifact's scores, by metric name."""
+    return json.loads((folder / METRICS_JSON).read_text())
 
 
 def metrics_table(metrics: dict[str, float], dims: tuple[int, ...]) -> pd.DataFrame:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from tasks.evaluation import mteb_tasks
 from tasks.evaluation.data import BUNDLED_FILES
-from tasks.models.encoding import PRECISIONS, encoding_precision
+from tasks.models.precision import Precision, runs_as
 
 STSB_SPLITS = ("validation", "test")
 DEFAULT_TASKS = ("Banking77Classification",)
@@ -32,9 +32,10 @@ class EvalSettings:
     precision: str = "fp32"  # what a GPU encodes in ("bf16", "fp16": faster, not the anchors'); the CPU: fp32
 
     @property
-    def effective_precision(self) -> str:
-        """What this machine encodes in under these settings: the CPU always fp32."""
-        return encoding_precision(None, self.precision)
+    def effective_precision(self) -> Precision:
+        """What this machine encodes in under these settings (``runs_as``: the CPU always fp32); records and
+        keys hold its name ("fp32", "bf16", "fp16")."""
+        return runs_as(self.precision)
 
     def metric_names(self) -> list[str]:
         names = [f"stsb_{split}_spearman" for split in STSB_SPLITS]
@@ -53,7 +54,7 @@ class EvalSettings:
             "tasks": list(self.tasks),
             "limit": self.limit,
             "dims": list(self.dims),
-            "precision": self.effective_precision,
+            "precision": self.effective_precision.value,
             "data": self.fingerprints,
         }
 
@@ -66,8 +67,7 @@ class EvalSettings:
     def check(self, hub_reachable: Callable[[], bool]) -> None:
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"parameter eval_limit: must be positive or None, got {self.limit}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"parameter eval_precision: {self.precision!r} is not one of {PRECISIONS}")
+        Precision.parse(self.precision, "eval_precision")
         if len(set(self.tasks)) != len(self.tasks):
             raise ValueError(f"parameter eval_tasks: a task is named twice in {list(self.tasks)}")
         mteb_tasks.check_tasks(self.tasks, hub_reachable)

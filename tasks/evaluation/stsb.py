@@ -22,13 +22,6 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", a, b)
 
 
-def spearman_of_cosine(a: np.ndarray, b: np.ndarray, gold: np.ndarray) -> float:
-    """Spearman of the pairs' cosine similarity against the gold scores (the seed's STS-B metric)."""
-    from scipy.stats import spearmanr
-
-    return float(spearmanr(gold, cosine(a, b)).statistic)
-
-
 def stsb_similarities(
     model, splits: dict[str, pd.DataFrame], dims: tuple[int, ...], bar=None, pool=None
 ) -> pd.DataFrame:
@@ -59,9 +52,3 @@ def spearman_scores(similarities: pd.DataFrame, dims: tuple[int, ...]) -> dict[s
         for dim in dims:
             scores[dimension_metric(metric, dim)] = float(spearmanr(pairs["gold"], pairs[cosine_column(dim)]).statistic)
     return scores
-
-
-def stsb_scores(model, splits: dict[str, pd.DataFrame], dims: tuple[int, ...], bar=None, pool=None) -> dict[str, float]:
-    """Spearman of each split's pairs (validation, test), at the full and at each truncated dimension
-    (``pool``: several GPUs' processes, ``encoding_pool``)."""
-    return spearman_scores(stsb_similarities(model, splits, dims, bar, pool), dims)

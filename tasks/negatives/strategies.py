@@ -5,9 +5,10 @@ hypothesis the source pairs with the same premise (after normalising case and wh
 is never a negative, whatever the strategy. Semi-hard negatives must also score below the
 anchor's positive minus ``margin`` (a guard against unlabelled positives) and below
 ``max_score`` when set, and, when ``relative_margin`` is above 0, at or below
-``(1 - relative_margin)`` times the positive's score (NV-Retriever's TopK-PercPos: a cap that
-scales with the positive, so near-duplicates of strong positives are skipped). Several
-negatives per anchor come out as extra rows or columns.
+``p - |p| * relative_margin`` for a positive scoring ``p`` (``relative_ceiling``: NV-Retriever's
+TopK-PercPos, ``(1 - relative_margin) * p``, where ``p`` >= 0, and still below ``p`` where it is
+negative; a cap that scales with the positive, so near-duplicates of strong positives are skipped).
+Several negatives per anchor come out as extra rows or columns.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ import pandas as pd
 
 from tasks.negatives.embeddings import encode_cached
 from tasks.negatives.index import EXACT_LIMIT, build_index, recall_at_k
+from tasks.pairs.labels import CONTRADICTION
 
 STRATEGIES = ("none", "soft", "semi-hard", "contradiction")
-CONTRADICTION = 2
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class MiningConfig:
     range_max: int = 50
     max_score: float | None = None
     margin: float = 0.05
-    relative_margin: float = 0.0  # > 0: negatives also score <= (1 - relative_margin) * positive's score
+    relative_margin: float = 0.0  # > 0: negatives also score <= p - |p| * relative_margin (p: the positive's)
     sampling: str = "top"  # "top": the highest-ranked admissible; "random": a seeded draw among them
     layout: str = "rows"  # "rows": one (anchor, positive, negative) row each; "columns": negative_1..n
     seed: int = 42
@@ -65,6 +66,15 @@ class MiningConfig:
                     f"parameter num_negatives: {self.num_negatives} is larger than the window "
                     f"range_max - range_min = {self.range_max - self.range_min}"
                 )
+
+
+def relative_ceiling(positive_scores: np.ndarray, relative_margin: float) -> np.ndarray:
+    """The most a negative may score under the relative margin: ``p - |p| * relative_margin``, always below
+    ``p``. For ``p`` >= 0 that is NV-Retriever's ``(1 - relative_margin) * p``, computed as such so those
+    results do not move; below 0, ``(1 - m) * p`` would lie above ``p`` (sentence-transformers fixed its
+    miner the same way)."""
+    p = positive_scores
+    return np.where(p >= 0, (1 - relative_margin) * p, (1 + relative_margin) * p)
 
 
 def normalise(text: str) -> str:
@@ -167,7 +177,8 @@ def semi_hard_negatives(
 ) -> tuple[pd.DataFrame, dict]:
     """Candidates ranked by similarity to the anchor: skip the top ``range_min``, look up to ``range_max``,
     keep those below ``max_score``, below the positive's score minus ``margin`` and (when
-    ``relative_margin`` > 0) at most ``(1 - relative_margin)`` times the positive's score; pick ``num_negatives``.
+    ``relative_margin`` > 0) at most ``relative_ceiling`` of it, ``p - |p| * relative_margin``; pick
+    ``num_negatives``.
 
     Returns the negatives and mining facts: index kind, recall of an approximate index, and how many
     candidates of the rank window each rule removed.
@@ -199,7 +210,7 @@ def semi_hard_negatives(
             counts["removed_max_score"] += int((window & ~below_max).sum())
             score_ok &= below_max
         if config.relative_margin > 0:
-            below_relative = scores <= ((1 - config.relative_margin) * positives)[:, None]
+            below_relative = scores <= relative_ceiling(positives, config.relative_margin)[:, None]
             counts["removed_relative_margin"] += int((window & ~below_relative).sum())
             score_ok &= below_relative
         counts["window_candidates"] += int(window.sum())

@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from tasks.models.resolve import hub_offline  # the one offline policy, also the models'
 from tasks.pairs.tables import DATA_SUFFIXES, DataError
 from tasks.store.artifacts import file_sha256
 
@@ -93,13 +94,6 @@ def hub_cache_dir() -> Path:
     if os.environ.get("HF_HOME"):
         return Path(os.environ["HF_HOME"]).expanduser() / "hub"
     return Path(constants.HF_HUB_CACHE)
-
-
-def hub_offline() -> bool:
-    """Offline as the environment says now, or as huggingface_hub read it at import (then it refuses requests)."""
-    from huggingface_hub import constants
-
-    return constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
 
 
 def _unreachable() -> tuple[type[BaseException], ...]:

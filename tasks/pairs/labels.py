@@ -1,4 +1,4 @@
-"""NLI labels → the training format each loss needs.
+"""NLI labels (the one place that numbers them) → the training format each loss needs.
 
 sentence-transformers matches inputs by column *order* and treats only columns named
 ``label`` or ``score`` as targets, so each format below fixes both names and order.
@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-ENTAILMENT, NEUTRAL, CONTRADICTION = 0, 1, 2
+ENTAILMENT, NEUTRAL, CONTRADICTION = 0, 1, 2  # as GLUE MNLI, SNLI and the hub's NLI sets number them
+NLI_LABELS = {ENTAILMENT: "entailment", NEUTRAL: "neutral", CONTRADICTION: "contradiction"}
 LOSSES = ("softmax", "cosine", "mnr", "gist")
 RANKING = ("mnr", "gist")  # in-batch negatives: (anchor, positive[, negative...]) rows
 COLUMNS = {

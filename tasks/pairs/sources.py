@@ -19,9 +19,9 @@ from pathlib import Path
 import pandas as pd
 
 from tasks.pairs import hub
+from tasks.pairs.labels import NLI_LABELS
 from tasks.pairs.tables import (
     DATA_SUFFIXES,
-    REPO_ROOT,
     SAMPLES,
     DataError,
     read_columns,
@@ -30,13 +30,13 @@ from tasks.pairs.tables import (
     require_texts,
 )
 from tasks.store.artifacts import file_sha256
+from tasks.store.environment import REPO_ROOT
 
 log = logging.getLogger(__name__)
 
 NLI_COLUMNS = ("premise", "hypothesis", "label")
 PAIR_COLUMNS = ("anchor", "positive")
-NEGATIVE = re.compile(r"negative(_\d+)?")
-NLI_LABELS = {0: "entailment", 1: "neutral", 2: "contradiction"}
+NEGATIVE = re.compile(r"negative(_\d+)?")  # a triplet's negative column: negative, or negative_1..n
 NO_GOLD_LABEL = -1  # the hub's NLI datasets (SNLI, MNLI) mark rows the annotators did not agree on
 KINDS = ("nli", "pairs", "triplets")
 LABELLED_LOSSES = ("softmax", "cosine")  # they train on the NLI label; mnr and gist on anchor/positive(/negative)
@@ -110,12 +110,18 @@ def source_fingerprint(source: str) -> dict:
     return {"kind": "local-folder", "files": [{"file": p.name, "sha256": file_sha256(p)} for p in files]}
 
 
+def negative_columns(columns: Iterable[str]) -> list[str]:
+    """The negative columns among ``columns``, in their order: what makes a source triplets, and what
+    the ranking losses read after anchor and positive."""
+    return [c for c in columns if NEGATIVE.fullmatch(str(c))]
+
+
 def kind_of(columns: Iterable[str]) -> str:
     """NLI when premise, hypothesis and label are all there; pairs or triplets when anchor or positive is."""
     names = set(columns)
     if set(NLI_COLUMNS) <= names or not names & set(PAIR_COLUMNS):
         return "nli"  # incomplete NLI columns: validation names the missing ones
-    return "triplets" if any(NEGATIVE.fullmatch(n) for n in names) else "pairs"
+    return "triplets" if negative_columns(names) else "pairs"
 
 
 def source_columns(source: str) -> tuple[str, ...]:
@@ -173,9 +179,10 @@ def validate_nli(df: pd.DataFrame, origin: str) -> pd.DataFrame:
     bad = labels.isna() | ~labels.isin(list(NLI_LABELS))
     if bad.any():
         row = int(bad.to_numpy().nonzero()[0][0])
+        named = ", ".join(f"{number} {name}" for number, name in NLI_LABELS.items())
         raise DataError(
-            f"{origin}: column 'label' row {row}: {df['label'].iloc[row]!r} is not a label in 0-2 "
-            f"(0 entailment, 1 neutral, 2 contradiction; {int(bad.sum())} such row(s))"
+            f"{origin}: column 'label' row {row}: {df['label'].iloc[row]!r} is not a label in "
+            f"{min(NLI_LABELS)}-{max(NLI_LABELS)} ({named}; {int(bad.sum())} such row(s))"
         )
     return pd.DataFrame(
         {
@@ -191,7 +198,7 @@ def validate_pairs(df: pd.DataFrame, origin: str) -> pd.DataFrame:
     require_columns(df, PAIR_COLUMNS, origin, EXPECTED)
     if df.empty:
         raise DataError(f"{origin}: no rows")
-    columns = (*PAIR_COLUMNS, *(c for c in df.columns if NEGATIVE.fullmatch(str(c))))
+    columns = (*PAIR_COLUMNS, *negative_columns(df.columns))
     require_texts(df, columns, origin)
     return pd.DataFrame({c: df[c].astype(str).to_numpy() for c in columns})
 
@@ -242,12 +249,6 @@ def load_source(source: str, max_pairs: int | None) -> LoadedSource:
     """Validated rows of any kind, the first ``max_pairs`` of them, and where they came from."""
     spec = hub_source(source)
     return load_local(source, max_pairs) if spec is None else load_hub(spec, max_pairs)
-
-
-def load_nli_pairs(source: str, max_pairs: int | None) -> tuple[pd.DataFrame, str]:
-    """The rows and their origin (the frame's columns tell the kind); ``load_source`` also says the kind."""
-    loaded = load_source(source, max_pairs)
-    return loaded.frame, loaded.origin
 
 
 def describe_nli(df: pd.DataFrame) -> str:

@@ -14,7 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tasks.store.environment import REPO_ROOT
+
 SAMPLES = REPO_ROOT / "data" / "samples"  # the bundled real samples: MNLI, STS-B, Banking77
 DATA_SUFFIXES = (".parquet", ".tsv", ".csv", ".jsonl", ".json")
 PANDAS_INDEX = re.compile(r"__index_level_\d+__")  # a stored pandas index, not a column of the table

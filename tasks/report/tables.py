@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 
 from tasks.evaluation.settings import dimension_metric
-from tasks.store.artifacts import ArtifactRef, read_manifest
+from tasks.report import plots
+from tasks.store.artifacts import ArtifactRef, read_manifest, write_parquet
+from tasks.store.catalog import COMPARISON_FILE, COMPARISON_PLOT, DIMENSIONS_FILE, DIMENSIONS_PLOT
 
 
 def comparison(base: dict[str, float], trained: dict[str, float], champion: dict[str, float]) -> pd.DataFrame:
@@ -29,6 +33,18 @@ def by_dimension(base: dict[str, float], trained: dict[str, float], dims: tuple[
     rows = [{"dimension": d, "base": base[dimension_metric(full, d)], "trained": trained[dimension_metric(full, d)]}
             for d in dims]  # fmt: skip
     return pd.DataFrame(rows).sort_values("dimension").reset_index(drop=True)
+
+
+def write_report(folder: Path, table: pd.DataFrame, base: dict[str, float], trained: dict[str, float],
+                 dims: tuple[int, ...]) -> int:  # fmt: skip
+    """The report artifact's files: the comparison table and picture, and score against dimension for
+    Matryoshka runs; returns the table's rows."""
+    plots.metric_comparison(table[~table["metric"].str.contains("_dim")], folder / COMPARISON_PLOT)
+    if dims:
+        curve = by_dimension(base, trained, dims)
+        plots.dimension_curve(curve, folder / DIMENSIONS_PLOT)
+        write_parquet(curve, folder / DIMENSIONS_FILE)
+    return write_parquet(table.drop(columns=["champion"]), folder / COMPARISON_FILE)
 
 
 def markdown_table(df: pd.DataFrame) -> str:

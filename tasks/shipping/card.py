@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-CARD = "README.md"
+from tasks.store.runs import RunRecord
+
+CARD = "README.md"  # sentence-transformers' name for the card, and the Hub's
 LINEAGE = "lineage.json"
 SECTION = "## Lineage (train-embeddings)"
 # What every card of a trained model states (tests fail on a missing one)
@@ -47,28 +49,31 @@ def champion_facts(model_key: str | None, decision: dict, champion: dict | None)
             "champion": (champion or {}).get("model_key")}  # fmt: skip
 
 
-def lineage_from_run(
-    summary: dict, environment: dict | None, source_identity: dict | None, champion: dict | None = None
-) -> dict:
-    """The card's facts from a run record (the flow's summary), the model artifact's environment, the
-    source's identity (hub commit, or file checksums: the pairs artifact's key parameters) and the data
-    folder's champion record."""
-    source = {"name": summary.get("source"), **(source_identity or {})} if summary.get("source") else {}
-    recipe = {"train_recipe": summary.get("train_recipe"), "mining": summary.get("mining")}
-    recipe["base_model"] = (summary.get("base_model") or {}).get("name")
-    recipe["miner_model"] = (summary.get("miner_model") or {}).get("name") if summary.get("miner_model") else None
-    recipe["max_pairs"] = (summary.get("parameters") or {}).get("max_pairs")
-    trained = summary.get("training") or {}
+def lineage_from_run(record: RunRecord | None, champion: dict | None = None,
+                     environment: dict | None = None) -> dict:  # fmt: skip
+    """The card's facts from a run record: the source's identity (hub commit, or file checksums), the recipe
+    and what really ran, the scores, the champion decision (against ``champion``, the data folder's record
+    after this run) and the environment that trained the model (``environment`` where the record has none:
+    a model with no run, or a record written before it held one)."""
+    if record is None:
+        return {"model_key": None, "source": {}, "recipe": {}, "scores": {}, "evaluation": None,
+                "champion": {}, "environment": environment or {}}  # fmt: skip
+    source = {"name": record.source, **(record.source_identity or {})} if record.source else {}
+    recipe = {"train_recipe": record.train_recipe, "mining": record.mining}
+    recipe["base_model"] = record.base_model.name
+    recipe["miner_model"] = None if record.miner_model is None else record.miner_model.name
+    recipe["max_pairs"] = record.parameters.get("max_pairs")
+    trained = record.training or {}
     recipe["as_trained"] = {k: trained.get(k) for k in AS_TRAINED if k in trained}  # what the machine really ran
-    model_key = ((summary.get("artifacts") or {}).get("model") or {}).get("key")
+    model_key = None if record.artifacts.model is None else record.artifacts.model.key
     return {
         "model_key": model_key,
         "source": source,
-        "recipe": recipe if summary.get("train_recipe") else {},
-        "scores": summary.get("metrics") or {},
-        "evaluation": summary.get("evaluation"),
-        "champion": champion_facts(model_key, summary.get("champion") or {}, champion),
-        "environment": environment or {},
+        "recipe": recipe if record.train_recipe else {},
+        "scores": record.metrics,
+        "evaluation": record.evaluation or None,
+        "champion": champion_facts(model_key, record.champion, champion),
+        "environment": record.environment or environment or {},
     }
 
 

@@ -9,6 +9,7 @@ files) is checked before anything touches the network, and an unreachable hub fa
 
 from __future__ import annotations
 
+import datetime as dt
 import inspect
 import json
 import logging
@@ -193,3 +194,26 @@ def record_pushed(data_dir: str | Path, repo: str, facts: dict) -> None:
     path = pushed_file(data_dir, repo)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(facts, indent=2))
+
+
+def why_not_push(data_dir: str | Path, repo: str, model_key: str, champion: dict | None) -> str | None:
+    """The flow's rule: publish each new champion once, and retry one whose push failed. Returns why a run
+    with ``model_key`` does not push (None: it does)."""
+    if (champion or {}).get("model_key") != model_key:
+        return f"{model_key} is not the champion"
+    done = read_pushed(data_dir, repo) or {}
+    if done.get("model_key") == model_key:
+        return f"the champion {model_key} is published already ({done.get('url')})"
+    return None
+
+
+def publish_release(
+    folder: Path, data_dir: str | Path, repo: str, model_key: str | None, release_key: str, *, private: bool,
+    token: str,
+) -> str:  # fmt: skip
+    """Push a release folder and record it (model, release, commit URL, time), so the flow never publishes
+    the same model to ``repo`` again, whether the flow or the ``push`` command published it."""
+    url = push_folder(folder, repo, private=private, token=token)
+    facts = {"model_key": model_key, "release_key": release_key, "url": url}
+    record_pushed(data_dir, repo, facts | {"pushed_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")})
+    return url

@@ -3,32 +3,20 @@ run that trained it (whose record gives the model card its lineage)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from tasks.models.resolve import ModelError, ResolvedModel, resolve_model
 from tasks.store.artifacts import ArtifactRef, artifacts_root, read_manifest
 from tasks.store.champion import read_champion
+from tasks.store.runs import RunRecord, latest_run_of
 
 
 @dataclass(frozen=True)
 class ModelReference:
     model: ResolvedModel
     artifact: ArtifactRef | None  # the models/<key> artifact, when the model is one
-    run: dict | None  # the newest run record that trained it
-
-
-def latest_run_of(data_dir: str | Path, model_key: str) -> dict | None:
-    """The newest run record whose model is ``model_key`` (run records sort by time)."""
-    for path in sorted((artifacts_root(data_dir) / "runs").glob("*.json"), reverse=True):
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if ((record.get("artifacts") or {}).get("model") or {}).get("key") == model_key:
-            return record
-    return None
+    run: RunRecord | None  # the newest run record that trained it
 
 
 def model_reference(ref: str, data_dir: str | Path) -> ModelReference:

@@ -25,7 +25,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -293,7 +293,3 @@ def list_artifacts(data_dir: str | Path) -> list[dict[str, Any]]:
             }
         )
     return rows
-
-
-def ref_dict(ref: ArtifactRef) -> dict[str, Any]:
-    return asdict(ref)

@@ -22,10 +22,11 @@ from typing import Any
 
 from tasks.store.artifacts import MANIFEST, artifacts_root, read_manifest
 from tasks.store.locks import lock_held, lock_holder, lock_path, release_lock, staging_key, try_lock
+from tasks.store.runs import RUNS, read_run_record, run_records
 
 log = logging.getLogger(__name__)
 
-NOT_STAGES = ("runs", "champion", "embeddings")
+NOT_STAGES = (RUNS, "champion", "embeddings")
 SEAL = "checkpoint.sealed"  # tasks/training/checkpoints.py's seal, not imported: it pulls in transformers
 KEEP_PARTIAL_HOURS = 72.0
 PRECISIONS = ("bf16", "fp16")  # suffixes of GPU embedding stores, tasks/negatives/embeddings.py
@@ -85,15 +86,15 @@ def _champions(root: Path) -> list[Path]:
 
 def _recorded(root: Path, keep_runs: int) -> list[Path]:
     """The artifacts the last ``keep_runs`` run records used."""
-    records = sorted((root / "runs").glob("*.json"))[-keep_runs:] if keep_runs > 0 else []
+    paths = run_records(root.parent)[-keep_runs:] if keep_runs > 0 else []
     folders = []
-    for record in records:
+    for path in paths:
         try:
-            refs = json.loads(record.read_text()).get("artifacts", {}).values()
+            refs = read_run_record(path).artifacts.named().values()
         except (OSError, ValueError) as exc:  # a damaged record keeps nothing, and stops nothing
-            log.warning("run record %s cannot be read (%s); it keeps no artifacts", record, exc)
+            log.warning("run record %s cannot be read (%s); it keeps no artifacts", path, exc)
             continue
-        folders += [_folder_of(root, ref) for ref in refs]
+        folders += [_folder_of(root, {"stage": ref.stage, "key": ref.key, "path": ref.path}) for ref in refs]
     return [f for f in folders if f is not None]
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]  # the checkout: tasks/store/environment.py is two folders down
 
 # What is recorded. The first group decides results: tokenisation, the model's numerics, the
 # optimizer and trainer, the data pipeline's sampling, nearest-neighbour search, the scores.

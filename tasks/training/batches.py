@@ -141,7 +141,7 @@ class TokenCollator(BaseDataCollator):
     layout: Layout = Layout.GROUPED
     overhead: int = CHUNK_OVERHEAD_TOKENS["cpu"]
     flattener: Any = None  # the model's DataCollatorWithFlattening, in flattened mode
-    position_offset: int = 0
+    position_offset: int = 0  # where the model's positions start (``flatten_position_offset``), flattened only
     real_tokens: int = 0
     computed_tokens: int = 0
 
@@ -218,10 +218,30 @@ def can_flatten(model) -> bool:
     return bool(getattr(first, "can_flatten_inputs", False)) and getattr(first, "data_collator", None) is not None
 
 
+def flatten_position_offset(model) -> int:
+    """Where the model's flattened positions start beyond the flattener's own ``position_ids_start``.
+
+    RoBERTa-like models (XLM-R, MPNet) count positions from ``padding_idx + 1``, and sentence-transformers
+    shifts the flattener's positions by that when it flattens. The shift is read from what the model's own
+    ``preprocess`` makes of two probe texts, so the collator's flat batches carry the positions the model's
+    own batches would; a model that should flatten but whose preprocess does not is refused."""
+    flattener = model[0].data_collator
+    if not flattener.return_position_ids:
+        return 0
+    probe = model.preprocess(["a probe", "a longer probe text"])
+    if "cu_seq_lens_q" not in probe or "position_ids" not in probe:
+        raise ValueError(
+            "the model's first module says it flattens its texts (flash attention), but its preprocess returned "
+            f"{sorted(k for k in probe if isinstance(k, str))}, no flat sequence with position ids: the positions "
+            "of a flattened batch cannot be told; train with parameter unpad=False or another attention kernel"
+        )
+    return int(probe["position_ids"].reshape(-1)[0]) - flattener.position_ids_start
+
+
 def build_collator(model, data: TokenizedData, unpad: bool, device: str, overhead: int | None = None) -> TokenCollator:
     """The collator for this model and data: flattened or grouped when ``unpad`` (the loss then goes inside
     GroupedForwardLoss), else per column. ``overhead``: a forward pass's cost in tokens, measured for this
-    model and device (``hardware.measure_chunk_overhead``), else the device's default."""
+    model and device (``throughput.measure_chunk_overhead``), else the device's default."""
     cuda = device.startswith("cuda")
     if not unpad:
         layout = Layout.COLUMNS
@@ -237,7 +257,7 @@ def build_collator(model, data: TokenizedData, unpad: bool, device: str, overhea
         layout=layout,
         overhead=overhead if overhead is not None else CHUNK_OVERHEAD_TOKENS["cuda" if cuda else "cpu"],
         flattener=getattr(model[0], "data_collator", None) if layout is Layout.FLATTENED else None,
-        position_offset=int(getattr(model[0], "_flatten_position_offset", 0) or 0) if layout is Layout.FLATTENED else 0,
+        position_offset=flatten_position_offset(model) if layout is Layout.FLATTENED else 0,
     )
 
 

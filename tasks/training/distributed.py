@@ -40,7 +40,8 @@ def shared_mini_batch(model_location: str, train, recipe: TrainRecipe, per_devic
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from tasks.training import hardware, tokens
+    from tasks.training import tokens
+    from tasks.training.memory import mini_batch_for
 
     if not torch.cuda.is_available():
         return 0
@@ -49,7 +50,7 @@ def shared_mini_batch(model_location: str, train, recipe: TrainRecipe, per_devic
         train = TokenizedData(tokens.tokenize_frame(train, recipe.loss, model), tokens.tokenizer_spec(model))
     free = min(torch.cuda.mem_get_info(i)[0] for i in range(torch.cuda.device_count()))
     lengths = list(tokens.ids_lengths(train.table).values())
-    return hardware.mini_batch_for(recipe.mini_batch_size, True, model, lengths, per_device, free)
+    return mini_batch_for(recipe.mini_batch_size, True, model, lengths, per_device, free)
 
 
 def train_distributed(
@@ -103,18 +104,24 @@ def train_distributed(
     return summary
 
 
+def read_training_data(folder: Path, tokenizer: dict | None) -> pd.DataFrame | TokenizedData:
+    """The training data a torchrun process trains on: the token ids as an Arrow table with the spec they
+    were made with (never through pandas: every process would convert the whole table only to drop it),
+    or the texts as a DataFrame when the launch had no ids."""
+    path = folder / "train.parquet"
+    if not tokenizer:
+        return pd.read_parquet(path)
+    spec = TokenizerSpec(tokenizer["fingerprint"], tokenizer["max_seq_length"], tuple(tokenizer["features"]))
+    return TokenizedData(pq.read_table(path), spec, str(path))
+
+
 def main(spec_path: str) -> None:
     """Entry point of each torchrun process."""
     spec = json.loads(Path(spec_path).read_text())
     folder = Path(spec["dir"])
-    train: pd.DataFrame | TokenizedData = pd.read_parquet(folder / "train.parquet")
-    if spec["tokenizer"]:
-        tokenizer = spec["tokenizer"]
-        token_spec = TokenizerSpec(tokenizer["fingerprint"], tokenizer["max_seq_length"], tuple(tokenizer["features"]))
-        train = TokenizedData(pq.read_table(folder / "train.parquet"), token_spec, str(folder / "train.parquet"))
     train_model(
         spec["model"],
-        train,
+        read_training_data(folder, spec["tokenizer"]),
         pd.read_parquet(folder / "sts.parquet"),
         TrainRecipe(**spec["recipe"] | {"matryoshka_dims": tuple(spec["recipe"]["matryoshka_dims"])}),
         TrainRuntime(**spec["runtime"]),

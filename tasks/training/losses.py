@@ -12,24 +12,24 @@ from typing import Any
 import torch
 from torch import nn
 
+from tasks.models.precision import Precision
+from tasks.pairs.labels import NLI_LABELS
 from tasks.training.batches import ChunkedBatch
 
 
-def load_guide(location: str | None, model, precision: str):
-    """GISTEmbedLoss's guide: frozen, in evaluation mode, on the training model's device, in the training's
-    half precision on a GPU. When its vocabulary is the model's, it reads the model's own ids: its
-    ``max_seq_length`` is raised to the model's (within its position embeddings), otherwise the loss would
-    tokenise every batch again for it, on the training process."""
+def load_guide(location: str | None, model, precision: Precision):
+    """GISTEmbedLoss's guide: frozen, in evaluation mode, on the training model's device, its weights in the
+    precision training runs as (``runs_as``: half on a GPU, fp32 on the CPU). When its vocabulary is the
+    model's, it reads the model's own ids: its ``max_seq_length`` is raised to the model's (within its
+    position embeddings), otherwise the loss would tokenise every batch again for it, on the training
+    process."""
     from sentence_transformers import SentenceTransformer
-
-    from tasks.training.hardware import mixed_precision
 
     if location is None:
         raise ValueError("loss 'gist' needs a guide model (parameter miner_model)")
     guide = SentenceTransformer(location, device=str(model.device), trust_remote_code=False)
-    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision(precision))
-    if half is not None:
-        guide = guide.to(half)
+    if precision.dtype is not None:
+        guide = guide.to(precision.dtype)
     guide.eval()
     for parameter in guide.parameters():
         parameter.requires_grad_(False)
@@ -62,7 +62,9 @@ def build_loss(model, loss: str, mini_batch_size: int = 0, guide=None, gather: b
     if loss == "mnr":
         return losses.MultipleNegativesRankingLoss(model, gather_across_devices=gather)
     if loss == "softmax":
-        return losses.SoftmaxLoss(model, embedding_dimension=model.get_embedding_dimension(), num_labels=3)
+        return losses.SoftmaxLoss(
+            model, embedding_dimension=model.get_embedding_dimension(), num_labels=len(NLI_LABELS)
+        )
     if loss == "cosine":
         return losses.CosineSimilarityLoss(model)
     raise ValueError(f"unknown loss {loss!r}")

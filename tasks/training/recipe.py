@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tasks.models.precision import Precision
 from tasks.models.resolve import check_dims
 from tasks.pairs.labels import RANKING
-from tasks.training.hardware import ATTENTION
+from tasks.training.attention import ATTENTION
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ class TrainRecipe:
     warmup_steps: int = 100  # -1: a warmup ratio of 0.1
     max_steps: int = -1
     seed: int = 42
-    precision: str = "fp16"  # on CUDA: "fp16", "bf16" (fp16 where bf16 is unsupported) or "fp32"; CPU: fp32
+    precision: str = "fp16"  # as asked: "fp16", "bf16" or "fp32"; what runs is runs_as(it) (the CPU: fp32)
     batch_sampler: str = "batch_sampler"  # or "no_duplicates": no text twice in a batch (MNR)
     # > 0 with mnr or gist: the cached (GradCache) loss with this mini batch; 0: plain;
     # -1: plain when the batch fits in GPU memory, else the cached loss with mini batches of 32
@@ -38,8 +39,7 @@ class TrainRecipe:
 
     def check(self) -> None:
         """Fail before any data is read, naming the parameter."""
-        if self.precision not in ("fp16", "bf16", "fp32"):
-            raise ValueError(f"parameter precision: {self.precision!r} is not 'fp16', 'bf16' or 'fp32'")
+        Precision.parse(self.precision, "precision")
         if self.batch_sampler not in ("batch_sampler", "no_duplicates"):
             raise ValueError(
                 f"parameter batch_sampler: {self.batch_sampler!r} is not 'batch_sampler' or 'no_duplicates'"

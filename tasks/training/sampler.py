@@ -53,8 +53,9 @@ def _column_keys(column: pa.ChunkedArray) -> list[bytes | str]:
 class NoDuplicatesIdsBatchSampler(DefaultBatchSampler):
     """Batches in which no text (equal id list, across all non-label columns) appears twice.
 
-    The dataset must have no indices mapping (no ``select``/``shuffle`` view): rows are read from its
-    Arrow table. Columns listed in ``valid_label_columns`` are left out of the comparison.
+    Rows are read as one Arrow table in the dataset's own order, through ``datasets``' public arrow format:
+    a ``select``/``shuffle``/``filter`` view compares its own rows (a copy of them), a plain dataset its
+    table as is (no copy). Columns listed in ``valid_label_columns`` are left out of the comparison.
     """
 
     def __init__(
@@ -66,11 +67,6 @@ class NoDuplicatesIdsBatchSampler(DefaultBatchSampler):
         generator: torch.Generator | None = None,
         seed: int = 0,
     ) -> None:
-        if dataset._indices is not None:
-            raise ValueError(
-                f"{type(self).__name__} reads the dataset's Arrow table row by row, so it refuses a dataset "
-                "with an indices mapping (after select/shuffle/filter); call .flatten_indices() first"
-            )
         super().__init__(dataset, batch_size, drop_last, valid_label_columns, generator, seed)
         self.dataset = dataset
         skipped = set(valid_label_columns or []) | EXCLUDED_COLUMNS
@@ -80,7 +76,7 @@ class NoDuplicatesIdsBatchSampler(DefaultBatchSampler):
     def row_codes(self) -> list[list[int]]:
         """Per row, the codes of its texts; built once from the Arrow table, then reused across epochs."""
         if self._rows is None:
-            table = self.dataset.data.table
+            table = self.dataset.with_format("arrow")[:]  # row i is dataset[i], views included
             codes: dict[bytes | str, int] = {}
             per_column = [[codes.setdefault(k, len(codes)) for k in _column_keys(table[c])] for c in self.columns]
             self._rows = np.array(per_column, dtype=np.int64).reshape(len(per_column), table.num_rows).T.tolist()

@@ -1,7 +1,12 @@
-"""Training throughput: samples and real tokens per second, and model FLOPs utilisation on a known GPU."""
+"""Training speed on this device: what one more forward pass costs before training (it decides how a batch
+is cut into chunks), and after it samples and real tokens per second, and model FLOPs utilisation on a
+known GPU."""
 
 from __future__ import annotations
 
+import numpy as np
+
+from tasks.models.precision import Precision
 from tasks.training.tokens import TokenizedData, ids_lengths
 
 # Dense fp16/bf16 tensor-core peak, TFLOP/s, by GPU name: the denominator of model FLOPs utilisation.
@@ -39,3 +44,36 @@ def throughput(model, data: TokenizedData, samples: int, seconds: float, pad_rat
         if peak:
             out["mfu"] = round(training_flops_per_token(model) * out["tokens_per_second"] / (peak * 1e12), 4)
     return out
+
+
+def measure_chunk_overhead(model, precision: Precision, length: int = 64, repeats: int = 5) -> int:
+    """What one more forward pass costs, in padded tokens' worth of work, measured on this model and device
+    in the training ``precision``: the time of a forward and backward pass over 1 and over 16 texts of
+    ``length`` tokens, fitted as fixed cost + cost per token (median of ``repeats``). It decides how many
+    length-grouped chunks a batch is cut into (``batches.plan_chunks``)."""
+    import time
+
+    import torch
+
+    ids = torch.full((16, length), 1000, dtype=torch.long, device=model.device)
+
+    def timed(rows: int) -> float:
+        features = {"input_ids": ids[:rows], "attention_mask": torch.ones_like(ids[:rows])}
+        if "token_type_ids" in model.preprocess(["a"]):
+            features["token_type_ids"] = torch.zeros_like(ids[:rows])
+        times = []
+        for _ in range(repeats + 1):  # the first is a warm-up
+            if model.device.type == "cuda":
+                torch.cuda.synchronize(model.device)
+            started = time.perf_counter()
+            with precision.autocast(model.device.type):
+                model(dict(features))["sentence_embedding"].float().sum().backward()
+            if model.device.type == "cuda":
+                torch.cuda.synchronize(model.device)
+            times.append(time.perf_counter() - started)
+        model.zero_grad(set_to_none=True)
+        return float(np.median(times[1:]))
+
+    one, many = timed(1), timed(16)
+    per_token = max((many - one) / (15 * length), 1e-12)
+    return int(np.clip((one - per_token * length) / per_token, 0, 8192))

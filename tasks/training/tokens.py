@@ -27,10 +27,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks.pairs.labels import COLUMNS, RANKING
+from tasks.pairs.sources import negative_columns
+from tasks.store.artifacts import read_manifest
+from tasks.store.catalog import TOKENS_FILE
 
 SUFFIX = "_input_ids"
 LABEL_COLUMNS = ("label", "score")
-TOKENS_FILE = "tokens.parquet"
 
 
 class TokenMismatch(ValueError):
@@ -94,18 +96,10 @@ def tokenizer_spec(model) -> TokenizerSpec:
 
 def text_columns(frame: pd.DataFrame, loss: str) -> list[str]:
     """The loss's text columns in the order the loss reads them (mined negatives last)."""
-    import re
-
     columns = [c for c in COLUMNS[loss] if c not in LABEL_COLUMNS]
     if loss in RANKING:
-        columns += [c for c in frame.columns if re.fullmatch(r"negative(_\d+)?", c)]
+        columns += negative_columns(frame.columns)
     return columns
-
-
-def training_columns(frame: pd.DataFrame, loss: str) -> list[str]:
-    """The columns the loss reads, in the order it reads them (negatives last, the label or score at the end)."""
-    label = [c for c in LABEL_COLUMNS if c in frame.columns and loss not in RANKING]
-    return text_columns(frame, loss) + label
 
 
 def _ids_array(model, texts: Sequence[str]) -> pa.ListArray:
@@ -185,10 +179,6 @@ class TokenizedData:
     def columns(self) -> list[str]:
         return [n[: -len(SUFFIX)] for n in self.table.column_names if n.endswith(SUFFIX)]
 
-    @property
-    def label_column(self) -> str | None:
-        return next((c for c in LABEL_COLUMNS if c in self.table.column_names), None)
-
     def __len__(self) -> int:
         return self.table.num_rows
 
@@ -211,8 +201,9 @@ def write_tokens(table: pa.Table, folder: Path) -> int:
     return table.num_rows
 
 
-def read_tokens(folder: Path, manifest: dict[str, Any]) -> TokenizedData:
-    spec = manifest.get("tokenizer") or {}
+def read_tokens(folder: Path) -> TokenizedData:
+    """A tokens artifact's ids, with the tokenizer they were made by (its manifest's)."""
+    spec = (read_manifest(folder) or {}).get("tokenizer") or {}
     return TokenizedData(
         pq.read_table(folder / TOKENS_FILE),
         TokenizerSpec(spec.get("fingerprint", "?"), spec.get("max_seq_length"), tuple(spec.get("features", ()))),

@@ -1,9 +1,11 @@
 """Train a sentence-embedding model with SentenceTransformerTrainer around the recipe's loss.
 
-Reads like the seed notebook: model, data, loss, evaluator, arguments, trainer, train, save.
-The data are token ids (the tokens stage), so the training loop only pads, and the model computes
-on real tokens (``batches``). What is trained comes from the ``TrainRecipe``, how it runs from the
-``TrainRuntime`` and the machine (``hardware``). No experiment tracker unless ``report_to`` asks.
+``train_model`` reads like the seed notebook, one small function a step: the model, its data, batches
+and loss (``prepare``), the arguments, the trainer, training, then the saved model and its summary.
+The data are token ids (the tokens stage), so the training loop only pads, and the model computes on
+real tokens (``batches``). What is trained comes from the ``TrainRecipe``, how it runs from the
+``TrainRuntime`` and the machine (the precision that runs here, ``attention``, ``memory``). No
+experiment tracker unless ``report_to`` asks.
 """
 
 from __future__ import annotations
@@ -14,18 +16,23 @@ import os
 import random
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from transformers import TrainerCallback, set_seed
 
+from tasks.models.precision import Precision, runs_as
 from tasks.pairs.labels import RANKING
-from tasks.training import batches, checkpoints, hardware, losses, tokens
+from tasks.training import batches, checkpoints, losses, tokens
+from tasks.training.attention import applies_attention_dropout, load_for_training
+from tasks.training.devices import device_name
+from tasks.training.memory import mini_batch_for
 from tasks.training.recipe import TrainRecipe, TrainRuntime
 from tasks.training.sampler import NoDuplicatesIdsBatchSampler
-from tasks.training.throughput import throughput
+from tasks.training.throughput import measure_chunk_overhead, throughput
 
 log = logging.getLogger(__name__)
 
@@ -65,66 +72,123 @@ def train_model(
     callbacks: list | None = None,
     guide_location: str | None = None,
 ) -> dict:
-    """Train and save to ``out_dir/model``; returns the log history and throughput.
+    """Train and save to ``out_dir/model``; returns the summary (log history, throughput), also written
+    as ``out_dir/training.json``, or {} on a process other than zero under torchrun.
 
     ``train`` is token ids from the tokens stage (checked against the model's tokenizer), or texts,
     which are tokenised here first with the same function. ``guide_location`` is GISTEmbedLoss's guide.
     """
-    import torch
-    from sentence_transformers import SentenceTransformerTrainer
-    from sentence_transformers.evaluation import EmbeddingSimilarityEvaluator
-    from sentence_transformers.training_args import SentenceTransformerTrainingArguments
-
     os.environ.setdefault("WANDB_DISABLED", "true")
-    cuda = torch.cuda.is_available()
-    precision = hardware.mixed_precision(recipe.precision)
-    world = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun sets it in each process
+    run = prepare(model_location, train, recipe, runtime, guide_location)
+    args = training_arguments(recipe, runtime, run.precision, run.per_device, out_dir)
+    trainer = build_trainer(run, args, sts_validation, callbacks)
+    finished = run_training(trainer, run.loss)
+    if not trainer.is_world_process_zero():  # one process saves under DDP
+        return {}
+    run.model.save(str(out_dir / "model"))  # the SoftmaxLoss head is not part of the model
+    summary = training_summary(run, recipe, runtime, trainer, finished)
+    (out_dir / "training.json").write_text(json.dumps(summary, indent=2, default=str))
+    shutil.rmtree(out_dir / "_trainer", ignore_errors=True)
+    log.info("trained on %s: %s steps in %.1fs", summary["device"], summary["steps"], finished.seconds)
+    return summary
 
-    # Model: the base model in fp32, on this process's GPU when there is one, with flash attention where
-    # installed and it trains the same model
-    model, attention = hardware.load_for_training(model_location, runtime.attention, recipe.precision)
 
-    # Data: token ids in the loss's column order; made here from texts if not given
+@dataclass(frozen=True)
+class Prepared:
+    """What the trainer is built from: the model and its kernel, the precision that runs here, the ids, the
+    collator, the recipe's loss and what the trainer calls (that loss in its wrappers), the batch per process."""
+
+    model: Any
+    attention: str
+    precision: Precision
+    data: tokens.TokenizedData
+    collator: batches.TokenCollator
+    loss: Any
+    train_loss: Any
+    per_device: int
+    processes: int
+
+
+def prepare(
+    model_location: str,
+    train: pd.DataFrame | tokens.TokenizedData,
+    recipe: TrainRecipe,
+    runtime: TrainRuntime,
+    guide_location: str | None,
+) -> Prepared:
+    """Model, data, batches and loss, in this order: the chunk cost is measured before the seed is set, and
+    the loss built after it (SoftmaxLoss draws its classifier's initial weights)."""
+    precision = runs_as(recipe.precision)  # what runs here: fp32 on the CPU, fp16 where bf16 is not supported
+    processes = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun sets it in each process
+    per_device = recipe.per_device_batch(processes)
+    model, attention = load_for_training(model_location, runtime.attention, precision)
+    data = token_ids(train, recipe.loss, model)
+    mini_batch, collator = batching(model, data, recipe, runtime, precision, per_device)
+    set_seed(recipe.seed)
+    loss, train_loss = training_loss(model, data, recipe, mini_batch, collator, guide_location, precision, processes)
+    return Prepared(model, attention, precision, data, collator, loss, train_loss, per_device, processes)
+
+
+def token_ids(train: pd.DataFrame | tokens.TokenizedData, loss: str, model) -> tokens.TokenizedData:
+    """The training data as token ids in the loss's column order, made here from texts if not given, and
+    refused when made by another tokenizer or cut at another length than the model's."""
     spec = tokens.tokenizer_spec(model)
     data = train if isinstance(train, tokens.TokenizedData) else None
     if data is None:
-        data = tokens.TokenizedData(tokens.tokenize_frame(train, recipe.loss, model), spec)
+        data = tokens.TokenizedData(tokens.tokenize_frame(train, loss, model), spec)
     data.check_against(spec)
-    dataset = batches.token_dataset(data)
+    return data
 
-    # Batches: the cached loss only when asked or when a batch would not fit; unpadded batches otherwise,
-    # cut into chunks by what one more forward pass costs on this model and GPU (measured before seeding)
-    per_device = recipe.per_device_batch(world)
+
+def batching(
+    model, data: tokens.TokenizedData, recipe: TrainRecipe, runtime: TrainRuntime, precision: Precision, per_device: int
+) -> tuple[int, batches.TokenCollator]:
+    """The cached loss's mini batch (0: plain) and the collator. The cached loss only when asked or when a
+    batch would not fit; unpadded batches otherwise, cut into chunks by what one more forward pass costs on
+    this model and GPU."""
+    import torch
+
+    cuda = torch.cuda.is_available()
     lengths = list(tokens.ids_lengths(data.table).values())
-    mini_batch = hardware.mini_batch_for(recipe.mini_batch_size, recipe.loss in RANKING, model, lengths, per_device)
+    mini_batch = mini_batch_for(recipe.mini_batch_size, recipe.loss in RANKING, model, lengths, per_device)
     unpad = runtime.unpad and mini_batch == 0 and recipe.loss != "gist"  # these embed each column themselves
     overhead = runtime.chunk_cost if runtime.chunk_cost >= 0 else None
     if overhead is None and unpad and cuda and not batches.can_flatten(model):
-        overhead = hardware.measure_chunk_overhead(model, recipe.precision)
-    collator = batches.build_collator(model, data, unpad, "cuda" if cuda else "cpu", overhead)
+        overhead = measure_chunk_overhead(model, precision)
+    return mini_batch, batches.build_collator(model, data, unpad, "cuda" if cuda else "cpu", overhead)
 
-    # Loss (seeded first: SoftmaxLoss draws its classifier's initial weights); in-batch negatives across
-    # processes
-    set_seed(recipe.seed)
-    guide = losses.load_guide(guide_location, model, recipe.precision) if recipe.loss == "gist" else None
-    loss = losses.build_loss(model, recipe.loss, mini_batch, guide, gather=world > 1)
-    train_loss = losses.GroupedForwardLoss(loss, len(data.columns)) if unpad else loss
-    train_loss = losses.matryoshka(model, train_loss, recipe.matryoshka_dims)
 
-    # Evaluator: STS-B validation, Spearman of cosine similarity against gold / 5
-    evaluator = EmbeddingSimilarityEvaluator(
-        sentences1=sts_validation["sentence1"].tolist(),
-        sentences2=sts_validation["sentence2"].tolist(),
-        scores=(sts_validation["score"] / 5.0).tolist(),
-        main_similarity="cosine",
-        name="sts-dev",
-        write_csv=False,
-    )
+def training_loss(
+    model,
+    data: tokens.TokenizedData,
+    recipe: TrainRecipe,
+    mini_batch: int,
+    collator: batches.TokenCollator,
+    guide_location: str | None,
+    precision: Precision,
+    processes: int,
+) -> tuple[Any, Any]:
+    """The recipe's sentence-transformers loss, and what the trainer calls: that loss over the collator's
+    chunks when batches are unpadded, inside MatryoshkaLoss when dimensions are asked for. In-batch
+    negatives span every process."""
+    guide = losses.load_guide(guide_location, model, precision) if recipe.loss == "gist" else None
+    loss = losses.build_loss(model, recipe.loss, mini_batch, guide, gather=processes > 1)
+    unpadded = collator.layout is not batches.Layout.COLUMNS
+    train_loss = losses.GroupedForwardLoss(loss, len(data.columns)) if unpadded else loss
+    return loss, losses.matryoshka(model, train_loss, recipe.matryoshka_dims)
 
-    # Arguments: the recipe, then the runtime (mixed precision, fused AdamW, TF32 and loader workers
-    # on CUDA only; checkpoints for resuming)
+
+def training_arguments(
+    recipe: TrainRecipe, runtime: TrainRuntime, precision: Precision, per_device: int, out_dir: Path
+):
+    """Hugging Face's arguments from the recipe, then the runtime: mixed precision, fused AdamW, TF32 and
+    loader workers on CUDA only; checkpoints for resuming."""
+    import torch
+    from sentence_transformers.training_args import SentenceTransformerTrainingArguments
+
+    cuda = torch.cuda.is_available()
     workers = runtime.dataloader_workers if runtime.dataloader_workers >= 0 else (2 if cuda else 0)
-    args = SentenceTransformerTrainingArguments(
+    return SentenceTransformerTrainingArguments(
         output_dir=str(out_dir / "_trainer"),
         num_train_epochs=recipe.epochs,
         max_steps=recipe.max_steps,
@@ -132,8 +196,7 @@ def train_model(
         per_device_eval_batch_size=per_device,
         learning_rate=recipe.learning_rate,
         warmup_steps=0.1 if recipe.warmup_steps < 0 else recipe.warmup_steps,  # below 1: a share of all steps
-        fp16=precision == "fp16",
-        bf16=precision == "bf16",
+        **precision.trainer_flags,
         optim="adamw_torch_fused",  # transformers' default with torch >= 2.8, named here because it matters
         batch_sampler=NoDuplicatesIdsBatchSampler if recipe.batch_sampler == "no_duplicates" else "batch_sampler",
         seed=recipe.seed,
@@ -153,55 +216,78 @@ def train_model(
         use_cpu=not cuda,
     )
 
-    # Trainer, train: resumed when an earlier, interrupted build of this artifact left a whole checkpoint
-    trainer = SentenceTransformerTrainer(
-        model=model,
-        args=args,
-        train_dataset=dataset,
-        loss=train_loss,
-        evaluator=evaluator,
-        data_collator=collator,
-        callbacks=[*(callbacks or []), EvaluationLeavesRandomnessAlone(), checkpoints.CheckpointSeal(train_loss)],
+
+def build_trainer(run: Prepared, args, sts_validation: pd.DataFrame, callbacks: list | None):
+    """The SentenceTransformerTrainer over the ids, evaluating on STS-B validation (Spearman of cosine
+    similarity against gold / 5), with the callbacks that keep evaluation out of the weights and seal
+    checkpoints."""
+    from sentence_transformers import SentenceTransformerTrainer
+    from sentence_transformers.evaluation import EmbeddingSimilarityEvaluator
+
+    evaluator = EmbeddingSimilarityEvaluator(
+        sentences1=sts_validation["sentence1"].tolist(),
+        sentences2=sts_validation["sentence2"].tolist(),
+        scores=(sts_validation["score"] / 5.0).tolist(),
+        main_similarity="cosine",
+        name="sts-dev",
+        write_csv=False,
     )
-    last = checkpoints.last_whole_checkpoint(Path(args.output_dir))
+    seal = checkpoints.CheckpointSeal(run.train_loss)
+    return SentenceTransformerTrainer(
+        model=run.model,
+        args=args,
+        train_dataset=batches.token_dataset(run.data),
+        loss=run.train_loss,
+        evaluator=evaluator,
+        data_collator=run.collator,
+        callbacks=[*(callbacks or []), EvaluationLeavesRandomnessAlone(), seal],
+    )
+
+
+@dataclass(frozen=True)
+class Finished:
+    """How training went: steps, the mean training loss, wall seconds, the checkpoint it resumed from."""
+
+    steps: int
+    train_loss: float
+    seconds: float
+    resumed_from: str | None
+
+
+def run_training(trainer, loss) -> Finished:
+    """Train, resumed when an earlier, interrupted build of this artifact left a whole checkpoint (with the
+    loss head saved beside it put back first: the Trainer restores only the model)."""
+    last = checkpoints.last_whole_checkpoint(Path(trainer.args.output_dir))
     checkpoints.restore_loss_head(loss, last)
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(last) if last else None)
     seconds = time.perf_counter() - started
+    return Finished(result.global_step, result.training_loss, seconds, last.name if last else None)
 
-    # Save in sentence-transformers format (one process saves under DDP); the SoftmaxLoss head is not part
-    # of the model
-    if not trainer.is_world_process_zero():
-        return {}
-    model.save(str(out_dir / "model"))
-    padding = batches.padding_profile(collator, len(data), per_device, recipe.seed)
-    summary = {
-        "device": hardware.device_name(),
-        "mixed_precision": precision,
-        "attention": attention,
-        "attention_dropout_applied": hardware.applies_attention_dropout(attention),
-        "chunk_overhead_tokens": collator.overhead if collator.layout is batches.Layout.GROUPED else None,
-        "batches": str(collator.layout),
-        "loss_class": type(loss).__name__ + (" in MatryoshkaLoss" if recipe.matryoshka_dims else ""),
-        "processes": world,
-        "per_device_batch": per_device,
-        "steps": result.global_step,
-        "train_loss": result.training_loss,
-        "seconds": round(seconds, 2),
-        "rows": len(dataset),
-        "resumed_from": last.name if last else None,
-        **throughput(
-            model,
-            data,
-            min(result.global_step * recipe.batch_size, int(len(dataset) * recipe.epochs)),
-            seconds,
-            padding,
-        ),
+
+def training_summary(run: Prepared, recipe: TrainRecipe, runtime: TrainRuntime, trainer, finished: Finished) -> dict:
+    """What ran and how fast: device, precision, kernel, batches, loss, steps, throughput, the recipe and the
+    runtime, and the log history (the models manifest and the model card read it)."""
+    rows = len(run.data)
+    padding = batches.padding_profile(run.collator, len(run.data), run.per_device, recipe.seed)
+    samples = min(finished.steps * recipe.batch_size, int(rows * recipe.epochs))
+    return {
+        "device": device_name(),
+        "mixed_precision": run.precision.mixed_precision,
+        "attention": run.attention,
+        "attention_dropout_applied": applies_attention_dropout(run.attention),
+        "chunk_overhead_tokens": run.collator.overhead if run.collator.layout is batches.Layout.GROUPED else None,
+        "batches": str(run.collator.layout),
+        "loss_class": type(run.loss).__name__ + (" in MatryoshkaLoss" if recipe.matryoshka_dims else ""),
+        "processes": run.processes,
+        "per_device_batch": run.per_device,
+        "steps": finished.steps,
+        "train_loss": finished.train_loss,
+        "seconds": round(finished.seconds, 2),
+        "rows": rows,
+        "resumed_from": finished.resumed_from,
+        **throughput(run.model, run.data, samples, finished.seconds, padding),
         "recipe": asdict(recipe),
         "runtime": asdict(runtime),
         "log_history": trainer.state.log_history,
     }
-    (out_dir / "training.json").write_text(json.dumps(summary, indent=2, default=str))
-    shutil.rmtree(out_dir / "_trainer", ignore_errors=True)
-    log.info("trained on %s: %s steps in %.1fs", summary["device"], summary["steps"], seconds)
-    return summary

@@ -6,6 +6,7 @@ train-embeddings inspect triplets/<key>  # one artifact: manifest, schema, first
 train-embeddings inspect releases/<key>  # a release: its model card (lineage) and files
 train-embeddings export champion --format onnx --format static   # serving formats, each a keyed artifact
 train-embeddings push champion --repo org/name --format onnx     # model, card and exports to the Hub
+train-embeddings champion [--restore]   # the champion's record, checked; or the previous one put back
 """
 
 from __future__ import annotations
@@ -16,12 +17,11 @@ import os
 import sys
 from pathlib import Path
 
-import pandas as pd
-
-from tasks.store import cleanup
-from tasks.store.artifacts import artifacts_root, list_artifacts, read_manifest
-from tasks.store.catalog import PAIRS_FILE, TOKENS_FILE, TRIPLETS_FILE
-from tasks.store.champion import read_champion
+from flows.inspection import show_list, show_one
+from tasks.store import cleanup, leases
+from tasks.store.artifacts import artifacts_root, read_manifest
+from tasks.store.catalog import PAIRS_FILE, TRIPLETS_FILE
+from tasks.store.champion import ChampionDamaged, check_champions, read_champion, restore_champion
 from tasks.store.runs import RunRecord
 
 
@@ -37,67 +37,6 @@ def parse_params(items: list[str]) -> dict:
         except ValueError:
             params[name] = value
     return params
-
-
-def show_list(data_dir: str) -> None:
-    rows = list_artifacts(data_dir)
-    if not rows:
-        print(f"no artifacts under {artifacts_root(data_dir)}")
-        return
-    table = pd.DataFrame(rows).drop(columns=["path"])
-    with pd.option_context("display.max_rows", None, "display.width", 200, "display.max_colwidth", 60):
-        print(table.to_string(index=False))
-
-
-def show_one(data_dir: str, ref: str, rows: int) -> None:
-    folder = artifacts_root(data_dir) / ref
-    manifest = read_manifest(folder)
-    if manifest is None:
-        raise SystemExit(f"{folder}: no such artifact (see `train-embeddings inspect` for the list)")
-    shown = ("stage", "key", "rows", "created", "params", "parents", "environment")
-    print(json.dumps({k: manifest.get(k) for k in shown}, indent=2))
-    if manifest.get("stage") == "tokens":
-        show_tokens(folder, manifest, rows)
-        return
-    if manifest.get("stage") in ("releases", "exports"):
-        show_model_folder(folder / "model")
-    if manifest.get("stage") == "models":
-        show_release_of(data_dir, manifest["key"])
-    for path in sorted(folder.rglob("*.parquet")):
-        df = pd.read_parquet(path)
-        print(f"\n== {path.relative_to(folder)}: {len(df)} rows")
-        print(df.dtypes.to_string())
-        with pd.option_context("display.width", 200, "display.max_colwidth", 50):
-            print(df.head(rows).to_string())
-        for column in ("label", "score"):
-            if column in df:
-                print(f"\n{column} distribution:\n{df[column].value_counts().sort_index().to_string()}")
-        for column in ("positive_score", "negative_score", "value"):
-            if column in df and pd.api.types.is_numeric_dtype(df[column]):
-                print(f"\n{column}: {df[column].describe().round(4).to_dict()}")
-
-
-def show_model_folder(folder: Path) -> None:
-    """A release's or export's files and its model card."""
-    print(f"\n== {folder}")
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        print(f"{path.stat().st_size / 1e6:>10.2f} MB  {path.relative_to(folder)}")
-    if (folder / "README.md").is_file():
-        print(f"\n== model card ({folder / 'README.md'})\n")
-        print((folder / "README.md").read_text())
-
-
-def show_release_of(data_dir: str, model_key: str) -> None:
-    """The model card of the newest release of a model (what ``push`` would upload)."""
-    manifests = [read_manifest(p.parent) for p in (artifacts_root(data_dir) / "releases").glob("*/manifest.json")]
-    releases = [m for m in manifests if m and m.get("params", {}).get("model") == model_key]
-    if not releases:
-        print("\n(no release of this model yet: the flow makes one, or `train-embeddings push`)")
-        return
-    newest = max(releases, key=lambda m: m.get("created", ""))
-    card = artifacts_root(data_dir) / "releases" / newest["key"] / "model" / "README.md"
-    print(f"\n== model card of releases/{newest['key']} ({card})\n")
-    print(card.read_text())
 
 
 def ship(args: argparse.Namespace) -> int:
@@ -148,27 +87,23 @@ def ship(args: argparse.Namespace) -> int:
     return 0
 
 
-def show_tokens(folder: Path, manifest: dict, rows: int) -> None:
-    """Token ids read back as text with the base model's tokenizer, beside their lengths and statistics."""
-    print(f"\ntokenizer: {json.dumps(manifest.get('tokenizer'))}")
-    stats = pd.DataFrame.from_dict(manifest.get("columns", {}), orient="index")
-    print(f"\n== tokens per text, by column\n{stats.to_string()}")
-    tokenizer = None
+def champion_command(args: argparse.Namespace) -> int:
+    """The champion's record, checked; with ``--restore``, the previous record put back in its place."""
     try:
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(manifest["base_model"]["location"])
-    except Exception as exc:  # the base model's folder may be gone: show the ids instead
-        print(f"(cannot load the tokenizer to decode: {type(exc).__name__})")
-    df = pd.read_parquet(folder / TOKENS_FILE).head(rows)
-    print(f"\n== tokens.parquet, first {len(df)} rows (length: decoded ids)")
-    for i, row in df.iterrows():
-        for column, ids in row.items():
-            if column.endswith("_input_ids"):
-                text = tokenizer.decode(ids) if tokenizer else str(list(ids))
-                print(f"{i:>4} {column:<22} {len(ids):>4}: {text[:110]}")
-            else:
-                print(f"{i:>4} {column:<22} {ids}")
+        if args.restore:
+            record = restore_champion(args.data_dir, args.slot)
+            print(f"restored the previous champion record: {record['model_key']} ({record['metric']} "
+                  f"{record['score']:.4f}, promoted {record.get('promoted_at')})")  # fmt: skip
+            return 0
+        record = read_champion(args.data_dir, args.slot)
+    except ValueError as exc:  # ChampionDamaged, or nothing sound to restore
+        print(f"train-embeddings champion: {exc}", file=sys.stderr)
+        return 2
+    if record is None:
+        print(f"no champion yet in {artifacts_root(args.data_dir)}")
+        return 0
+    print(json.dumps({k: v for k, v in record.items() if k != "previous"}, indent=2, default=str))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     inspect.add_argument("ref", nargs="?", help="stage/key of one artifact")
     inspect.add_argument("--data-dir", default="data")
     inspect.add_argument("--rows", type=int, default=5)
+    champion = sub.add_parser("champion", help="show the champion's record, or restore the previous one")
+    champion.add_argument("--data-dir", default="data")
+    champion.add_argument("--slot", default="champion")
+    champion.add_argument("--restore", action="store_true", help="put the previous record back (a damaged one)")
     gc = sub.add_parser("gc", help="remove artifacts no recent run (nor the champion) refers to")
     gc.add_argument("--data-dir", default="data")
     gc.add_argument("--keep-runs", type=int, default=5, help="keep what the last N runs used")
@@ -215,22 +154,33 @@ def main(argv: list[str] | None = None) -> int:
         from tasks.shipping.publish import PublishError
 
         try:
-            return ship(args)
+            with leases.held(args.data_dir):  # what export / push read stays while they read it
+                return ship(args)
         except (ModelError, ExportError, PublishError, ValueError) as exc:
             print(f"train-embeddings {args.command}: {exc}", file=sys.stderr)
             return 2
 
+    if args.command == "champion":
+        return champion_command(args)
+
     if args.command == "gc":
+        try:
+            check_champions(args.data_dir)  # gc keeps what the champion names: never guess it
+        except ChampionDamaged as exc:
+            print(f"train-embeddings gc: refused: {exc}", file=sys.stderr)
+            return 2
         stale = cleanup.unreferenced(args.data_dir, args.keep_runs, args.min_age_hours, args.keep_partial_hours)
         for path in stale:
             print(("would remove " if args.dry_run else "removing ") + str(path))
         if not args.dry_run:
-            print(f"freed {cleanup.remove(stale, args.keep_partial_hours) / 1e6:.1f} MB")
+            print(f"freed {cleanup.remove(stale, args.keep_partial_hours, keep_runs=args.keep_runs) / 1e6:.1f} MB")
         return 0
 
     if args.command == "inspect":
-        (show_one(args.data_dir, args.ref, args.rows) if args.ref else show_list(args.data_dir))
-        return 0
+        if args.ref:
+            show_one(args.data_dir, args.ref, args.rows)
+            return 0
+        return show_list(args.data_dir)
 
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry unless asked
     os.environ.setdefault("DO_NOT_TRACK", "1")

@@ -13,6 +13,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.train_embeddings import train_embeddings
+from flows.watchdog import guard_this_process
 from tasks.models.resolve import BUNDLED_MINILM
 from tasks.pairs.labels import LOSSES
 from tasks.pairs.sources import DEFAULT_NLI_SAMPLE
@@ -21,6 +22,7 @@ from tasks.report.tables import markdown_table
 from tasks.store.artifacts import materialize, write_parquet
 from tasks.store.catalog import COMPARISON_FILE, COMPARISON_MARKDOWN, COMPARISON_PLOT, DIMENSIONS_PLOT, VERSIONS
 from tasks.store.environment import REPO_ROOT
+from tasks.store.leases import leased
 from tasks.store.runs import RunRecord
 
 GRID = (
@@ -68,7 +70,7 @@ def comparison_table(results: dict[str, RunRecord]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-@flow(name="compare-losses")
+@leased(flow(name="compare-losses"))  # every cell's artifacts kept from gc until the grid ends
 def compare_losses(
     grid: tuple[str, ...] = GRID,
     nli_source: str = str(DEFAULT_NLI_SAMPLE.relative_to(REPO_ROOT)),
@@ -90,6 +92,7 @@ def compare_losses(
     Every cell is evaluated the same way: the same tasks and rows, and STS-B at each of
     ``matryoshka_dims`` for every model, so the table shows what truncation costs each of them.
     """
+    guard_this_process()  # no orphans when this process is killed (flows/watchdog.py)
     dims = tuple(matryoshka_dims)
     grid = list(grid)
     cells = {cell: cell_parameters(cell, dims) for cell in grid}  # unknown cells fail before any training

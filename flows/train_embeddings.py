@@ -16,6 +16,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
+from flows.watchdog import guard_this_process
 from tasks import stages
 from tasks.evaluation.evaluate import read_metrics
 from tasks.evaluation.settings import DEFAULT_TASKS, EvalSettings
@@ -33,7 +34,8 @@ from tasks.pairs.labels import LOSSES, RANKING
 from tasks.promotion import MIN_GAIN, check_min_gain
 from tasks.recipes import Choices, apply_recipe
 from tasks.shipping import exports, publish
-from tasks.store.champion import read_champion
+from tasks.store.champion import check_champions, read_champion
+from tasks.store.leases import leased
 from tasks.store.runs import ModelFacts, RunArtifacts, RunRecord, manifest_facts, write_run_record
 from tasks.training.distributed import processes_for
 from tasks.training.recipe import TrainRecipe, TrainRuntime
@@ -78,7 +80,7 @@ def check_settings(chosen: Choices, max_pairs: int | None, mining: MiningConfig,
 def check_source(source: str, loss: str, negatives: str) -> None:
     """The pinned source's columns (from its schema or header, not its rows) fit the loss: read at the commit
     the run will read its rows from."""
-    sources.check_loss_fits(sources.source_columns(source), loss, negatives)
+    sources.check_loss_fits(sources.source_columns(source), loss, negatives, source=source)
 
 
 def resolve_miner(miner_model: str, base_model: str, data_dir: str) -> ResolvedModel:
@@ -95,7 +97,7 @@ def resolve_miner(miner_model: str, base_model: str, data_dir: str) -> ResolvedM
     return resolve_model(current["model_path"])
 
 
-@flow(name="train-embeddings")  # not log_prints: it breaks dill's stdout capture (datasets)
+@leased(flow(name="train-embeddings"))  # run-long lease; not log_prints: it breaks dill's stdout capture (datasets)
 def train_embeddings(
     loss: str | None = None,
     negatives: str | None = None,
@@ -166,6 +168,7 @@ def train_embeddings(
     folder when its model is the champion and not published there yet (token: HF_TOKEN or the Prefect
     Secret ``hub_token_block``).
     """
+    guard_this_process()  # killed however, this process leaves no Prefect server (or torchrun worker) behind
     # The parameters, by name: what a recipe may set (None: not passed), then each stage's settings
     chosen = apply_recipe(
         recipe,
@@ -229,6 +232,7 @@ def train_embeddings(
     log = get_run_logger()
     os.environ.setdefault("WANDB_DISABLED", "true")
     data_dir = str(Path(data_dir).resolve())
+    check_champions(data_dir)  # a damaged champion record stops the run now, not after training
 
     # 1. Load and validate the rows (before any model is touched), a hub source at the commit its revision
     #    names now: the commit keys the artifact, a new one retrains; its columns are checked at that commit

@@ -12,7 +12,6 @@ writing happen under one lock, so two runs finishing together end with the bette
 from __future__ import annotations
 
 import datetime as dt
-import json
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,8 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from tasks.evaluation.settings import EvalSettings
-from tasks.store.artifacts import ArtifactRef, atomic_write_text, file_sha256
-from tasks.store.champion import champion_file, champion_lock, read_champion
+from tasks.store.artifacts import ArtifactRef, file_sha256
+from tasks.store.champion import CHECKSUM, champion_file, champion_lock, read_champion, write_champion
 
 if TYPE_CHECKING:
     from tasks.evaluation.bootstrap import Interval
@@ -201,7 +200,6 @@ def judge(
         "interval": None if verdict.interval is None else verdict.interval.record(),
     }
     if verdict.promoted:
-        path = champion_file(data_dir, slot)
         record = {
             "model_key": model.key,
             "model_path": str(model.folder / "model"),
@@ -211,14 +209,19 @@ def judge(
             "evaluation": compared.settings,
             "pairs": keep_pairs(data_dir, slot, model.key, compared.pairs),
             "promoted_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "previous": current,
+            "previous": _predecessor(current),
         }
-        atomic_write_text(path, json.dumps(record, indent=2))
+        record = write_champion(data_dir, slot, record)  # the predecessor's record kept beside it, to restore
     champion = record if verdict.promoted else current
     decision["champion_after"] = (
         None if champion is None else {k: champion[k] for k in ("model_key", "score", "model_path")}
     )
     return Promotion(decision, champion)
+
+
+def _predecessor(current: dict | None) -> dict | None:
+    """The record being replaced, one level deep (its own predecessor left out: records do not nest)."""
+    return None if current is None else {k: v for k, v in current.items() if k not in ("previous", CHECKSUM)}
 
 
 def promote_if_better(*args, **kwargs) -> dict:

@@ -75,19 +75,17 @@ def map_labels(raw: ArtifactRef, loss: str, data_dir: str) -> ArtifactRef:
     """The training format for the loss: softmax 3 labels, cosine 1/0 scores, mnr (anchor, positive)."""
 
     def build(folder) -> int:
-        return write_parquet(labels.pairs_for_loss(_read(raw, catalog.RAW_FILE), loss), folder / catalog.PAIRS_FILE)
+        origin = (read_manifest(raw.folder) or {}).get("origin", raw.path)  # errors name the source's file
+        return write_parquet(
+            labels.pairs_for_loss(_read(raw, catalog.RAW_FILE), loss, origin), folder / catalog.PAIRS_FILE
+        )
 
     return _logged(materialize(data_dir, "pairs", VERSIONS["pairs"], {"loss": loss}, [raw], build))
 
 
 @task(name="mine-negatives", cache_policy=NO_CACHE)
-def mine_negatives(
-    pairs: ArtifactRef,
-    raw: ArtifactRef,
-    config: strategies.MiningConfig,
-    miner: ResolvedModel | None,
-    data_dir: str,
-) -> ArtifactRef:
+def mine_negatives(pairs: ArtifactRef, raw: ArtifactRef, config: strategies.MiningConfig, miner: ResolvedModel | None,
+                   data_dir: str) -> ArtifactRef:  # fmt: skip
     """Triplets (or n-tuples) with negatives, a diagnostics table, a sample to eyeball, a histogram."""
     config.check()
     params = unless_off(asdict(config), relative_margin=0.0)
@@ -104,7 +102,8 @@ def mine_negatives(
         write_parquet(triplets.sample(min(200, len(triplets)), random_state=config.seed), folder / catalog.SAMPLE_FILE)
         return Built(write_parquet(triplets, folder / catalog.TRIPLETS_FILE), facts)
 
-    ref = materialize(data_dir, "triplets", VERSIONS["triplets"], params, [pairs, raw], build)
+    facts = None if miner is None else {"miner_model": asdict(miner)}  # by location: gc keeps a store model that mines
+    ref = materialize(data_dir, "triplets", VERSIONS["triplets"], params, [pairs, raw], build, facts=facts)
     diagnostics = (read_manifest(ref.folder) or {}).get("diagnostics", {})
     create_table_artifact(
         key="mining-diagnostics",

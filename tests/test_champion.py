@@ -98,7 +98,8 @@ def test_a_champion_without_evaluation_settings_or_the_metric_is_not_compared(tm
     missing = promote_if_better(tmp_path, _model(tmp_path, "c"), {"m": 0.1, "z": 0.9}, "z", SETTINGS_A)
     assert not missing["promoted"] and "no 'z' score" in missing["reason"]
     record = json.loads(champion_file(tmp_path, "champion").read_text())
-    record.pop("evaluation")  # as written by an older version
+    record.pop("evaluation")  # as written by an older version (before records had evaluation settings or a checksum)
+    record.pop("sha256")
     champion_file(tmp_path, "champion").write_text(json.dumps(record))
     legacy = promote_if_better(tmp_path, _model(tmp_path, "d"), {"n": 0.99}, "n", SETTINGS_A)
     assert not legacy["promoted"] and "no evaluation settings" in legacy["reason"]
@@ -322,3 +323,85 @@ def test_a_champion_scored_in_another_precision_is_never_re_evaluated_here(tmp_p
     never = promotion.reevaluation(lambda settings: pytest.fail("evaluated in another precision"))
     with pytest.raises(promotion.CannotCompare, match="evaluated in bf16, which this machine encodes in fp32"):
         never(record)
+
+
+# A damaged record is never guessed ----------------------------------------------------------------------
+
+
+def _stored_model(tmp_path, key: str) -> ArtifactRef:
+    """A model artifact on disk, old enough for gc, that only the champion keeps."""
+    import hashlib
+    import json
+    import os
+
+    model = _model(tmp_path, key)
+    (model.folder / "model").mkdir(parents=True)
+    weights = model.folder / "model" / "model.safetensors"
+    weights.write_bytes(b"w" * 64)
+    files = {"model/model.safetensors": {"bytes": 64, "sha256": hashlib.sha256(b"w" * 64).hexdigest()}}
+    manifest = {"stage": "models", "key": key, "params": {}, "parents": [], "files": files}
+    (model.folder / "manifest.json").write_text(json.dumps(manifest))
+    for path in (weights, weights.parent, model.folder / "manifest.json", model.folder):
+        os.utime(path, (1e9, 1e9))
+    return model
+
+
+def _two_champions(tmp_path):
+    """Two promotions: the record of b, with a's kept as the previous record."""
+    promote_if_better(tmp_path, _stored_model(tmp_path, "a"), {METRIC: 0.5}, METRIC)
+    promote_if_better(tmp_path, _stored_model(tmp_path, "b"), {METRIC: 0.6}, METRIC)
+    from tasks.store.champion import champion_file
+
+    return champion_file(tmp_path, "champion")
+
+
+@pytest.mark.parametrize(
+    "damage, why",
+    [
+        (lambda text: text[: len(text) // 2], "not JSON"),  # cut in half: it used to mean "no champion"
+        (lambda text: "{}", "lacks"),  # it used to raise KeyError after training and evaluation
+        (lambda text: "[]", "not a JSON object"),
+        (lambda text: text.replace('"score": 0.6', '"score": 0.9', 1), "checksum does not match"),
+    ],
+)
+def test_a_damaged_record_stops_promotion_and_gc_and_can_be_restored(tmp_path, capsys, damage, why):
+    from flows import cli
+    from tasks.store.champion import ChampionDamaged
+
+    path = _two_champions(tmp_path)
+    path.write_text(damage(path.read_text()))
+    with pytest.raises(ChampionDamaged, match=why) as raised:
+        promote_if_better(tmp_path, _model(tmp_path, "c"), {METRIC: 0.1}, METRIC)  # would be promoted over "none"
+    assert str(path) in str(raised.value) and "--restore" in str(raised.value)
+    assert cli.main(["gc", "--data-dir", str(tmp_path), "--keep-runs", "0", "--min-age-hours", "0"]) == 2
+    assert "refused" in capsys.readouterr().err
+    assert (tmp_path / "artifacts" / "models" / "b" / "manifest.json").exists()  # gc removed nothing
+    assert cli.main(["champion", "--data-dir", str(tmp_path)]) == 2
+    assert cli.main(["champion", "--restore", "--data-dir", str(tmp_path)]) == 0
+    assert read_champion(tmp_path)["model_key"] == "a"  # the previous record, sound again
+    assert promote_if_better(tmp_path, _model(tmp_path, "c"), {METRIC: 0.9}, METRIC)["promoted"]
+
+
+def test_a_record_from_before_checksums_is_read_and_the_next_one_has_one(tmp_path):
+    import json
+
+    from tasks.store.champion import CHECKSUM, champion_file
+
+    path = champion_file(tmp_path, "champion")
+    path.parent.mkdir(parents=True)
+    old = {"model_key": "old", "model_path": "/m/model", "metric": METRIC, "score": 0.4, "evaluation": {}}
+    path.write_text(json.dumps(old))
+    assert read_champion(tmp_path)["model_key"] == "old"
+    assert promote_if_better(tmp_path, _model(tmp_path, "new"), {METRIC: 0.9}, METRIC)["promoted"]
+    record = json.loads(path.read_text())
+    assert CHECKSUM in record and record["previous"]["model_key"] == "old" and "previous" not in record["previous"]
+
+
+def test_restore_without_a_previous_record_says_so(tmp_path, capsys):
+    from flows import cli
+
+    promote_if_better(tmp_path, _model(tmp_path, "a"), {METRIC: 0.5}, METRIC)
+    assert cli.main(["champion", "--restore", "--data-dir", str(tmp_path)]) == 2
+    assert "no previous champion record" in capsys.readouterr().err
+    assert cli.main(["champion", "--data-dir", str(tmp_path)]) == 0
+    assert '"model_key": "a"' in capsys.readouterr().out

@@ -9,9 +9,12 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from flows import cli
 from tasks.store import cleanup
-from tasks.store.artifacts import ArtifactRef, artifact_key, artifacts_root, materialize
+from tasks.store.artifacts import ArtifactRef, artifact_key, artifacts_root, materialize, verify
+from tasks.store.champion import ChampionDamaged
 from tasks.store.locks import lock_path, release_lock, try_lock
 from tasks.store.runs import ModelFacts, RunArtifacts, RunRecord, write_run_record
 
@@ -180,3 +183,16 @@ def test_the_gc_command_takes_keep_partial_hours(tmp_path, capsys):
     assert str(partial) not in capsys.readouterr().out
     cli.main(["gc", "--data-dir", str(tmp_path), "--keep-partial-hours", "5"])
     assert f"removing {partial}" in capsys.readouterr().out and not partial.exists()
+
+
+def test_gc_refuses_to_run_over_a_damaged_champion_record(tmp_path):
+    """Rather than guess the champion (and list its model for removal), gc stops, naming the record."""
+    raw = _artifact(tmp_path, "raw", {})
+    record = artifacts_root(tmp_path) / "champion" / "champion.json"
+    record.parent.mkdir(parents=True)
+    record.write_text('{"model_key": ')
+    with pytest.raises(ChampionDamaged, match="champion.json"):
+        cleanup.unreferenced(tmp_path, keep_runs=0, min_age_hours=0)
+    with pytest.raises(ChampionDamaged):
+        cleanup.remove([raw.folder])
+    assert verify(raw) == []

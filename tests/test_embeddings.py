@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +12,7 @@ import torch
 from tasks.models.encoding import batches_by_length, load_model, text_token_lengths
 from tasks.models.precision import Precision
 from tasks.models.resolve import resolve_model
+from tasks.negatives import embeddings
 from tasks.negatives.embeddings import _store, encode_cached
 from tasks.store.cleanup import PRECISIONS
 
@@ -71,3 +75,42 @@ def test_vectors_of_each_precision_have_a_store_of_their_own(tmp_path, tiny_bert
     model = resolve_model(str(tiny_bert))
     assert _store(tmp_path, model).name == model.fingerprint + suffix
     assert set(PRECISIONS) == {p.value for p in Precision if p.dtype is not None}
+
+
+def test_each_shard_has_its_checksum_beside_it_in_place_before_the_shard(tmp_path, tiny_bert, monkeypatch):
+    """The sidecar reads as ``sha256sum -c`` expects, and is renamed in before the shard: a run listing the
+    store never sees a new shard without its checksum (so one without is from before checksums)."""
+    model = resolve_model(str(tiny_bert))
+    published = []
+    real_replace = embeddings.os.replace
+
+    def replace(src, dst):
+        if Path(dst).name.startswith("shard-") and Path(dst).suffix == ".parquet":
+            published.append(embeddings.sidecar(Path(dst)).exists())
+        real_replace(src, dst)
+
+    monkeypatch.setattr(embeddings.os, "replace", replace)
+    encode_cached(tmp_path, model, ["a cat", "a dog", "a bird"], batch_size=1, chunk=1)
+    assert published == [True, True, True]
+    store = _store(tmp_path, model)
+    for shard in store.glob("shard-*.parquet"):
+        digest, name = embeddings.sidecar(shard).read_text().split()
+        assert name == shard.name and digest == hashlib.sha256(shard.read_bytes()).hexdigest()
+    assert sorted(p.name for p in store.iterdir() if p.name.startswith(".")) == []  # no temporary left
+
+
+def test_a_shard_set_aside_by_another_run_meanwhile_is_only_missing(tmp_path, tiny_bert, monkeypatch):
+    """Between this run's listing and its read, another run may set a damaged shard aside: not an error."""
+    model = resolve_model(str(tiny_bert))
+    first, _ = encode_cached(tmp_path, model, ["a cat", "a dog"])
+    shard = next(_store(tmp_path, model).glob("shard-*.parquet"))
+    real_glob, stale = Path.glob, [[shard]]  # this run's first listing, taken before the other run acted
+
+    def glob(self, pattern):
+        return stale.pop() if pattern == embeddings.SHARDS and stale else real_glob(self, pattern)
+
+    monkeypatch.setattr(Path, "glob", glob)
+    shard.unlink()
+    again, encoded = encode_cached(tmp_path, model, ["a cat", "a dog"])
+    assert encoded == 2
+    np.testing.assert_allclose(again, first, atol=1e-6)

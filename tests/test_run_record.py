@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -20,7 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 def _ref(data: Path, stage: str, key: str) -> ArtifactRef:
     folder = artifacts_root(data) / stage / key
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "manifest.json").write_text(json.dumps({"stage": stage, "key": key, "parents": [], "files": {}}))
+    (folder / "data.txt").write_text("x")
+    files = {"data.txt": {"bytes": 1, "sha256": hashlib.sha256(b"x").hexdigest()}}
+    (folder / "manifest.json").write_text(json.dumps({"stage": stage, "key": key, "parents": [], "files": files}))
     return ArtifactRef(stage, key, str(folder), 3)
 
 

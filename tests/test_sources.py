@@ -30,11 +30,16 @@ from tasks.pairs.tables import DataError
 NLI = ["premise", "hypothesis", "label"]
 
 
+def glue_tsv(df: pd.DataFrame) -> str:
+    """A TSV as GLUE writes its files: each row's values joined by tabs, no quoting."""
+    return "".join("\t".join(map(str, row)) + "\n" for row in [list(df.columns), *df.itertuples(index=False)])
+
+
 def _write(df: pd.DataFrame, path):
     if path.suffix == ".parquet":
         df.to_parquet(path)
     elif path.suffix == ".tsv":
-        df.to_csv(path, sep="\t", index=False)
+        path.write_text(glue_tsv(df), encoding="utf-8")
     elif path.suffix == ".csv":
         df.to_csv(path, index=False)
     else:
@@ -141,7 +146,7 @@ def test_unsupported_type_is_named(tmp_path):
 def test_malformed_jsonl_is_named(tmp_path):
     path = tmp_path / "pairs.jsonl"
     path.write_text(json.dumps({"premise": "a", "hypothesis": "b", "label": 0}) + "\n{not json\n")
-    with pytest.raises(DataError, match="pairs.jsonl: cannot read"):
+    with pytest.raises(DataError, match=r"pairs.jsonl: line 2: not JSON: .* \(column 2\)"):
         load_source(str(path), None)
 
 
@@ -473,6 +478,8 @@ def test_a_local_path_wins_over_a_hub_name(tmp_path, nli_sample, monkeypatch):
         (f"org/name@{SHA_OLD}", HubSource("org/name", None, SHA_OLD)),
         (f"glue/mnli@{SHA_OLD}", HubSource("nyu-mll/glue", "mnli", SHA_OLD, alias="glue/mnli")),
         ("data/pairs.parquet", None),
+        ("data/pairs.csv.gz", None),  # a missing local file, in any case, is not a hub name
+        ("data/B.PARQUET", None),
         ("/abs/org/name", None),
         ("a/b/c", None),
     ],

@@ -2,12 +2,21 @@
 
 MNLI premises repeat and re-mining with other settings re-uses the same texts, so each
 distinct text is encoded once per model and kept as Parquet shards under
-``artifacts/embeddings/<model fingerprint>/``. Shards are written atomically.
+``artifacts/embeddings/<model fingerprint>/``. Mining trusts these vectors blindly, so each shard has a
+sidecar ``<shard>.sha256`` (``sha256sum -c`` reads it) and is read only when its bytes match: a damaged,
+truncated or unchecked shard is set aside with a warning and its texts are encoded again.
+
+Runs append shards to one store concurrently: every shard has a fresh name, and its sidecar is renamed
+into place before the shard is, so a visible shard always has its checksum and a shard without one was
+written before checksums existed. Those are re-encoded, not adopted: their bytes cannot be checked, and a
+flip in one changed mined negatives silently (re-encoding is a one-off cost, the cache's only job).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import os
 import uuid
 from collections.abc import Callable, Sequence
@@ -28,7 +37,13 @@ from tasks.models.encoding import (
 )
 from tasks.models.precision import Precision, runs_as
 from tasks.models.resolve import ResolvedModel
-from tasks.store.artifacts import artifacts_root
+from tasks.store.artifacts import artifacts_root, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+SHARDS = "shard-*.parquet"
+CHECKSUM = ".sha256"  # sidecar suffix: ``shard-<id>.parquet.sha256``
+DAMAGED = ".damaged-"  # prefix of a shard set aside (kept to look at; no glob of the store matches it)
 
 
 def text_hash(text: str) -> str:
@@ -42,29 +57,84 @@ def _store(data_dir: str | Path, model: ResolvedModel) -> Path:
     return artifacts_root(data_dir) / "embeddings" / name
 
 
+def sidecar(shard: Path) -> Path:
+    return shard.with_name(shard.name + CHECKSUM)
+
+
+def _drop_unchecked(shard: Path) -> None:
+    """A shard from before checksums: removed, not adopted (it is only a copy, and its bytes cannot be checked)."""
+    log.warning("embedding shard %s has no checksum (written before checksums): encoding its texts again", shard)
+    with contextlib.suppress(FileNotFoundError):
+        shard.unlink()
+
+
+def _set_aside(shard: Path, why: str) -> None:
+    """Never read a damaged shard again, but keep it to look at (renamed out of the store's glob). Another run
+    may have set it aside first."""
+    aside = shard.with_name(DAMAGED + shard.name)
+    log.warning("embedding shard %s %s: set aside as %s, encoding its texts again", shard, why, aside.name)
+    with contextlib.suppress(FileNotFoundError):
+        os.replace(shard, aside)
+    with contextlib.suppress(FileNotFoundError):
+        sidecar(shard).unlink()
+
+
+def _checked_table(shard: Path) -> pa.Table | None:
+    """The shard's table if its bytes match its sidecar and parse; None otherwise (set aside, or gone:
+    another run set it aside between our glob and our read). The bytes are read once, hashed, then parsed."""
+    try:
+        data = shard.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        expected = sidecar(shard).read_text().split()[0]
+    except FileNotFoundError:
+        _drop_unchecked(shard)
+        return None
+    except (OSError, IndexError, UnicodeDecodeError):
+        expected = "unreadable"
+    if hashlib.sha256(data).hexdigest() != expected:
+        _set_aside(shard, f"does not match its checksum ({len(data)} bytes)")
+        return None
+    try:
+        return pq.read_table(pa.BufferReader(data))
+    except (pa.ArrowException, OSError) as exc:  # matching bytes that do not parse: a writer's bug, never trusted
+        _set_aside(shard, f"does not parse ({exc})")
+        return None
+
+
 def _read_store(store: Path) -> tuple[dict[str, int], np.ndarray | None]:
+    """Text hash → row, and the vectors, of every shard that passes its check."""
     index: dict[str, int] = {}
     blocks = []
-    for shard in sorted(store.glob("shard-*.parquet")):
-        table = pq.read_table(shard)
+    offset = 0
+    for shard in sorted(store.glob(SHARDS)):
+        table = _checked_table(shard)
+        if table is None:
+            continue
         vectors = np.asarray(table.column("vector").combine_chunks().values, dtype=np.float32)
         dim = table.schema.field("vector").type.list_size
-        offset = sum(len(b) for b in blocks)
         blocks.append(vectors.reshape(-1, dim))
         for i, h in enumerate(table.column("text_hash").to_pylist()):
             index.setdefault(h, offset + i)
+        offset += len(blocks[-1])
     return index, (np.concatenate(blocks) if blocks else None)
 
 
 def _write_shard(store: Path, hashes: list[str], vectors: np.ndarray) -> None:
+    """Hash the bytes as written, put the sidecar in place, then rename the shard in: the rename publishes."""
     store.mkdir(parents=True, exist_ok=True)
     flat = pa.array(vectors.astype(np.float32).ravel())
     table = pa.table(
         {"text_hash": hashes, "vector": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])},
     )
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    data = sink.getvalue().to_pybytes()
     name = f"shard-{uuid.uuid4().hex}.parquet"
     tmp = store / f".tmp-{name}"
-    pq.write_table(table, tmp)
+    tmp.write_bytes(data)
+    atomic_write_text(sidecar(store / name), f"{hashlib.sha256(data).hexdigest()}  {name}\n")
     os.replace(tmp, store / name)
 
 
@@ -124,5 +194,8 @@ def encode_cached(
                 if progress:
                     progress(bar.n / len(todo))
         index, matrix = _read_store(store)
+    absent = [h for h in hashes if h not in index]
+    if absent:  # only if a shard written just now failed its check: the disk is failing
+        raise RuntimeError(f"embedding store {store} lost {len(absent)} vectors just written; see the warnings")
     assert matrix is not None
     return matrix[[index[h] for h in hashes]], len(missing)

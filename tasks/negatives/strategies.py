@@ -23,7 +23,7 @@ import pandas as pd
 
 from tasks.negatives.embeddings import encode_cached
 from tasks.negatives.index import EXACT_LIMIT, build_index, recall_at_k
-from tasks.pairs.labels import CONTRADICTION
+from tasks.pairs.labels import CONTRADICTION, normalise
 
 STRATEGIES = ("none", "soft", "semi-hard", "contradiction")
 
@@ -75,10 +75,6 @@ def relative_ceiling(positive_scores: np.ndarray, relative_margin: float) -> np.
     miner the same way)."""
     p = positive_scores
     return np.where(p >= 0, (1 - relative_margin) * p, (1 + relative_margin) * p)
-
-
-def normalise(text: str) -> str:
-    return " ".join(text.lower().split())
 
 
 def forbidden_texts(raw_pairs: pd.DataFrame) -> dict[str, set[str]]:

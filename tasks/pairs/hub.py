@@ -77,7 +77,11 @@ def parse_hub_source(source: str) -> HubSource | None:
     """``<org>/<name>[:<config>][@<revision>]`` or ``glue/mnli[@<revision>]``; None when not hub-shaped."""
     name, _, revision = source.partition("@")
     repo, _, config = name.partition(":")
-    if not REPO_ID.fullmatch(repo) or repo.endswith(DATA_SUFFIXES) or (config and not re.fullmatch(r"[\w.-]+", config)):
+    if (
+        not REPO_ID.fullmatch(repo)
+        or repo.lower().endswith(DATA_SUFFIXES)
+        or (config and not re.fullmatch(r"[\w.-]+", config))
+    ):
         return None  # a missing local file such as data/pairs.parquet is not a hub name
     revision = revision or DEFAULT_REVISION
     if repo == GLUE_ALIAS and not config:

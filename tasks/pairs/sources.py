@@ -19,15 +19,20 @@ from pathlib import Path
 import pandas as pd
 
 from tasks.pairs import hub
-from tasks.pairs.labels import NLI_LABELS
+from tasks.pairs.labels import NLI_LABELS, as_label
 from tasks.pairs.tables import (
     DATA_SUFFIXES,
     SAMPLES,
+    SUFFIXES,
     DataError,
+    data_format,
+    folder_entries,
     read_columns,
     read_table,
     require_columns,
+    require_regular_file,
     require_texts,
+    warn_skipped,
 )
 from tasks.store.artifacts import file_sha256
 from tasks.store.environment import REPO_ROOT
@@ -74,14 +79,16 @@ def local_files(source: str | Path) -> list[Path]:
             f"as <org>/<name>[:<config>][@<revision>], or {hub.GLUE_ALIAS!r})"
         )
     if path.is_dir():
-        files = sorted((p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")), key=lambda p: p.name)
-        data = [p for p in files if p.suffix in DATA_SUFFIXES]
+        data, skipped = folder_entries(path)
         if not data:
-            found = f"; found only {[p.name for p in files]}" if files else ""
-            raise DataError(f"{path}: folder holds no data files ({', '.join(DATA_SUFFIXES)}){found}")
+            found = f"; found only {skipped}" if skipped else ""
+            raise DataError(f"{path}: folder holds no data files ({SUFFIXES}){found}")
+        if skipped:
+            warn_skipped(str(path), tuple(skipped))
         return data
-    if path.suffix not in DATA_SUFFIXES:
-        raise DataError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(DATA_SUFFIXES)}")
+    if data_format(path) is None:
+        raise DataError(f"{path}: unsupported file type {path.suffix!r}; use {SUFFIXES}")
+    require_regular_file(path)
     return [path]
 
 
@@ -142,22 +149,26 @@ def source_columns(source: str) -> tuple[str, ...]:
     return tuple(hub.read_dataset(snapshot, f"{spec.label}@{revision}").column_names)
 
 
-def check_loss_fits(columns_or_kind: str | Iterable[str], loss: str, negatives: str = "none") -> None:
-    """Refuse, before anything loads, a loss (or negatives strategy) that needs NLI labels the source lacks."""
+def check_loss_fits(
+    columns_or_kind: str | Iterable[str], loss: str, negatives: str = "none", source: str | None = None
+) -> None:
+    """Refuse, before anything loads, a loss (or negatives strategy) that needs NLI labels the source lacks;
+    ``source`` names it in the message."""
     columns = None if isinstance(columns_or_kind, str) else tuple(columns_or_kind)
     kind = kind_of(columns) if columns is not None else columns_or_kind
     if kind not in KINDS:
         raise ValueError(f"source kind must be one of {KINDS}, got {kind!r}")
     found = f"columns {list(columns)}" if columns is not None else f"{kind} columns"
+    at = f"{source}: " if source else ""
     if kind != "nli" and loss in LABELLED_LOSSES:
         raise ValueError(
-            f"loss {loss!r} needs NLI labels (premise, hypothesis, label), but the source has {found}; "
+            f"{at}loss {loss!r} needs NLI labels (premise, hypothesis, label), but the source has {found}; "
             "use loss 'mnr' or 'gist', which train on anchor/positive(/negative) directly"
         )
     if kind != "nli" and negatives == "contradiction":
-        raise ValueError(f"negatives 'contradiction' needs NLI labels, but the source has {found}")
+        raise ValueError(f"{at}negatives 'contradiction' needs NLI labels, but the source has {found}")
     if kind == "triplets" and negatives != "none":
-        raise ValueError(f"negatives {negatives!r}: the source has its own negatives ({found}); use 'none'")
+        raise ValueError(f"{at}negatives {negatives!r}: the source has its own negatives ({found}); use 'none'")
 
 
 def same_kind(columns: Iterable[str], first: Iterable[str], path: Path, first_path: Path) -> None:
@@ -167,6 +178,11 @@ def same_kind(columns: Iterable[str], first: Iterable[str], path: Path, first_pa
             f"{path}: {kind_of(columns)} columns {list(columns)}, but {first_path.name} holds "
             f"{kind_of(first)} columns {list(first)}; all files of a folder must hold the same kind"
         )
+    if set(negative_columns(columns)) != set(negative_columns(first)):
+        raise DataError(
+            f"{path}: negative column(s) {negative_columns(columns)}, but {first_path.name} holds "
+            f"{negative_columns(first)}; all files of a folder must hold the same ones (a row would lack one)"
+        )
 
 
 def validate_nli(df: pd.DataFrame, origin: str) -> pd.DataFrame:
@@ -175,14 +191,15 @@ def validate_nli(df: pd.DataFrame, origin: str) -> pd.DataFrame:
     if df.empty:
         raise DataError(f"{origin}: no rows")
     require_texts(df, ("premise", "hypothesis"), origin)
-    labels = pd.to_numeric(df["label"], errors="coerce")
-    bad = labels.isna() | ~labels.isin(list(NLI_LABELS))
+    labels = df["label"].map(as_label)
+    bad = labels.isna().to_numpy()
     if bad.any():
-        row = int(bad.to_numpy().nonzero()[0][0])
+        row = int(bad.nonzero()[0][0])
         named = ", ".join(f"{number} {name}" for number, name in NLI_LABELS.items())
         raise DataError(
             f"{origin}: column 'label' row {row}: {df['label'].iloc[row]!r} is not a label in "
-            f"{min(NLI_LABELS)}-{max(NLI_LABELS)} ({named}; {int(bad.sum())} such row(s))"
+            f"{min(NLI_LABELS)}-{max(NLI_LABELS)} ({named}: the integers, not booleans, timestamps or other "
+            f"values; {int(bad.sum())} such row(s))"
         )
     return pd.DataFrame(
         {
@@ -214,7 +231,7 @@ def load_local(source: str, max_pairs: int | None) -> LoadedSource:
     frames, kinds = [], []
     for path in files:
         frame, kind = validate_table(read_table(path), str(path))
-        if kinds and kind != kinds[0]:
+        if frames:
             same_kind(frame.columns, frames[0].columns, path, files[0])
         frames.append(frame)
         kinds.append(kind)

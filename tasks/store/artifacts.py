@@ -5,11 +5,13 @@ version, parameters, parents' keys), so the same inputs find the same folder and
 is recomputed, while a changed parameter moves every downstream key. Folders are built
 under a temporary name and renamed into place only when complete, with a manifest that
 records parameters, parents, rows, schema, file checksums and timings: a folder without a
-valid manifest is simply not an artifact, so a crash never leaves a half-written one.
+valid manifest (``manifests.py``: one that lists every file it holds) is not an artifact, so a crash
+never leaves a half-written one, and a damaged manifest is rebuilt, never trusted.
 
 One key, one computation: a build holds the key's lock (``.partial-<key>.lock``, an flock, so a dead
 process lets go) from start to publish; another run wanting the same key waits for it and takes its
-artifact, and builds only if that run failed.
+artifact, and builds only if that run failed. Every artifact asked for is first named in the run's lease
+(``leases.py``), so gc keeps it, its parents and its inputs while the run lives.
 """
 
 from __future__ import annotations
@@ -32,12 +34,14 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.store import environment
+from tasks.store import environment, leases
 from tasks.store.locks import BUILD_WAIT_SECONDS, exclusive
+from tasks.store.manifests import MANIFEST, ManifestError, damaged_files, file_entries, load_manifest, schema_of
+from tasks.store.manifests import file_sha256 as file_sha256  # re-exported: callers import these from here
+from tasks.store.manifests import read_manifest as read_manifest
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
 CODE_VERSION = "0.1.0"
 
 
@@ -79,38 +83,12 @@ def artifact_key(stage: str, version: int, params: dict[str, Any], parents: Sequ
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def write_parquet(table: pa.Table | Any, path: Path) -> int:
     """Write a pandas frame or Arrow table as Parquet (zstd); returns the row count."""
     if not isinstance(table, pa.Table):
         table = pa.Table.from_pandas(table, preserve_index=False)
     pq.write_table(table, path, compression="zstd")
     return table.num_rows
-
-
-def read_manifest(folder: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((folder / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _damaged_files(folder: Path, manifest: dict[str, Any]) -> list[str]:
-    """Files the manifest lists that are missing or differ in size or checksum."""
-    return [
-        rel
-        for rel, info in manifest.get("files", {}).items()
-        if not (folder / rel).is_file()
-        or (folder / rel).stat().st_size != info["bytes"]
-        or file_sha256(folder / rel) != info["sha256"]
-    ]
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -121,30 +99,19 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def find(data_dir: str | Path, stage: str, key: str) -> ArtifactRef | None:
-    """The finished artifact for (stage, key), or None if it is missing or damaged."""
+    """The finished artifact for (stage, key), or None if it is missing or damaged (its files, or its manifest)."""
     folder = artifacts_root(data_dir) / stage / key
-    manifest = read_manifest(folder)
-    if manifest is None:
+    if not folder.exists():
         return None
-    if _damaged_files(folder, manifest):
+    try:
+        manifest = load_manifest(folder)
+    except ManifestError as exc:
+        log.warning("%s is not an artifact (%s); recomputing it", folder, exc)
+        return None
+    if damaged_files(folder, manifest):
         log.warning("artifact %s is damaged (files missing, truncated or changed); recomputing it", folder)
         return None
     return ArtifactRef(stage, key, str(folder), manifest.get("rows"), cached=True)
-
-
-def _schema_of(folder: Path) -> dict[str, dict[str, str]]:
-    return {
-        str(p.relative_to(folder)): {f.name: str(f.type) for f in pq.read_schema(p)}
-        for p in sorted(folder.rglob("*.parquet"))
-    }
-
-
-def _checksums(folder: Path) -> dict[str, dict[str, Any]]:
-    return {
-        str(p.relative_to(folder)): {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
 
 
 def _staging_folder(final: Path, resumable: bool) -> Path:
@@ -201,10 +168,21 @@ def materialize(
     ``BUILD_WAIT_SECONDS``); its artifact is then returned as cached, or built here if that run failed.
     """
     key = artifact_key(stage, version, params, parents)
-    found = find(data_dir, stage, key)
-    if found is not None:
-        return _reused(found)
     final = artifacts_root(data_dir) / stage / key
+    named = [{"stage": p.stage, "key": p.key, "path": p.path} for p in parents]
+    with leases.holding(final.parent.parent, leases.entry(stage, key, named, params, facts)):  # before looking
+        found = find(data_dir, stage, key)
+        if found is not None:
+            return _reused(found)
+        wait = BUILD_WAIT_SECONDS if wait_seconds is None else wait_seconds
+        return _build(final, version, params, named, build, facts, resumable, wait)
+
+
+def _build(final: Path, version: int, params: dict[str, Any], parents: list[dict[str, Any]],
+           build: Callable[[Path], Built | int | None], facts: dict[str, Any] | None, resumable: bool,
+           wait_seconds: float) -> ArtifactRef:  # fmt: skip
+    """Build under the key's lock, unless the run this one waited for built it; publish it with its manifest."""
+    stage, key, data_dir = final.parent.name, final.name, final.parent.parent.parent
     folder = _staging_folder(final, resumable)
     holder = {
         "pid": os.getpid(),
@@ -213,9 +191,9 @@ def materialize(
         "folder": str(folder),
         "stage": stage,
         "params": params,
-        "parents": [{"stage": p.stage, "key": p.key, "path": p.path} for p in parents],
+        "parents": parents,
     }
-    with exclusive(final, BUILD_WAIT_SECONDS if wait_seconds is None else wait_seconds, holder):
+    with exclusive(final, wait_seconds, holder):
         found = find(data_dir, stage, key)
         if found is not None:  # the run we waited for built it
             log.info("%s/%s was built by the run this one waited for: reusing it", stage, key)
@@ -224,16 +202,19 @@ def materialize(
         with _staging(folder, resumable) as tmp:
             built = build(tmp)
             built = built if isinstance(built, Built) else Built(built)
+            files = file_entries(tmp)
+            if not files:  # a manifest listing nothing would certify anything
+                raise ValueError(f"{stage}/{key}: the build wrote no file into {tmp}; an artifact holds at least one")
             manifest = {
                 "stage": stage,
                 "key": key,
                 "version": version,
                 "code_version": CODE_VERSION,
                 "params": params,
-                "parents": holder["parents"],
+                "parents": parents,
                 "rows": built.rows,
-                "schema": _schema_of(tmp),
-                "files": _checksums(tmp),
+                "schema": schema_of(tmp),
+                "files": files,
                 "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                 "seconds": round(time.perf_counter() - started, 3),
                 "environment": environment.describe(),
@@ -271,25 +252,34 @@ def _publish(tmp: Path, final: Path, ref: ArtifactRef) -> ArtifactRef:
 
 
 def verify(ref: ArtifactRef) -> list[str]:
-    """Files whose checksum no longer matches the manifest (empty when intact)."""
-    return _damaged_files(ref.folder, read_manifest(ref.folder) or {})
+    """Files whose checksum no longer matches the manifest (empty when intact); the manifest itself when it
+    is not an artifact's (it would certify anything)."""
+    try:
+        return damaged_files(ref.folder, load_manifest(ref.folder))
+    except ManifestError:
+        return [MANIFEST]
 
 
 def list_artifacts(data_dir: str | Path) -> list[dict[str, Any]]:
-    """One row per finished artifact, for the inspect command."""
+    """One row per artifact folder, for the inspect command; one whose manifest is not an artifact's is listed
+    by its folder's name, with a warning naming it (``verify`` then reports its manifest)."""
     rows = []
     for manifest_path in sorted(artifacts_root(data_dir).glob(f"*/*/{MANIFEST}")):
-        manifest = read_manifest(manifest_path.parent) or {}
-        size = sum(p.stat().st_size for p in manifest_path.parent.rglob("*") if p.is_file())
+        folder = manifest_path.parent
+        try:
+            manifest = load_manifest(folder)
+        except ManifestError as exc:
+            log.warning("%s is not an artifact (%s); the next run rebuilds it", folder, exc)
+            manifest = {"stage": folder.parent.name, "key": folder.name, "parents": []}
         rows.append(
             {
-                "stage": manifest.get("stage"),
-                "key": manifest.get("key"),
+                "stage": manifest["stage"],
+                "key": manifest["key"],
                 "rows": manifest.get("rows"),
-                "bytes": size,
+                "bytes": sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()),
                 "created": manifest.get("created"),
-                "parents": ",".join(f"{p['stage']}/{p['key']}" for p in manifest.get("parents", [])),
-                "path": str(manifest_path.parent),
+                "parents": ",".join(f"{p['stage']}/{p['key']}" for p in manifest["parents"]),
+                "path": str(folder),
             }
         )
     return rows

@@ -41,7 +41,7 @@ STAGES = {
     s.name: s
     for s in (
         Stage("raw", 2, (RAW_FILE,), "the source's rows as read and validated (NLI, pairs or triplets)"),
-        Stage("pairs", 1, (PAIRS_FILE,), "the rows in the loss's format"),
+        Stage("pairs", 2, (PAIRS_FILE,), "the rows in the loss's format"),
         Stage("triplets", 2, (TRIPLETS_FILE, SAMPLE_FILE, SIMILARITIES_PLOT), "pairs with their negatives"),
         Stage("tokens", 1, (TOKENS_FILE, LENGTHS_PLOT), "token ids of the training data"),
         Stage("models", 3, (MODEL_FOLDER, TRAINING_FILE), "a trained model"),

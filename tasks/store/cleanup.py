@@ -1,26 +1,34 @@
 """Disk hygiene: find artifacts that no recent run, nor the champion, nor a live run still needs.
 
 Kept: what is reachable (through manifests' parents, and local models the manifests name) from the
-artifacts of the last ``keep_runs`` run records, from the champions and from the builds running now
-(their lock files name their parents); the embedding stores (every precision) of the miners of
-everything kept; a staging folder whose key's lock is held (a live build); an interrupted training's
-``.partial-<key>`` while its last sealed checkpoint is younger than ``keep_partial_hours``; and
-anything used more recently than ``min_age_hours`` (a reused artifact's folder is touched on reuse).
-Every stage folder under ``artifacts/`` is swept the same way, whatever the stage.
+artifacts of the last ``keep_runs`` run records, from the champions, from every live run's lease (what it
+has produced, reused or will read: ``leases.py``) and from the builds running now (their lock files name
+their parents); the embedding stores (every precision) of the miners of everything kept and of every lease;
+a staging folder whose key's lock is held (a live build); an interrupted training's ``.partial-<key>``
+while its last sealed checkpoint is younger than ``keep_partial_hours``; and anything used more recently
+than ``min_age_hours`` (a reused artifact's folder is touched on reuse). What a lease names stays whatever
+its age. Every stage folder under ``artifacts/`` is swept the same way, whatever the stage.
+
+``remove`` closes the window between listing and removing: under gc's exclusive lock (the one runs take,
+shared, to add to their leases) it reads the leases, champions and live builds again and moves each folder
+still unreferenced aside, then deletes it. A damaged champion record raises ``ChampionDamaged``: gc does
+not guess what the champion is.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 import logging
 import shutil
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from tasks.store import leases
 from tasks.store.artifacts import MANIFEST, artifacts_root, read_manifest
+from tasks.store.champion import read_champion
 from tasks.store.locks import lock_held, lock_holder, lock_path, release_lock, staging_key, try_lock
 from tasks.store.runs import RUNS, read_run_record, run_records
 
@@ -57,25 +65,28 @@ def _folder_of(root: Path, ref: dict[str, Any]) -> Path | None:
     return path.resolve() if path else None
 
 
-def _local_models(root: Path, manifest: dict[str, Any]) -> list[Path]:
-    """Artifact folders of models the manifest names by location (a trained model used as base, guide or miner)."""
+def _model_folders(root: Path, locations: Iterable[str]) -> list[Path]:
+    """The artifact folders of the models at ``locations`` that lie in the store (a trained model used as base,
+    guide or miner)."""
     folders = []
-    for value in manifest.values():
-        if isinstance(value, dict) and isinstance(value.get("location"), str):
-            location = Path(value["location"]).resolve()
-            if root in location.parents and len(parts := location.relative_to(root).parts) >= 2:
-                folders.append(root / parts[0] / parts[1])
+    for location in (Path(p).resolve() for p in locations):
+        if root in location.parents and len(parts := location.relative_to(root).parts) >= 2:
+            folders.append(root / parts[0] / parts[1])
     return folders
 
 
+def _local_models(root: Path, manifest: dict[str, Any]) -> list[Path]:
+    """Artifact folders of models the manifest names by location."""
+    return _model_folders(root, leases.model_locations(manifest))
+
+
 def _champions(root: Path) -> list[Path]:
-    """The model folders of every champion slot (by key under ``root`` too, in case the data folder moved)."""
+    """The model folders of every champion slot (by key under ``root`` too, in case the data folder moved);
+    a damaged record raises ``ChampionDamaged``, so gc removes nothing rather than the champion's model."""
     folders = []
     for record in sorted((root / "champion").glob("*.json")):
-        try:
-            champion = json.loads(record.read_text())
-        except (OSError, ValueError):
-            log.warning("champion record %s is unreadable; gc keeps nothing for it", record)
+        champion = read_champion(root.parent, record.stem)
+        if champion is None:  # removed since the listing
             continue
         if champion.get("model_path"):
             folders.append(Path(champion["model_path"]).parent.resolve())
@@ -108,6 +119,16 @@ def live_builds(root: Path) -> list[dict[str, Any]]:
     ]
 
 
+def _leased(root: Path) -> tuple[list[Path], set[str]]:
+    """What live runs' leases name: each artifact, its parents and the local models it reads; and their miners."""
+    entries = leases.held_entries(root)
+    folders = [_folder_of(root, item) for item in entries if item.get("stage") and item.get("key")]
+    folders += [_folder_of(root, p) for item in entries for p in item.get("parents") or [] if isinstance(p, dict)]
+    folders += [f for item in entries for f in _model_folders(root, item.get("models") or [])]
+    miners = {item["miner"] for item in entries if isinstance(item.get("miner"), str)}
+    return [f for f in folders if f is not None], miners
+
+
 def _reachable(root: Path, start: Iterable[Path]) -> set[Path]:
     """``start`` and everything its manifests lead to: parents, and local models they name."""
     todo, kept = [p.resolve() for p in start], set()
@@ -122,20 +143,28 @@ def _reachable(root: Path, start: Iterable[Path]) -> set[Path]:
     return kept
 
 
-def referenced(data_dir: str | Path, keep_runs: int, live: list[dict[str, Any]] | None = None) -> set[Path]:
-    """Artifact folders reachable from the last ``keep_runs`` runs, the champions and the ``live`` builds
-    (a live build's inputs may be old and in no record yet)."""
+def protected(data_dir: str | Path, keep_runs: int | None) -> tuple[set[Path], set[str]]:
+    """The folders gc keeps (reachable from the last ``keep_runs`` runs, none when None; the champions; the
+    leases; the live builds, whose inputs may be old and in no record yet) and the miners whose stores stay."""
     root = artifacts_root(data_dir).resolve()
-    live = live_builds(root) if live is None else live
-    inputs = [_folder_of(root, p) for build in live for p in build.get("parents", [])]
-    return _reachable(root, [*_recorded(root, keep_runs), *_champions(root), *(f for f in inputs if f is not None)])
+    live = live_builds(root)
+    leased, leased_miners = _leased(root)
+    inputs = [f for f in (_folder_of(root, p) for build in live for p in build.get("parents", [])) if f is not None]
+    recorded = _recorded(root, keep_runs) if keep_runs is not None else []
+    kept = _reachable(root, [*recorded, *_champions(root), *inputs, *leased])
+    return kept, kept_miners(kept, live) | leased_miners
+
+
+def referenced(data_dir: str | Path, keep_runs: int) -> set[Path]:
+    """Artifact folders reachable from the last ``keep_runs`` runs, the champions, the leases and live builds."""
+    return protected(data_dir, keep_runs)[0]
 
 
 def kept_miners(kept: set[Path], live: list[dict[str, Any]]) -> set[str]:
     """Fingerprints of the miners that kept artifacts were made with and live builds mine with."""
     params = [(read_manifest(folder) or {}).get("params", {}) for folder in kept]
     params += [build.get("params", {}) for build in live]
-    return {p["miner"] for p in params if isinstance(p, dict) and p.get("miner")}
+    return {p["miner"] for p in params if isinstance(p, dict) and isinstance(p.get("miner"), str)}
 
 
 def store_fingerprint(name: str) -> str:
@@ -171,23 +200,24 @@ def unreferenced(
     min_age_hours: float = 24.0,
     keep_partial_hours: float = KEEP_PARTIAL_HOURS,
 ) -> list[Path]:
-    """Folders (and stray lock files) that may go: unreferenced, not live, not in use for ``min_age_hours``."""
+    """Folders (and stray lock files) that may go: unreferenced, not live, not in use for ``min_age_hours``;
+    and the leases of runs that died."""
     root = artifacts_root(data_dir).resolve()
-    live = live_builds(root)
-    kept = referenced(data_dir, keep_runs, live)
+    kept, miners = protected(data_dir, keep_runs)
     stale = [
         path
         for stage in _stage_dirs(root)
         for path in sorted(stage.iterdir())
         if _age_hours(path) >= min_age_hours and _stale_in_stage(path, kept, keep_partial_hours)
     ]
-    miners = kept_miners(kept, live)
     stale += [
         store
         for store in sorted((root / "embeddings").glob("*"))
-        if store.is_dir() and store_fingerprint(store.name) not in miners and _age_hours(store) >= min_age_hours
+        if store.is_dir()
+        and (store.name.startswith(".trash-") or store_fingerprint(store.name) not in miners)
+        and _age_hours(store) >= min_age_hours
     ]
-    return stale
+    return stale + leases.dead_leases(root)
 
 
 def _size(path: Path) -> int:
@@ -199,36 +229,72 @@ def _size(path: Path) -> int:
     return total
 
 
-def _remove_under_lock(path: Path, key: str, keep_partial_hours: float) -> int:
-    """Remove a staging folder or a stray lock file only while holding its key's lock, looking again
+def _set_aside(path: Path) -> Path | None:
+    """Rename ``path`` to a ``.trash-`` sibling (instant, so gc's lock is held briefly); None if it is gone."""
+    trash = path.parent / f".trash-{path.name}-{uuid.uuid4().hex[:8]}"
+    try:
+        path.rename(trash)
+    except FileNotFoundError:
+        return None
+    return trash
+
+
+def _set_aside_under_lock(path: Path, key: str, keep_partial_hours: float) -> Path | None:
+    """Set aside a staging folder (or drop a stray lock file) only while holding its key's lock, looking again
     under it: a run that started (or failed with a fresh checkpoint) since ``unreferenced`` looked keeps it."""
     lock = lock_path(path.parent / key)
     handle = try_lock(lock, create=path != lock)
     if handle is None:
         if path.exists():
             log.info("kept %s: a run took its lock since gc looked", path)
-        return 0
+        return None
     try:
         if path == lock or young_checkpoint(path, keep_partial_hours):
-            return 0
-        freed = _size(path)
-        shutil.rmtree(path, ignore_errors=True)
-        return freed
+            return None
+        return _set_aside(path)
     finally:
-        release_lock(handle, lock)
+        release_lock(handle, lock)  # unlinks the lock file too
 
 
-def remove(paths: list[Path], keep_partial_hours: float = KEEP_PARTIAL_HOURS) -> int:
-    """Delete what ``unreferenced`` listed (staging folders and lock files under their key's lock);
-    returns the bytes freed."""
+def _root_of(path: Path) -> Path:
+    """The artifacts folder an entry listed by ``unreferenced`` lies in (a lease lies two levels deeper)."""
+    return path.parents[2] if path.parent.name == "live" else path.parent.parent
+
+
+def _doomed(path: Path, kept: set[Path], miners: set[str], keep_partial_hours: float) -> Path | None:
+    """What ``path`` becomes once set aside for deletion, None when it stays (or is gone, or was a lock)."""
+    if path.parent.name == "live":
+        leases.remove_dead(path)  # only if its holder died: it looks under the lease's own lock
+        return None
+    if path.name.startswith(".trash-"):
+        return path
+    lock_key = path.name.removeprefix(".partial-").removesuffix(".lock") if path.name.endswith(".lock") else None
+    if (key := lock_key or staging_key(path.name)) is not None:
+        return _set_aside_under_lock(path, key, keep_partial_hours)
+    if path.parent.name == "embeddings" and store_fingerprint(path.name) in miners:
+        log.info("kept %s: a live run mines with it since gc looked", path)
+        return None
+    if path.parent.name != "embeddings" and path.resolve() in kept:
+        log.info("kept %s: a live run holds it since gc looked", path)
+        return None
+    return _set_aside(path)
+
+
+def remove(paths: list[Path], keep_partial_hours: float = KEEP_PARTIAL_HOURS, keep_runs: int | None = None) -> int:
+    """Delete what ``unreferenced`` listed; returns the bytes freed.
+
+    Under gc's exclusive lock, which a run takes (shared) to add to its lease, the leases, champions and live
+    builds (and the last ``keep_runs`` records, when given) are read again, and each listed folder still
+    unreferenced is renamed aside; it is deleted after the lock is let go. A run that took an artifact up
+    since the listing keeps it; one that asks for it afterwards finds it gone and builds it again. Staging
+    folders and lock files go under their key's lock, a dead run's lease under its own.
+    """
     freed = 0
-    for path in paths:
-        if path.name.endswith(".lock"):
-            key = path.name.removeprefix(".partial-").removesuffix(".lock")
-            freed += _remove_under_lock(path, key, keep_partial_hours)
-        elif (key := staging_key(path.name)) is not None:
-            freed += _remove_under_lock(path, key, keep_partial_hours)
-        elif path.exists():
-            freed += _size(path)
-            shutil.rmtree(path, ignore_errors=True)
+    for root in sorted({_root_of(path) for path in paths}):
+        with leases.gc_lock(root, exclusive=True):
+            kept, miners = protected(root.parent, keep_runs)
+            doomed = [_doomed(path, kept, miners, keep_partial_hours) for path in paths if _root_of(path) == root]
+        for trash in (t for t in doomed if t is not None):
+            freed += _size(trash)
+            shutil.rmtree(trash, ignore_errors=True)
     return freed

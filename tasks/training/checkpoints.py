@@ -1,18 +1,28 @@
 """Checkpoints a killed run resumes from: only whole ones, with the loss's own weights beside the model's.
 
 The Trainer writes the model and optimizer state; SoftmaxLoss's classifier is not part of the model,
-so it is saved here, and a seal file written last marks the checkpoint as whole.
+so it is saved here, and a seal file written last marks the checkpoint as whole. The seal lists every
+file's size and sha256, checked before resuming: a flipped block in sealed weights once trained on and
+promoted a model with word-embedding values of 28,664. A checkpoint that does not match its seal (or whose
+seal, written before checksums, lists none) is removed with a warning naming the files, and the run
+resumes from the previous whole one; the trainer keeps one (``save_total_limit=1``), so in practice it
+starts afresh, which costs the steps since the start and never trusts a byte it cannot check.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import shutil
 from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 from transformers import TrainerCallback
 
+from tasks.store.artifacts import atomic_write_text, file_sha256
 from tasks.training.losses import inner_loss
+
+log = logging.getLogger(__name__)
 
 LOSS_HEAD = "loss_head.safetensors"
 SEAL = "checkpoint.sealed"
@@ -42,18 +52,59 @@ class CheckpointSeal(TrainerCallback):
         head = loss_head(self.loss)
         if head:
             save_file(head, str(folder / LOSS_HEAD))
-        (folder / SEAL).write_text(str(state.global_step))
+        write_seal(folder, state.global_step)
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name != SEAL)
+
+
+def write_seal(folder: Path, step: int) -> None:
+    """The seal, atomically: the step and every file's size and sha256 (a half-written seal is no seal)."""
+    files = {
+        p.relative_to(folder).as_posix(): {"bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in _files(folder)
+    }
+    atomic_write_text(folder / SEAL, json.dumps({"step": step, "files": files}, indent=1))
+
+
+def _matches(path: Path, info: dict) -> bool:
+    """Whether ``path`` has the seal's size and sha256; a file gone meanwhile (another process of a launch
+    removing this checkpoint) or a malformed entry does not."""
+    try:
+        return path.stat().st_size == info["bytes"] and file_sha256(path) == info["sha256"]
+    except (OSError, KeyError, TypeError):
+        return False
+
+
+def damaged_files(checkpoint: Path) -> list[str]:
+    """Files that are missing or differ from the seal; the seal itself when it lists no checksums (a seal
+    from before checksums holds only the step) or is not whole."""
+    try:
+        files = json.loads((checkpoint / SEAL).read_text())["files"]
+    except (OSError, ValueError, TypeError, KeyError):
+        return [SEAL]
+    if not isinstance(files, dict) or not files:
+        return [SEAL]
+    return [rel for rel, info in files.items() if not _matches(checkpoint / rel, info)]
 
 
 def last_whole_checkpoint(folder: Path) -> Path | None:
-    """The newest sealed checkpoint; unsealed ones (a kill while writing) are removed."""
+    """The newest sealed checkpoint whose files match its seal. Unsealed ones (a kill while writing) are
+    removed, and so are damaged ones, with a warning naming their files: training from them would go on
+    from bytes nobody wrote; resuming from an older one, or afresh, only repeats steps."""
     if not folder.is_dir():
         return None
     checkpoints = sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
     for partial in [p for p in checkpoints if not (p / SEAL).exists()]:
         shutil.rmtree(partial, ignore_errors=True)
-    sealed = [p for p in checkpoints if (p / SEAL).exists()]
-    return sealed[-1] if sealed else None
+    for checkpoint in reversed([p for p in checkpoints if (p / SEAL).exists()]):
+        damaged = damaged_files(checkpoint)
+        if not damaged:
+            return checkpoint
+        named = ", ".join(str(checkpoint / rel) for rel in damaged)
+        log.warning("checkpoint %s does not match its seal (%s): not resuming from it, removed", checkpoint, named)
+        shutil.rmtree(checkpoint, ignore_errors=True)
+    return None
 
 
 def restore_loss_head(loss, checkpoint: Path | None) -> None:

@@ -19,6 +19,7 @@ from tasks.models.resolve import bundled_minilm_dir
 from tasks.shipping import card, exports
 from tasks.shipping.backends import load_export
 from tasks.shipping.compare import TOLERANCE
+from tasks.store.runs import RunRecord
 
 TEXTS = ["A man is playing a guitar.", "A woman slices a tomato on a board.", "Two dogs run through the snow.",
          "The stock market fell sharply today, and analysts blamed rising interest rates."] * 8  # fmt: skip
@@ -102,20 +103,20 @@ def test_bundled_minilm_keeps_its_sts_b_anchor_in_every_format(tmp_path):
 
 
 def test_card_states_every_lineage_field(tmp_path, tiny_bert):
-    lineage = card.lineage_from_run(
+    record = RunRecord.from_dict(
         {
             "source": "data/samples/mnli/train.parquet",
+            "source_identity": {"kind": "local", "file": "train.parquet", "sha256": "f00d"},
             "train_recipe": {"loss": "mnr", "epochs": 1},
             "mining": {"strategy": "semi-hard"},
-            "base_model": {"name": "tiny"},
+            "base_model": {"name": "tiny", "source": "local"},
             "metrics": {"stsb_test_spearman": {"base": 0.5, "trained": 0.6}},
             "champion": {"promoted": False, "reason": "kept: not better", "metric": "stsb_test_spearman"},
-            "artifacts": {"model": {"key": "abc"}},
-        },
-        {"python": "3.11", "libraries": {"torch": "2.13.0"}},
-        {"kind": "local", "file": "train.parquet", "sha256": "f00d"},
-        None,
+            "artifacts": {"model": {"stage": "models", "key": "abc", "path": "/data/artifacts/models/abc"}},
+            "environment": {"python": "3.11", "libraries": {"torch": "2.13.0"}},
+        }
     )
+    lineage = card.lineage_from_run(record, None)
     out = tmp_path / "release"
     out.mkdir()
     card.write_card(tiny_bert, out, lineage, ["onnx"])

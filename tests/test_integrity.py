@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from sentence_transformers import SentenceTransformer
-from transformers import TrainerCallback
 
 from tasks.evaluation.data import stsb_pairs
 from tasks.models.resolve import resolve_model
@@ -19,6 +18,7 @@ from tasks.pairs.labels import mnr_pairs, pairs_for_loss
 from tasks.training.checkpoints import SEAL, last_whole_checkpoint, write_seal
 from tasks.training.recipe import recipe_and_runtime
 from tasks.training.trainer import train_model
+from tests.test_training import _CountSteps, _Interrupt
 
 MINING = MiningConfig(strategy="semi-hard", range_max=20, margin=0.05)
 MINER = "sentence-transformers/all-MiniLM-L6-v2"  # the bundled copy: 91 real negatives from the first 300 rows
@@ -97,25 +97,6 @@ def test_an_unreadable_checksum_is_no_checksum_to_trust(tmp_path, nli_sample, cl
         triplets, encoded = _mine(tmp_path, model, nli_sample)
     assert str(shard) in caplog.text and encoded == clean[1]
     pd.testing.assert_frame_equal(triplets, clean[0])
-
-
-class _Interrupt(TrainerCallback):
-    """Stops training with an error right after step ``at`` (as a killed worker would)."""
-
-    def __init__(self, at: int) -> None:
-        self.at = at
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.at:
-            raise RuntimeError("interrupted")
-
-
-class _CountSteps(TrainerCallback):
-    def __init__(self) -> None:
-        self.steps: list[int] = []
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.steps.append(state.global_step)
 
 
 def test_a_flipped_sealed_checkpoint_is_not_resumed_from(tmp_path, tiny_bert, nli_sample, caplog):

@@ -6,8 +6,11 @@ from __future__ import annotations
 import contextvars
 import json
 import multiprocessing as mp
+import subprocess
+import sys
 import threading
 import time
+import traceback
 from pathlib import Path
 
 from tasks.store import cleanup, leases
@@ -144,17 +147,35 @@ def _materialize_in_child(data: str) -> None:
         (folder / "data.txt").write_text(str(len(_live(Path(data)))))
         return 1
 
-    materialize(data, "pairs", 1, {"child": True}, [], build)
+    try:
+        materialize(data, "pairs", 1, {"child": True}, [], build)
+    except BaseException:  # what went wrong in the child, for the parent's assertion
+        Path(data, "child-error.txt").write_text(traceback.format_exc())
+        raise
 
 
 def test_a_forked_child_holds_a_lease_of_its_own(tmp_path):
-    """A child outlives or outruns its parent's lease: it never writes into it."""
+    """A child outlives or outruns its parent's lease: it never writes into it. Run in a fresh interpreter,
+    so that no thread or handler an earlier test left in this process is forked with it."""
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from tests.test_leases import _forked_child_scenario\n"
+        "_forked_child_scenario(Path(sys.argv[1]))\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], cwd=root, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def _forked_child_scenario(tmp_path: Path) -> None:
     with leases.held(tmp_path) as lease:
         _artifact(tmp_path, "raw", {})
         child = mp.get_context("fork").Process(target=_materialize_in_child, args=(str(tmp_path),))
         child.start()
         child.join()
-        assert child.exitcode == 0
+        error = tmp_path / "child-error.txt"
+        assert child.exitcode == 0, error.read_text() if error.exists() else "no traceback"
         [built] = (artifacts_root(tmp_path) / "pairs").iterdir()
         assert (built / "data.txt").read_text() == "2"  # the parent's lease and the child's own
         assert [item["stage"] for item in leases.held_entries(artifacts_root(tmp_path))] == ["raw"]

@@ -108,7 +108,7 @@ def find(data_dir: str | Path, stage: str, key: str) -> ArtifactRef | None:
     except ManifestError as exc:
         log.warning("%s is not an artifact (%s); recomputing it", folder, exc)
         return None
-    if damaged_files(folder, manifest):
+    if damaged_files(folder, manifest["files"]):
         log.warning("artifact %s is damaged (files missing, truncated or changed); recomputing it", folder)
         return None
     return ArtifactRef(stage, key, str(folder), manifest.get("rows"), cached=True)
@@ -255,7 +255,7 @@ def verify(ref: ArtifactRef) -> list[str]:
     """Files whose checksum no longer matches the manifest (empty when intact); the manifest itself when it
     is not an artifact's (it would certify anything)."""
     try:
-        return damaged_files(ref.folder, load_manifest(ref.folder))
+        return damaged_files(ref.folder, load_manifest(ref.folder)["files"])
     except ManifestError:
         return [MANIFEST]
 

@@ -94,15 +94,17 @@ def read_manifest(folder: Path) -> dict[str, Any] | None:
         return None
 
 
-def damaged_files(folder: Path, manifest: dict[str, Any]) -> list[str]:
-    """Files a (valid) manifest lists that are missing or differ in size or checksum."""
-    return [
-        rel
-        for rel, info in manifest["files"].items()
-        if not (folder / rel).is_file()
-        or (folder / rel).stat().st_size != info["bytes"]
-        or file_sha256(folder / rel) != info["sha256"]
-    ]
+def _matches(path: Path, info: dict[str, Any]) -> bool:
+    """Whether ``path`` has the listed size and sha256; a file gone meanwhile or a malformed entry does not."""
+    try:
+        return path.stat().st_size == info["bytes"] and file_sha256(path) == info["sha256"]
+    except (OSError, KeyError, TypeError):
+        return False
+
+
+def damaged_files(folder: Path, files: dict[str, dict[str, Any]]) -> list[str]:
+    """Those of ``files`` (relative path → bytes, sha256) that are missing or differ in size or checksum."""
+    return [rel for rel, info in files.items() if not _matches(folder / rel, info)]
 
 
 def file_entries(folder: Path) -> dict[str, dict[str, Any]]:

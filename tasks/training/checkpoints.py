@@ -19,7 +19,9 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 from transformers import TrainerCallback
 
-from tasks.store.artifacts import atomic_write_text, file_sha256
+from tasks.store.artifacts import atomic_write_text
+from tasks.store.manifests import damaged_files as manifest_damaged_files
+from tasks.store.manifests import file_entries
 from tasks.training.losses import inner_loss
 
 log = logging.getLogger(__name__)
@@ -55,25 +57,10 @@ class CheckpointSeal(TrainerCallback):
         write_seal(folder, state.global_step)
 
 
-def _files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name != SEAL)
-
-
 def write_seal(folder: Path, step: int) -> None:
     """The seal, atomically: the step and every file's size and sha256 (a half-written seal is no seal)."""
-    files = {
-        p.relative_to(folder).as_posix(): {"bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in _files(folder)
-    }
+    files = {rel: info for rel, info in file_entries(folder).items() if rel != SEAL}
     atomic_write_text(folder / SEAL, json.dumps({"step": step, "files": files}, indent=1))
-
-
-def _matches(path: Path, info: dict) -> bool:
-    """Whether ``path`` has the seal's size and sha256; a file gone meanwhile (another process of a launch
-    removing this checkpoint) or a malformed entry does not."""
-    try:
-        return path.stat().st_size == info["bytes"] and file_sha256(path) == info["sha256"]
-    except (OSError, KeyError, TypeError):
-        return False
 
 
 def damaged_files(checkpoint: Path) -> list[str]:
@@ -85,7 +72,7 @@ def damaged_files(checkpoint: Path) -> list[str]:
         return [SEAL]
     if not isinstance(files, dict) or not files:
         return [SEAL]
-    return [rel for rel, info in files.items() if not _matches(checkpoint / rel, info)]
+    return manifest_damaged_files(checkpoint, files)
 
 
 def last_whole_checkpoint(folder: Path) -> Path | None:

@@ -28,7 +28,7 @@ $(VENV)/bin/uv:
 	$(PY) -m pip install -q uv==$(UV_VERSION)
 
 lock: $(VENV)/bin/uv
-	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 \
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --extra s3 --generate-hashes --python-version 3.11 \
 		--python-platform x86_64-manylinux_2_28 --find-links /opt/wheels --no-emit-package torch \
 		--custom-compile-command "make lock" -o requirements.lock
 
@@ -47,14 +47,30 @@ test-gpu: setup
 	$(PY) -m pytest -m gpu -v -rs
 
 # Operations: a local Prefect server, the gpu work pool, the deployments, a worker.
+# The server keeps concurrency leases on disk (under PREFECT_HOME), not in memory: a restart while a
+# training holds its GPU slot would otherwise never give the slot back (tasks/training/gpu_slot.py)
 server: setup
-	PREFECT_SERVER_ANALYTICS_ENABLED=false $(VENV)/bin/prefect server start --host 127.0.0.1
+	PREFECT_SERVER_ANALYTICS_ENABLED=false \
+	PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE=prefect.server.concurrency.lease_storage.filesystem \
+		$(VENV)/bin/prefect server start --host 127.0.0.1
+
+# One training at a time per GPU machine: a global concurrency limit train-embeddings-gpu-<machine>
+# (limit 1) for each of GPU_WORKERS (hostnames; default this machine); a worker machine not listed gets
+# its own when its worker starts (make worker) or its first training runs. mnr-git needs
+# TRAIN_EMBEDDINGS_STORE (prefect.yaml); without it, every other deployment is deployed.
+GPU_WORKERS ?=
+NOT_MNR_GIT = $(shell $(PY) -c "import yaml; print(' '.join('-n ' + d['name'] for d in \
+	yaml.safe_load(open('prefect.yaml'))['deployments'] if d['name'] != 'mnr-git'))")
 
 deploy: setup
 	$(VENV)/bin/prefect work-pool create gpu --type process --overwrite
-	$(VENV)/bin/prefect --no-prompt deploy --all
+	$(PY) -m tasks.training.gpu_slot $(GPU_WORKERS)
+	@if [ -n "$$TRAIN_EMBEDDINGS_STORE" ]; then set -x; $(VENV)/bin/prefect --no-prompt deploy --all; else \
+		echo "TRAIN_EMBEDDINGS_STORE is not set: deploying all but mnr-git (README: Several machines, one store)" >&2; \
+		set -x; $(VENV)/bin/prefect --no-prompt deploy $(NOT_MNR_GIT); fi
 
 worker: setup
+	$(PY) -m tasks.training.gpu_slot --if-missing
 	$(VENV)/bin/prefect worker start --pool gpu --type process
 
 bench: setup

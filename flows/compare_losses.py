@@ -19,6 +19,7 @@ from tasks.pairs.labels import LOSSES
 from tasks.pairs.sources import DEFAULT_NLI_SAMPLE
 from tasks.report import plots
 from tasks.report.tables import markdown_table
+from tasks.store import remote
 from tasks.store.artifacts import materialize, write_parquet
 from tasks.store.catalog import COMPARISON_FILE, COMPARISON_MARKDOWN, COMPARISON_PLOT, DIMENSIONS_PLOT, VERSIONS
 from tasks.store.environment import REPO_ROOT
@@ -124,7 +125,7 @@ def compare_losses(
         (folder / COMPARISON_MARKDOWN).write_text(markdown_table(table.round(4)))
         return write_parquet(table, folder / COMPARISON_FILE)
 
-    data = str(Path(data_dir).resolve())
+    data = remote.normalise(data_dir)
     ref = materialize(data, "grids", VERSIONS["grids"], {"grid": grid}, parents, build)
     create_table_artifact(key="compare-losses", table=table.round(4).to_dict(orient="records"))
     create_markdown_artifact(key="compare-losses-table", markdown=(ref.folder / COMPARISON_MARKDOWN).read_text())

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, replace
-from pathlib import Path
 
 from prefect import flow, get_run_logger
 
@@ -34,7 +33,9 @@ from tasks.pairs.labels import LOSSES, RANKING
 from tasks.promotion import MIN_GAIN, check_min_gain
 from tasks.recipes import Choices, apply_recipe
 from tasks.shipping import exports, publish
-from tasks.store.champion import check_champions, read_champion
+from tasks.store import placement
+from tasks.store.artifacts import find
+from tasks.store.champion import read_champion
 from tasks.store.leases import leased
 from tasks.store.runs import ModelFacts, RunArtifacts, RunRecord, manifest_facts, write_run_record
 from tasks.training.distributed import processes_for
@@ -94,7 +95,8 @@ def resolve_miner(miner_model: str, base_model: str, data_dir: str) -> ResolvedM
         get_run_logger().info("miner_model=champion: no champion in %s yet, mining with the base model", data_dir)
         return resolve_model(base_model)
     get_run_logger().info("miner_model=champion: mining with %s", current["model_key"])
-    return resolve_model(current["model_path"])
+    found = find(data_dir, "models", current["model_key"])  # on a URL store: pulled into the mirror
+    return resolve_model(str(found.folder / "model") if found else current["model_path"])
 
 
 @leased(flow(name="train-embeddings"))  # run-long lease; not log_prints: it breaks dill's stdout capture (datasets)
@@ -231,8 +233,7 @@ def train_embeddings(
                    hub_token_block)  # fmt: skip
     log = get_run_logger()
     os.environ.setdefault("WANDB_DISABLED", "true")
-    data_dir = str(Path(data_dir).resolve())
-    check_champions(data_dir)  # a damaged champion record stops the run now, not after training
+    data_dir = placement.settle(data_dir)  # a URL store reachable, no temporary folder, a sound champion record
 
     # 1. Load and validate the rows (before any model is touched), a hub source at the commit its revision
     #    names now: the commit keys the artifact, a new one retrains; its columns are checked at that commit
@@ -256,6 +257,8 @@ def train_embeddings(
     # 7. Promote to champion only if it beats the current one, evaluated the same way
     promotion = stages.promote(model, trained_metrics, settings, promote_metric, min_gain, data_dir)
     base_scores, trained_scores = read_metrics(base_metrics.folder), read_metrics(trained_metrics.folder)
+    made = RunArtifacts(raw=raw, pairs=pairs, triplets=triplets, tokens=ids, model=model,
+                        base_metrics=base_metrics, trained_metrics=trained_metrics)  # fmt: skip
     record = RunRecord(
         parameters=asdict(chosen) | {"recipe": recipe, "max_pairs": max_pairs, "miner_model": miner_model},
         source=source,
@@ -264,15 +267,7 @@ def train_embeddings(
         runtime=asdict(runtime),
         base_model=ModelFacts.of(base),
         miner_model=None if miner is None else ModelFacts.of(miner),
-        artifacts=RunArtifacts(
-            raw=raw,
-            pairs=pairs,
-            triplets=triplets,
-            tokens=ids,
-            model=model,
-            base_metrics=base_metrics,
-            trained_metrics=trained_metrics,
-        ),  # fmt: skip
+        artifacts=made,
         metrics={m: {"base": base_scores[m], "trained": trained_scores[m]} for m in base_scores},
         evaluation=settings.record(),
         champion=promotion.decision,

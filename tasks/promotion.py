@@ -6,12 +6,14 @@ per-pair similarities are kept beside its record for that). Both models stay in 
 and the pointer file records the decision's history. The record keeps how the champion was evaluated
 (tasks, row limit, dimensions, the data's fingerprints): a challenger evaluated otherwise is
 re-evaluated the champion's way first, or the decision says why it cannot be. Reading, comparing and
-writing happen under one lock, so two runs finishing together end with the better one as champion.
+writing happen under one lock, so two runs finishing together end with the better one as champion; on a URL
+store, across machines, the write is a compare-and-swap and a run that loses it compares again.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,8 +21,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from tasks.evaluation.settings import EvalSettings
+from tasks.store import remote
 from tasks.store.artifacts import ArtifactRef, file_sha256
-from tasks.store.champion import CHECKSUM, champion_file, champion_lock, read_champion, write_champion
+from tasks.store.champion import (
+    CHECKSUM,
+    ChampionChanged,
+    champion_file,
+    champion_lock,
+    read_champion,
+    write_champion,
+)
 
 if TYPE_CHECKING:
     from tasks.evaluation.bootstrap import Interval
@@ -29,6 +39,8 @@ if TYPE_CHECKING:
 # 0.8331, 0.8345), so two reseeded runs differ by sd 0.0023: a reseed reaches a gain of 0.003 about one time
 # in ten (README, "Champions").
 MIN_GAIN = 0.003
+COMPARE_ATTEMPTS = 5
+log = logging.getLogger(__name__)
 
 Scores = dict[str, float]
 # A champion's settings -> the challenger's scores on them, and (optionally) that evaluation's per-pair file.
@@ -158,7 +170,8 @@ def keep_pairs(data_dir: str | Path, slot: str, model_key: str, pairs: Path | No
         tmp = kept.parent / f".tmp-{kept.name}"
         shutil.copyfile(pairs, tmp)
         tmp.replace(kept)
-    return str(kept)
+        remote.push_files([kept])
+    return remote.public_path(kept)
 
 
 def judge(
@@ -202,7 +215,7 @@ def judge(
     if verdict.promoted:
         record = {
             "model_key": model.key,
-            "model_path": str(model.folder / "model"),
+            "model_path": remote.public_path(model.folder / "model"),
             "metric": metric,
             "score": compared.scores[metric],
             "metrics": compared.scores,
@@ -249,8 +262,13 @@ def challenge(
     if metric not in metrics:
         raise ValueError(f"parameter promote_metric: {metric!r} is not one of {sorted(metrics)}")
     check_min_gain(min_gain)
-    with champion_lock(data_dir, slot):
-        return judge(data_dir, model, metrics, metric, evaluation or {}, reevaluate, slot, min_gain, pairs)
+    for _ in range(COMPARE_ATTEMPTS):  # a compare-and-swap on a URL store: lost only to another promotion
+        with champion_lock(data_dir, slot):
+            try:
+                return judge(data_dir, model, metrics, metric, evaluation or {}, reevaluate, slot, min_gain, pairs)
+            except ChampionChanged as exc:
+                log.warning("%s: comparing again with the new champion", exc)
+    raise RuntimeError(f"the champion of {data_dir} changed {COMPARE_ATTEMPTS} times while this run compared")
 
 
 def check_min_gain(min_gain: float) -> None:

@@ -19,6 +19,7 @@ import pytest  # noqa: E402
 
 from bench.data import TINY_BERT, build_bert  # noqa: E402
 from tasks.pairs.tables import SAMPLES  # noqa: E402
+from tests.object_store import object_store, private_object_store, store_url  # noqa: E402, F401  (a real S3)
 
 
 def build_tiny_bert(folder: Path) -> Path:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tasks.models.resolve import ModelError, ResolvedModel, resolve_model
-from tasks.store.artifacts import ArtifactRef, artifacts_root, read_manifest
+from tasks.store.artifacts import ArtifactRef, artifacts_root, find, read_manifest
 from tasks.store.champion import read_champion
 from tasks.store.runs import RunRecord, latest_run_of
 
@@ -29,6 +29,7 @@ def model_reference(ref: str, data_dir: str | Path) -> ModelReference:
         ref = f"models/{current['model_key']}"
     if ref.startswith("models/") and not Path(ref).is_dir():
         folder = artifacts_root(data_dir) / ref
+        find(data_dir, "models", folder.name)  # checked, and on a URL store pulled into the mirror
         manifest = read_manifest(folder)
         if manifest is None or not (folder / "model" / "modules.json").is_file():
             raise ModelError(f"{folder}: no such model artifact (see `train-embeddings inspect`)")

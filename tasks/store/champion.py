@@ -7,6 +7,12 @@ repair it, so a run stops before it trains (rather than promoting any challenger
 refuses to run (rather than listing the real champion's model for removal). ``restore`` brings the
 previous record back (``train-embeddings champion --restore``).
 
+On a URL store the record is an object of the store, and the read-compare-write is a compare-and-swap:
+``read_champion`` notes the ETag it read, ``write_champion`` writes only if the record still has it
+(``If-Match``; ``If-None-Match: *`` when there was none) and raises ``ChampionChanged`` otherwise, and
+the promotion compares again with the new champion. Two machines promoting at once: one wins, the other
+compares with the winner.
+
 Reading, writing and its lock live here, under everything; deciding who becomes champion is
 ``tasks/promotion.py``.
 """
@@ -14,6 +20,7 @@ Reading, writing and its lock live here, under everything; deciding who becomes 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import fcntl
 import hashlib
 import json
@@ -21,6 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from tasks.store import remote
 from tasks.store.artifacts import artifacts_root, atomic_write_text
 
 CHECKSUM = "sha256"  # of the record's other fields, as canonical JSON
@@ -30,6 +38,49 @@ PREVIOUS_SUFFIX = ".prev"
 
 class ChampionDamaged(ValueError):
     """A champion record that exists but cannot be trusted; the message says which file and how to repair it."""
+
+
+class ChampionChanged(RuntimeError):
+    """Another machine wrote the champion record since this run read it: compare again."""
+
+
+# The ETag each record of a URL store had when this context read it: what its write must still find.
+_read_tags: contextvars.ContextVar[dict[str, str | None] | None] = contextvars.ContextVar("champion_tags", default=None)
+
+
+def _fetch(path: Path) -> str | None:
+    """The record's text (None: no record). On a URL store from the store, noting its ETag for the write, and
+    kept in the mirror too (for whatever reads it there)."""
+    store = remote.store_for(path)
+    if store is None:
+        return path.read_text()
+    tagged = remote.read_tagged(store, store.remote(path))
+    tags = _read_tags.get()
+    if tags is not None:
+        tags[str(path)] = None if tagged is None else tagged[1]
+    if tagged is None:
+        path.unlink(missing_ok=True)
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, tagged[0].decode("utf-8"))
+    return tagged[0].decode("utf-8")
+
+
+def _store_write(path: Path, text: str) -> None:
+    """On a URL store, write the record only if it still is what this context read (ChampionChanged if not)."""
+    store = remote.store_for(path)
+    if store is None:
+        return
+    tags = _read_tags.get() or {}
+    if str(path) not in tags:  # written without a read (a restore): against what is there now
+        current = remote.read_tagged(store, store.remote(path))
+        tags[str(path)] = None if current is None else current[1]
+    try:
+        tags[str(path)] = remote.put_if(store, store.remote(path), text.encode(), tags[str(path)])
+    except remote.Conflict:
+        raise ChampionChanged(
+            f"{store.remote(path)}: another run changed the champion since this one read it"
+        ) from None
 
 
 def champion_file(data_dir: str | Path, slot: str) -> Path:
@@ -81,19 +132,36 @@ def read_champion(data_dir: str | Path, slot: str = "champion") -> dict | None:
     """The current champion's record, None when there is none yet; raises ChampionDamaged when damaged."""
     path = champion_file(data_dir, slot)
     try:
-        text = path.read_text()
+        text = _fetch(path)
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError) as exc:
         raise _damaged(path, f"unreadable ({type(exc).__name__}: {exc})", data_dir, slot) from None
+    if text is None:
+        return None
     try:
-        return parse_record(text)
+        record = parse_record(text)
     except ValueError as exc:
         raise _damaged(path, str(exc), data_dir, slot) from None
+    return record if remote.store_for(path) is None else _localized(record, path, slot)
+
+
+def _localized(record: dict[str, Any], path: Path, slot: str) -> dict[str, Any]:
+    """A URL store's record as this machine reads it: its model and per-pair file where the mirror keeps them
+    (the record names them by their store URLs; the model is pulled by whoever loads it, the pairs now)."""
+    root = path.parent.parent
+    record = dict(record)
+    record["model_path"] = str(root / "models" / record["model_key"] / "model")
+    if isinstance(record.get("pairs"), str):
+        local = path.parent / f"{slot}-pairs" / record["pairs"].rsplit("/", 1)[-1]
+        remote.pull_folder(local.parent, local.name)
+        record["pairs"] = str(local)
+    return record
 
 
 def slots(data_dir: str | Path) -> list[str]:
     """Every champion slot of a data folder (``champion``, and others such as a per-metric slot)."""
+    remote.pull_folder(artifacts_root(data_dir) / "champion", "*.json")
     return sorted(p.stem for p in (artifacts_root(data_dir) / "champion").glob("*.json"))
 
 
@@ -108,20 +176,32 @@ def write_champion(data_dir: str | Path, slot: str, record: dict[str, Any]) -> d
     ``<slot>.json.prev``. Call under ``champion_lock``. Returns the record as written."""
     path = champion_file(data_dir, slot)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.is_file():
-        current = path.read_text()
-        parse_record(current)  # never keep a damaged record as the one to restore
-        atomic_write_text(previous_file(data_dir, slot), current)
     written = {k: v for k, v in record.items() if k != CHECKSUM}
     written[CHECKSUM] = _checksum(written)
-    atomic_write_text(path, json.dumps(written, indent=2, default=str))
+    text = json.dumps(written, indent=2, default=str)
+    current = _current_text(path)
+    if current is not None:
+        parse_record(current)  # never keep a damaged record as the one to restore
+        atomic_write_text(previous_file(data_dir, slot), current)
+        remote.push_files([previous_file(data_dir, slot)])
+    _store_write(path, text)  # the commit point on a URL store: a compare-and-swap
+    atomic_write_text(path, text)
     return written
+
+
+def _current_text(path: Path) -> str | None:
+    """The record this context read (the mirror holds it as read), else what is there now."""
+    tags = _read_tags.get()
+    if remote.store_for(path) is not None and (tags is None or str(path) not in tags):
+        return _fetch(path)
+    return path.read_text() if path.is_file() else None
 
 
 def restore_champion(data_dir: str | Path, slot: str = "champion") -> dict[str, Any]:
     """Put the previous record back in place of the current one (damaged or not); raises ValueError when
     there is no sound previous record."""
     previous = previous_file(data_dir, slot)
+    remote.pull_folder(previous.parent, previous.name)
     try:
         text = previous.read_text()
     except FileNotFoundError:
@@ -131,6 +211,7 @@ def restore_champion(data_dir: str | Path, slot: str = "champion") -> dict[str, 
     except ValueError as exc:
         raise ValueError(f"{previous}: the previous record is damaged too: {exc}") from None
     with champion_lock(data_dir, slot):
+        _store_write(champion_file(data_dir, slot), text)
         atomic_write_text(champion_file(data_dir, slot), text)
     return record
 
@@ -141,6 +222,10 @@ def champion_lock(data_dir: str | Path, slot: str) -> Iterator[None]:
     waits, then compares with whatever that one left as champion."""
     path = champion_file(data_dir, slot).with_suffix(".lock")
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield  # closing the file releases the lock, also when the comparison raises
+    token = _read_tags.set({})  # across machines: what the block reads, its write must still find
+    try:
+        with open(path, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield  # closing the file releases the lock, also when the comparison raises
+    finally:
+        _read_tags.reset(token)

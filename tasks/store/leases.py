@@ -12,6 +12,10 @@ Prefect runs a flow's tasks in its thread or in threads that copy its context, s
 context variable; a thread started without that context uses every lease its process holds on the data folder.
 A nested flow (compare-losses' cells) joins the lease of the flow around it. A call to ``materialize``
 outside any run (a CLI command, a test) holds a lease of its own for the call.
+
+On a URL store the lease is also an object of the store (the same name under ``artifacts/runs/live/``),
+uploaded at each line and again every ttl/3 while the run lives, and deleted when it ends: gc on the store
+keeps what a lease renewed within its window names, whichever machine holds it.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import functools
 import hashlib
 import inspect
 import json
+import logging
 import os
 import socket
 import threading
@@ -33,6 +38,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from tasks.store import remote
 from tasks.store.locks import lock_held, release_lock, try_lock
 
 SUFFIX = ".lease"
@@ -84,6 +90,7 @@ class Lease:
         self.closed = False
         self._handle: IO | None = None
         self._guard = threading.Lock()  # tasks of one run add from several threads
+        self._beat: threading.Event | None = None  # set to stop the renewals of a URL store's lease
 
     def add(self, item: dict[str, Any]) -> bool:
         """Append one line (False when the lease has ended: the caller then needs a lease of its own)."""
@@ -96,14 +103,41 @@ class Lease:
                     self._handle, self.path = _create(self.root)
                 self._handle.write(line)
                 self._handle.flush()  # in the file before the shared lock goes: gc reads it under the exclusive one
+            self._share()
         return True
+
+    def _share(self) -> None:
+        """On a URL store: the lease uploaded now, and again every ttl/3 until it ends (call under the guard)."""
+        if self.path is None or remote.store_for(self.path) is None:
+            return
+        remote.push_files([self.path])
+        if self._beat is None:
+            from tasks.store.object_locks import lease_ttl
+
+            self._beat = threading.Event()
+            beat, path, every = self._beat, self.path, lease_ttl() / 3
+            threading.Thread(target=_renew, args=(beat, path, every), name=f"lease {path.name}", daemon=True).start()
 
     def close(self) -> None:
         with self._guard:
             self.closed = True
+            if self._beat is not None and self.path is not None:
+                self._beat.set()
+                with contextlib.suppress(Exception):  # a store gone away: its gc sees the lease go stale
+                    remote.delete_file(self.path)
             if self._handle is not None and self.path is not None:
                 release_lock(self._handle, self.path)  # unlinks the file, then lets go
                 self._handle = None
+
+
+def _renew(stop: threading.Event, path: Path, every: float) -> None:
+    """Upload a URL store's lease again every ``every`` seconds until the run ends: it shows the run lives."""
+    while not stop.wait(every):
+        try:
+            remote.push_files([path])
+        except Exception as exc:  # noqa: BLE001 -- the store is away; the next beat tries again
+            if not stop.is_set():
+                logging.getLogger(__name__).warning("could not renew the run lease %s in the store (%s)", path, exc)
 
 
 def _create(root: Path) -> tuple[IO, Path]:

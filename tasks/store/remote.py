@@ -1,0 +1,441 @@
+"""The store on object storage: ``data_dir`` as an fsspec URL (``s3://bucket/prefix``), mirrored in a local cache.
+
+Every stage keeps reading and writing local files: for a URL they lie in the store's mirror under
+``TRAIN_EMBEDDINGS_CACHE`` (default ``~/.cache/train-embeddings``), which is only a copy and safe to delete.
+The store holds the same layout as a local data folder (``artifacts/<stage>/<key>/...``), so DuckDB, polars
+and pandas read its Parquet where it lies.
+
+An artifact is published by uploading every file, then its manifest last: the manifest is the commit point,
+so files without one (a killed upload) are not an artifact, and gc removes them after its keep window. It is
+pulled into the mirror when a run asks for it, every file checked against the manifest's size and sha256.
+Credentials come from where botocore looks (AWS variables, profile, instance role; ``AWS_ENDPOINT_URL`` for
+an S3-compatible store); none is ever written: the URL names the store, and a URL with credentials in it is
+refused. Transfers are retried with backoff by botocore (standard mode) and s3fs; artifacts are immutable
+and content-addressed, so a retried upload writes the same bytes.
+
+A plain path needs none of this: nothing here is imported on its way, and fsspec's filesystems are imported
+only for a URL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from tasks.store.manifests import MANIFEST, damaged_files, problem
+
+log = logging.getLogger(__name__)
+
+CACHE_ENV = "TRAIN_EMBEDDINGS_CACHE"
+FILESYSTEMS = {"s3": ("s3fs", "s3"), "gs": ("gcsfs", "gcs"), "gcs": ("gcsfs", "gcs"), "az": ("adlfs", "azure"),
+               "abfs": ("adlfs", "azure")}  # fmt: skip
+CONDITIONAL = ("s3",)  # the schemes whose conditional writes the locks and the champion use
+
+
+class StoreError(RuntimeError):
+    """The object store failed or refused; the message names the store and what was being done."""
+
+
+class Conflict(StoreError):
+    """A conditional write lost: the object changed (or appeared) since it was read."""
+
+
+@dataclass(frozen=True)
+class Store:
+    """A store URL and the local folder mirroring it."""
+
+    url: str  # scheme://bucket/prefix, no trailing slash
+    scheme: str
+    bucket: str
+    prefix: str
+    mirror: Path
+
+    @property
+    def root(self) -> str:
+        """The store's path as fsspec names it (no scheme)."""
+        return f"{self.bucket}/{self.prefix}".rstrip("/")
+
+    def remote(self, local: Path) -> str:
+        """Where a file or folder of the mirror lies in the store."""
+        rel = Path(local).resolve().relative_to(self.mirror)
+        return self.root if str(rel) == "." else f"{self.root}/{rel.as_posix()}"
+
+    def key(self, local: Path) -> str:
+        """The object key of a mirror file, within the bucket."""
+        return self.remote(local).removeprefix(f"{self.bucket}/")
+
+    @property
+    def fs(self) -> Any:
+        secret = hashlib.sha256(os.environ.get("AWS_SECRET_ACCESS_KEY", "").encode()).hexdigest()  # a key, not kept
+        return _filesystem(self.scheme, secret, *(os.environ.get(name) for name in _FS_ENV))
+
+
+def is_url(data_dir: str | Path) -> bool:
+    return isinstance(data_dir, str) and "://" in data_dir
+
+
+def cache_folder() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "train-embeddings").expanduser().resolve()
+
+
+def parse(url: str) -> Store:
+    """The store a URL names; ValueError naming the parameter when it is not one."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in FILESYSTEMS:
+        raise ValueError(f"parameter data_dir: {url!r}: the scheme {scheme!r} is not one of {sorted(FILESYSTEMS)} "
+                         "(or give a local folder)")  # fmt: skip
+    if parts.username or parts.password or "@" in parts.netloc:
+        where = f"{scheme}://{parts.hostname or ''}/..."
+        raise ValueError(f"parameter data_dir: {where}: credentials do not go in the URL; set them in the "
+                         "environment (AWS_ACCESS_KEY_ID, a profile, an instance role)")  # fmt: skip
+    bucket, prefix = parts.netloc, parts.path.strip("/")
+    if not bucket or parts.query or parts.fragment:
+        raise ValueError(f"parameter data_dir: {url!r} names no bucket (expected {scheme}://bucket/prefix)")
+    if any(part in ("", ".", "..") for part in prefix.split("/")) and prefix:
+        raise ValueError(f"parameter data_dir: {url!r}: empty, '.' or '..' parts in its path")
+    normal = f"{scheme}://{bucket}/{prefix}".rstrip("/")
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or ""
+    digest = hashlib.sha256(f"{normal} {endpoint}".encode()).hexdigest()[:10]
+    name = "-".join(p for p in (scheme, bucket, *prefix.split("/")) if p)[:80]
+    mirror = cache_folder() / "stores" / f"{name}-{digest}"
+    store = Store(normal, scheme, bucket, prefix, mirror)
+    _known[mirror] = store
+    return store
+
+
+_known: dict[Path, Store] = {}
+
+
+def store_of(data_dir: str | Path) -> Store | None:
+    """The store ``data_dir`` names, None for a local folder."""
+    return parse(data_dir) if is_url(data_dir) else None
+
+
+def local_root(data_dir: str | Path) -> Path:
+    """The local folder the stages read and write: the data folder itself, or the store's mirror."""
+    store = store_of(data_dir)
+    return Path(data_dir) if store is None else store.mirror
+
+
+def store_for(path: Path) -> Store | None:
+    """The store a local path of a mirror belongs to (None: a plain data folder)."""
+    if not _known:
+        return None
+    path = Path(path).resolve()
+    return next((s for mirror, s in _known.items() if path == mirror or mirror in path.parents), None)
+
+
+def public_path(local: Path) -> str:
+    """How a record names a file: its store URL when it lies in a store's mirror (the same on every machine),
+    else its local path."""
+    store = store_for(local)
+    return str(local) if store is None else f"{store.scheme}://{store.remote(local)}"
+
+
+def normalise(data_dir: str | Path) -> str:
+    """A URL in its normal form, a local folder as an absolute path: what runs record and pass to tasks."""
+    store = store_of(data_dir)
+    return store.url if store is not None else str(Path(data_dir).resolve())
+
+
+_FS_ENV = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_PROFILE")  # what picks the server
+
+
+@functools.cache
+def _filesystem(scheme: str, *env: str | None) -> Any:
+    """One filesystem per scheme and environment (``env``: the variables that pick the server and the identity,
+    kept in memory only), with botocore's standard retries (backoff with jitter) for S3."""
+    import fsspec
+
+    package, extra = FILESYSTEMS[scheme]
+    try:
+        cls = fsspec.get_filesystem_class(scheme)
+    except (ImportError, ValueError):
+        raise StoreError(f"a {scheme}:// store needs {package}: pip install 'train-embeddings[{extra}]'") from None
+    if scheme == "s3":
+        config = {"retries": {"max_attempts": 3, "mode": "standard"}, "connect_timeout": 10, "read_timeout": 120}
+        return cls(use_listings_cache=False, config_kwargs=config, skip_instance_cache=True)
+    return cls(use_listings_cache=False, skip_instance_cache=True)
+
+
+_unreachable: dict[str, float] = {}  # store URL -> when it last could not be connected to
+
+
+def _failed(store: Store, doing: str, exc: BaseException) -> StoreError:
+    if "connect" in type(exc).__name__.lower() or "connect" in str(exc).lower():
+        _unreachable[store.url] = time.monotonic()
+    return StoreError(f"the store {store.url}: {doing} failed ({type(exc).__name__}: {exc})")
+
+
+def unreachable(store: Store, within: float = 60.0) -> bool:
+    """Whether the store refused a connection in the last ``within`` seconds: tidying up (deleting a lease that
+    runs out by itself) is then skipped rather than retried, so the error that matters comes at once."""
+    return time.monotonic() - _unreachable.get(store.url, -1e9) < within
+
+
+def error_code(exc: BaseException) -> str | None:
+    """The S3 error code behind an s3fs exception (``PreconditionFailed``, ``NoSuchKey``, ...), if any."""
+    for err in (exc, exc.__cause__, exc.__context__):
+        response = getattr(err, "response", None)
+        if isinstance(response, dict):
+            return str(
+                response.get("Error", {}).get("Code") or response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            )
+    return None
+
+
+def _precondition(exc: BaseException) -> bool:
+    return error_code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409")
+
+
+# ---- checks before any stage runs ----------------------------------------------------------------------------------
+
+
+def check(data_dir: str) -> None:
+    """For a URL: the filesystem is installed, the credentials work, the bucket exists and takes a conditional
+    write. Raises ValueError naming ``data_dir`` and what is wrong, before anything expensive runs."""
+    store = store_of(data_dir)
+    if store is None:
+        return
+    try:
+        fs = store.fs
+    except StoreError as exc:
+        raise ValueError(f"parameter data_dir: {exc}") from None
+    if store.scheme not in CONDITIONAL:
+        raise ValueError(f"parameter data_dir: {store.url}: the locks need conditional writes, implemented for "
+                         f"{CONDITIONAL} stores only")  # fmt: skip
+    probe = f"{store.root}/locks/.probe-{uuid.uuid4().hex[:12]}"
+    try:
+        fs.call_s3("head_bucket", Bucket=store.bucket)
+        put_if(store, probe, b"probe", None)
+        fs.call_s3("delete_object", Bucket=store.bucket, Key=probe.removeprefix(f"{store.bucket}/"))
+    except Exception as exc:  # noqa: BLE001 (every way it fails is reported the same, with its cause)
+        raise ValueError(f"parameter data_dir: the store {store.url} cannot be used: {_why(exc)}") from None
+
+
+def _why(exc: BaseException) -> str:
+    code = error_code(exc)
+    name = type(exc.__cause__ or exc).__name__
+    if name == "NoCredentialsError" or "credentials" in str(exc).lower():
+        return (
+            "no credentials found (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or an instance role)"
+        )
+    if code in ("404", "NoSuchBucket") or isinstance(exc, FileNotFoundError):
+        return "the bucket does not exist (create it first)"
+    if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+        return f"access denied ({code}): check the credentials and the bucket's policy"
+    return f"{name}: {exc}"
+
+
+# ---- artifacts --------------------------------------------------------------------------------------------------
+
+
+def has_artifact(folder: Path) -> bool:
+    """Whether the store holds the artifact mirrored at ``folder`` (its manifest: the commit point)."""
+    store = store_for(folder)
+    if store is None:
+        return True
+    try:
+        return bool(store.fs.exists(f"{store.remote(folder)}/{MANIFEST}"))
+    except Exception as exc:  # noqa: BLE001
+        raise _failed(store, f"looking for {store.remote(folder)}", exc) from exc
+
+
+def pull_artifact(folder: Path) -> bool:
+    """Bring the artifact at ``folder`` from the store into the mirror, every file checked against its manifest.
+    False when the store has none, or a damaged one (the caller builds it again, and its upload replaces it)."""
+    store = store_for(folder)
+    if store is None:
+        return False
+    remote = store.remote(folder)
+    fs = store.fs
+    try:
+        text = fs.cat_file(f"{remote}/{MANIFEST}")
+    except FileNotFoundError:
+        return False
+    except Exception as exc:  # noqa: BLE001
+        raise _failed(store, f"reading {remote}/{MANIFEST}", exc) from exc
+    try:
+        manifest = json.loads(text)
+    except ValueError as exc:
+        log.warning("%s/%s is not an artifact's manifest (%s): building it again", remote, MANIFEST, exc)
+        return False
+    why = problem(manifest, folder)
+    if why is not None:
+        log.warning("%s/%s: %s: building it again", remote, MANIFEST, why)
+        return False
+    tmp = folder.parent / f".tmp-{folder.name}-{uuid.uuid4().hex[:8]}"  # a staging name: gc knows it
+    files = sorted(manifest["files"])
+    try:
+        for rel in files:
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fs.get([f"{remote}/{rel}" for rel in files], [str(tmp / rel) for rel in files])
+        except FileNotFoundError:
+            log.warning("%s: a file its manifest lists is missing from the store: building it again", remote)
+            return False
+        except Exception as exc:  # noqa: BLE001
+            raise _failed(store, f"downloading {remote}", exc) from exc
+        damaged = damaged_files(tmp, manifest["files"])
+        if damaged:
+            log.warning("%s: %s differ from the manifest in the store: building it again", remote, damaged[:3])
+            return False
+        (tmp / MANIFEST).write_bytes(text)
+        _swap_in(tmp, folder)
+        return True
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _swap_in(tmp: Path, folder: Path) -> None:
+    """Rename a pulled folder into place; a damaged local copy is moved aside first; a concurrent pull wins."""
+    if folder.exists():
+        trash = folder.parent / f".trash-{folder.name}-{uuid.uuid4().hex[:8]}"
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(folder, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+    with contextlib.suppress(OSError):  # another process of this machine pulled it meanwhile: keep theirs
+        os.rename(tmp, folder)
+
+
+def push_artifact(folder: Path) -> None:
+    """Upload a finished local artifact: every file its manifest lists, then the manifest, last."""
+    store = store_for(folder)
+    if store is None:
+        return
+    manifest = json.loads((folder / MANIFEST).read_text())
+    files = sorted(manifest["files"])
+    remote = store.remote(folder)
+    try:  # lists on both sides: file to file, never a folder nested into an existing prefix
+        store.fs.put([str(folder / rel) for rel in files], [f"{remote}/{rel}" for rel in files])
+        store.fs.put_file(str(folder / MANIFEST), f"{remote}/{MANIFEST}")
+    except Exception as exc:  # noqa: BLE001
+        raise _failed(store, f"uploading {remote} (nothing is published there until its manifest is)", exc) from exc
+    log.info("uploaded %s (%d files)", remote, len(files) + 1)
+
+
+# ---- small files: run records, push records, embedding shards ------------------------------------------------------
+
+
+def push_files(paths: Iterable[Path]) -> None:
+    """Upload mirror files, in the order given (a checksum before the file it certifies)."""
+    for path in paths:
+        store = store_for(path)
+        if store is None:
+            continue
+        try:
+            store.fs.put_file(str(path), store.remote(path))
+        except Exception as exc:  # noqa: BLE001
+            raise _failed(store, f"uploading {store.remote(path)}", exc) from exc
+
+
+def pull_folder(folder: Path, pattern: str = "*") -> list[Path]:
+    """Download the files of a store folder matching ``pattern`` that the mirror lacks (or holds at another
+    size); returns what was downloaded. Nothing for a plain data folder."""
+    store = store_for(folder)
+    if store is None:
+        return []
+    remote = store.remote(folder)
+    try:
+        listed = store.fs.glob(f"{remote}/{pattern}", detail=True)
+    except FileNotFoundError:
+        return []
+    except Exception as exc:  # noqa: BLE001
+        raise _failed(store, f"listing {remote}", exc) from exc
+    wanted = []
+    for name, info in sorted(listed.items()):
+        if info.get("type") == "directory":
+            continue
+        local = folder / name.rsplit("/", 1)[-1]
+        if not (local.is_file() and local.stat().st_size == info.get("size")):
+            wanted.append((name, local))
+    folder.mkdir(parents=True, exist_ok=True)
+    fetched = []
+    for name, local in wanted:
+        tmp = local.with_name(f".tmp-{local.name}-{uuid.uuid4().hex[:8]}")
+        try:
+            store.fs.get_file(name, str(tmp))
+            os.replace(tmp, local)
+            fetched.append(local)
+        except FileNotFoundError:  # removed between the listing and the download
+            continue
+        except Exception as exc:  # noqa: BLE001
+            raise _failed(store, f"downloading {name}", exc) from exc
+        finally:
+            tmp.unlink(missing_ok=True)
+    return fetched
+
+
+def delete_file(path: Path) -> None:
+    store = store_for(path)
+    if store is not None and not unreachable(store):
+        with contextlib.suppress(FileNotFoundError):
+            store.fs.rm_file(store.remote(path))
+
+
+# ---- conditional writes: the champion's compare-and-swap, the locks ------------------------------------------------
+
+
+def read_tagged(store: Store, path: str) -> tuple[bytes, str] | None:
+    """An object's bytes and the ETag of those bytes (one request), None when it is absent."""
+    from fsspec.asyn import sync
+
+    fs, key = store.fs, path.removeprefix(f"{store.bucket}/")
+
+    async def get() -> tuple[bytes, str]:
+        response = await fs._call_s3("get_object", Bucket=store.bucket, Key=key)
+        try:
+            return await response["Body"].read(), response["ETag"]
+        finally:
+            response["Body"].close()
+
+    try:
+        return sync(fs.loop, get)
+    except FileNotFoundError:
+        return None
+    except Exception as exc:  # noqa: BLE001
+        if error_code(exc) in ("NoSuchKey", "404"):
+            return None
+        raise _failed(store, f"reading {path}", exc) from exc
+
+
+def put_if(store: Store, path: str, body: bytes, etag: str | None) -> str:
+    """Write ``path`` only if it still has ``etag`` (None: only if it is absent); returns the new ETag, raises
+    ``Conflict`` when another writer got there first."""
+    condition = {"IfNoneMatch": "*"} if etag is None else {"IfMatch": etag}
+    key = path.removeprefix(f"{store.bucket}/")
+    try:
+        return store.fs.call_s3("put_object", Bucket=store.bucket, Key=key, Body=body, **condition)["ETag"]
+    except Exception as exc:  # noqa: BLE001
+        if _precondition(exc) or (etag is not None and error_code(exc) in ("NoSuchKey", "404")):  # AWS: 404
+            raise Conflict(f"the store {store.url}: {path} changed since it was read") from None
+        raise _failed(store, f"writing {path}", exc) from exc
+
+
+def delete_if(store: Store, path: str, etag: str) -> bool:
+    """Delete ``path`` only if it still has ``etag``; False when it changed or is gone (or the store is away)."""
+    if unreachable(store):
+        return False
+    key = path.removeprefix(f"{store.bucket}/")
+    try:
+        store.fs.call_s3("delete_object", Bucket=store.bucket, Key=key, IfMatch=etag)
+        return True
+    except FileNotFoundError:
+        return False
+    except Exception as exc:  # noqa: BLE001
+        if _precondition(exc) or error_code(exc) in ("NoSuchKey", "404"):
+            return False
+        raise _failed(store, f"deleting {path}", exc) from exc

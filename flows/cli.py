@@ -7,6 +7,9 @@ train-embeddings inspect releases/<key>  # a release: its model card (lineage) a
 train-embeddings export champion --format onnx --format static   # serving formats, each a keyed artifact
 train-embeddings push champion --repo org/name --format onnx     # model, card and exports to the Hub
 train-embeddings champion [--restore]   # the champion's record, checked; or the previous one put back
+train-embeddings gc [--dry-run]          # remove what no recent run, nor the champion, nor a live run needs
+
+--data-dir is a folder or a store URL (s3://bucket/prefix): inspect and gc then look at the store itself.
 """
 
 from __future__ import annotations
@@ -15,10 +18,9 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 
 from flows.inspection import show_list, show_one
-from tasks.store import cleanup, leases
+from tasks.store import cleanup, leases, remote, store_cleanup
 from tasks.store.artifacts import artifacts_root, read_manifest
 from tasks.store.catalog import PAIRS_FILE, TRIPLETS_FILE
 from tasks.store.champion import ChampionDamaged, check_champions, read_champion, restore_champion
@@ -51,7 +53,6 @@ def ship(args: argparse.Namespace) -> int:
     formats = exports.check_formats(args.format or [], "--format")
     if args.command == "export" and not formats:
         raise ValueError(f"--format: name at least one of {list(exports.FORMATS)}")
-    args.data_dir = str(Path(args.data_dir).resolve())
     token = publish.ready_to_push(args.repo, args.token_block) if args.command == "push" else None
     reference = model_reference(args.model, args.data_dir)
     parents = [reference.artifact] if reference.artifact else []
@@ -100,10 +101,71 @@ def champion_command(args: argparse.Namespace) -> int:
         print(f"train-embeddings champion: {exc}", file=sys.stderr)
         return 2
     if record is None:
-        print(f"no champion yet in {artifacts_root(args.data_dir)}")
+        print(f"no champion yet in {remote.public_path(artifacts_root(args.data_dir))}")
         return 0
     print(json.dumps({k: v for k, v in record.items() if k != "previous"}, indent=2, default=str))
     return 0
+
+
+def gc_command(args: argparse.Namespace) -> int:
+    """Remove what nothing needs: from a local folder; from a URL store itself, then from this machine's mirror."""
+    try:
+        check_champions(args.data_dir)  # gc keeps what the champion names: never guess it
+    except ChampionDamaged as exc:
+        print(f"train-embeddings gc: refused: {exc}", file=sys.stderr)
+        return 2
+    store = remote.store_of(args.data_dir)
+    doomed = store_cleanup.unreferenced(args.data_dir, args.keep_runs, args.min_age_hours) if store else []
+    stale = cleanup.unreferenced(args.data_dir, args.keep_runs, args.min_age_hours, args.keep_partial_hours)
+    for name in [*(d.url for d in doomed), *map(str, stale)]:
+        print(("would remove " if args.dry_run else "removing ") + name)
+    if args.dry_run:
+        return 0
+    freed = store_cleanup.remove(args.data_dir, doomed, args.keep_runs, args.min_age_hours) if doomed else 0
+    local = cleanup.remove(stale, args.keep_partial_hours, keep_runs=args.keep_runs)
+    where = f" ({freed / 1e6:.1f} MB from the store, {local / 1e6:.1f} MB from its mirror here)" if store else ""
+    print(f"freed {(freed + local) / 1e6:.1f} MB{where}")
+    return 0
+
+
+def store_command(args: argparse.Namespace) -> int:
+    """A command reading ``--data-dir``: checked first (a URL store that works with these credentials), in its
+    normal form; a bad one exits 2 like any bad input, a store failing on the way 1."""
+    writes = args.command in ("export", "push", "gc") or getattr(args, "restore", False)
+    try:
+        remote.check(args.data_dir, write=writes and not getattr(args, "dry_run", False))
+    except ValueError as exc:
+        print(f"train-embeddings {args.command}: {exc}", file=sys.stderr)
+        return 2
+    args.data_dir = remote.normalise(args.data_dir)
+    try:
+        if args.command in ("export", "push"):
+            return ship_command(args)
+        if args.command == "champion":
+            return champion_command(args)
+        if args.command == "gc":
+            return gc_command(args)
+        if args.ref:
+            show_one(args.data_dir, args.ref, args.rows)
+            return 0
+        return show_list(args.data_dir, args.verify)
+    except remote.StoreError as exc:
+        print(f"train-embeddings {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
+def ship_command(args: argparse.Namespace) -> int:
+    """``export`` / ``push`` under a lease, so gc keeps what they read; what they cannot find or do exits 2."""
+    from tasks.models.resolve import ModelError
+    from tasks.shipping.exports import ExportError
+    from tasks.shipping.publish import PublishError
+
+    try:
+        with leases.held(args.data_dir):  # what export / push read stays while they read it
+            return ship(args)
+    except (ModelError, ExportError, PublishError, ValueError) as exc:
+        print(f"train-embeddings {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,6 +177,11 @@ def main(argv: list[str] | None = None) -> int:
     inspect.add_argument("ref", nargs="?", help="stage/key of one artifact")
     inspect.add_argument("--data-dir", default="data")
     inspect.add_argument("--rows", type=int, default=5)
+    inspect.add_argument(
+        "--verify",
+        action="store_true",
+        help="on a store URL, also read every file back and check its sha256 (a local folder's always are)",
+    )
     champion = sub.add_parser("champion", help="show the champion's record, or restore the previous one")
     champion.add_argument("--data-dir", default="data")
     champion.add_argument("--slot", default="champion")
@@ -148,39 +215,8 @@ def main(argv: list[str] | None = None) -> int:
             )
     args = parser.parse_args(argv)  # (Prefect's server start timeout: flows/__init__.py)
 
-    if args.command in ("export", "push"):
-        from tasks.models.resolve import ModelError
-        from tasks.shipping.exports import ExportError
-        from tasks.shipping.publish import PublishError
-
-        try:
-            with leases.held(args.data_dir):  # what export / push read stays while they read it
-                return ship(args)
-        except (ModelError, ExportError, PublishError, ValueError) as exc:
-            print(f"train-embeddings {args.command}: {exc}", file=sys.stderr)
-            return 2
-
-    if args.command == "champion":
-        return champion_command(args)
-
-    if args.command == "gc":
-        try:
-            check_champions(args.data_dir)  # gc keeps what the champion names: never guess it
-        except ChampionDamaged as exc:
-            print(f"train-embeddings gc: refused: {exc}", file=sys.stderr)
-            return 2
-        stale = cleanup.unreferenced(args.data_dir, args.keep_runs, args.min_age_hours, args.keep_partial_hours)
-        for path in stale:
-            print(("would remove " if args.dry_run else "removing ") + str(path))
-        if not args.dry_run:
-            print(f"freed {cleanup.remove(stale, args.keep_partial_hours, keep_runs=args.keep_runs) / 1e6:.1f} MB")
-        return 0
-
-    if args.command == "inspect":
-        if args.ref:
-            show_one(args.data_dir, args.ref, args.rows)
-            return 0
-        return show_list(args.data_dir)
+    if args.command != "run":
+        return store_command(args)
 
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry unless asked
     os.environ.setdefault("DO_NOT_TRACK", "1")

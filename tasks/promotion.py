@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from tasks.evaluation.settings import EvalSettings
-from tasks.store import remote
+from tasks.store import remote, transfer
 from tasks.store.artifacts import ArtifactRef, file_sha256
 from tasks.store.champion import (
     CHECKSUM,
@@ -170,7 +170,7 @@ def keep_pairs(data_dir: str | Path, slot: str, model_key: str, pairs: Path | No
         tmp = kept.parent / f".tmp-{kept.name}"
         shutil.copyfile(pairs, tmp)
         tmp.replace(kept)
-        remote.push_files([kept])
+        transfer.push_files([kept])
     return remote.public_path(kept)
 
 

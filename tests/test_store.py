@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from tasks import promotion
-from tasks.store import remote
+from tasks.store import remote, transfer
 from tasks.store.artifacts import find, materialize, write_parquet
 from tasks.store.champion import ChampionChanged, champion_lock, read_champion, write_champion
 from tasks.store.placement import ephemeral_warning
@@ -290,7 +290,7 @@ def test_run_records_and_push_records_are_in_the_store(store_url, tmp_path, monk
     runs_folder(store_url).mkdir(parents=True)
     record = runs_folder(store_url) / "20261201T000000000000Z.json"
     record.write_text(json.dumps({"parameters": {}}))
-    remote.push_files([record])
+    transfer.push_files([record])
     record_pushed(store_url, "org/model", {"model_key": "k"})
     on_machine(monkeypatch, tmp_path, "b")
     assert [p.name for p in run_records(store_url)] == [record.name]

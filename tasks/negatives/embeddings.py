@@ -37,7 +37,7 @@ from tasks.models.encoding import (
 )
 from tasks.models.precision import Precision, runs_as
 from tasks.models.resolve import ResolvedModel
-from tasks.store import remote
+from tasks.store import transfer
 from tasks.store.artifacts import artifacts_root, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -107,8 +107,8 @@ def _checked_table(shard: Path) -> pa.Table | None:
 def _read_store(store: Path) -> tuple[dict[str, int], np.ndarray | None]:
     """Text hash → row, and the vectors, of every shard that passes its check. On a URL store, the shards of this
     store (one model, one precision) that the mirror lacks are pulled first, with their checksums."""
-    remote.pull_folder(store, f"{SHARDS}{CHECKSUM}")
-    remote.pull_folder(store, SHARDS)
+    transfer.pull_folder(store, f"{SHARDS}{CHECKSUM}")
+    transfer.pull_folder(store, SHARDS)
     index: dict[str, int] = {}
     blocks = []
     offset = 0
@@ -140,7 +140,7 @@ def _write_shard(store: Path, hashes: list[str], vectors: np.ndarray) -> None:
     tmp.write_bytes(data)
     atomic_write_text(sidecar(store / name), f"{hashlib.sha256(data).hexdigest()}  {name}\n")
     os.replace(tmp, store / name)
-    remote.push_files([sidecar(store / name), store / name])  # a shard in the store always has its checksum
+    transfer.push_files([sidecar(store / name), store / name])  # a shard in the store always has its checksum
 
 
 def _encode_shard(encoder, texts: list[str], batches: list[list[int]], bar, pool) -> np.ndarray:

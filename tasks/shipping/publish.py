@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from tasks.store import remote
+from tasks.store import transfer
 from tasks.store.artifacts import artifacts_root, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -185,7 +185,7 @@ def pushed_file(data_dir: str | Path, repo: str) -> Path:
 def read_pushed(data_dir: str | Path, repo: str) -> dict | None:
     """The last push to ``repo`` from this data folder (model key, release key, commit URL, time), or None."""
     path = pushed_file(data_dir, repo)
-    remote.pull_folder(path.parent, path.name)  # a URL store's: what any machine published
+    transfer.pull_folder(path.parent, path.name)  # a URL store's: what any machine published
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
@@ -197,7 +197,7 @@ def record_pushed(data_dir: str | Path, repo: str, facts: dict) -> None:
     path = pushed_file(data_dir, repo)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(facts, indent=2))
-    remote.push_files([path])
+    transfer.push_files([path])
 
 
 def why_not_push(data_dir: str | Path, repo: str, model_key: str, champion: dict | None) -> str | None:

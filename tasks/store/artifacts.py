@@ -34,8 +34,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.store import environment, leases, remote
-from tasks.store.locks import BUILD_WAIT_SECONDS, exclusive, lock_path
+from tasks.store import environment, leases, object_locks, remote, transfer
+from tasks.store.locks import BUILD_WAIT_SECONDS, exclusive
 from tasks.store.manifests import MANIFEST, ManifestError, damaged_files, file_entries, load_manifest, schema_of
 from tasks.store.manifests import file_sha256 as file_sha256  # re-exported: callers import these from here
 from tasks.store.manifests import read_manifest as read_manifest
@@ -107,10 +107,10 @@ def find(data_dir: str | Path, stage: str, key: str) -> ArtifactRef | None:
     if remote.store_for(folder) is None:
         return found
     if found is not None:
-        if not remote.has_artifact(folder):  # removed from the store (its gc), or a push that failed
-            remote.push_artifact(folder)
+        if not transfer.has_artifact(folder):  # removed from the store (its gc), or a push that failed
+            transfer.push_artifact(folder)
         return found
-    return _find_local(folder, stage, key) if remote.pull_artifact(folder) else None
+    return _find_local(folder, stage, key) if transfer.pull_artifact(folder) else None
 
 
 def _find_local(folder: Path, stage: str, key: str) -> ArtifactRef | None:
@@ -206,7 +206,7 @@ def _build(final: Path, version: int, params: dict[str, Any], parents: list[dict
         "params": params,
         "parents": parents,
     }
-    with exclusive(final, wait_seconds, holder), _store_lock(final, wait_seconds, holder):
+    with exclusive(final, wait_seconds, holder), object_locks.build_lease(final, wait_seconds, holder):
         found = find(data_dir, stage, key)
         if found is not None:  # the run we waited for built it
             log.info("%s/%s was built by the run this one waited for: reusing it", stage, key)
@@ -236,20 +236,8 @@ def _build(final: Path, version: int, params: dict[str, Any], parents: list[dict
             }
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
             ref = _publish(tmp, final, ArtifactRef(stage, key, str(final), built.rows, cached=False))
-        remote.push_artifact(ref.folder)  # still under the lease: a waiter then finds it in the store
+        transfer.push_artifact(ref.folder)  # still under the lease: a waiter then finds it in the store
         return ref
-
-
-def _store_lock(final: Path, wait_seconds: float, holder: dict[str, Any]) -> contextlib.AbstractContextManager:
-    """On a URL store, the key's lease object in the store (beside where its folder goes), so that one machine
-    builds a key while the others wait; nothing more for a local folder (its flock is enough)."""
-    store = remote.store_for(final)
-    if store is None:
-        return contextlib.nullcontext()
-    from tasks.store import object_locks  # only a URL store needs it
-
-    what = f"the build of {final.parent.name}/{final.name}"
-    return object_locks.holding(store, store.remote(lock_path(final)), what, wait_seconds, holder)
 
 
 def _warn_if_made_elsewhere(ref: ArtifactRef) -> None:

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tasks.store import remote
+from tasks.store import remote, transfer
 from tasks.store.artifacts import artifacts_root, atomic_write_text
 
 CHECKSUM = "sha256"  # of the record's other fields, as canonical JSON
@@ -154,14 +154,14 @@ def _localized(record: dict[str, Any], path: Path, slot: str) -> dict[str, Any]:
     record["model_path"] = str(root / "models" / record["model_key"] / "model")
     if isinstance(record.get("pairs"), str):
         local = path.parent / f"{slot}-pairs" / record["pairs"].rsplit("/", 1)[-1]
-        remote.pull_folder(local.parent, local.name)
+        transfer.pull_folder(local.parent, local.name)
         record["pairs"] = str(local)
     return record
 
 
 def slots(data_dir: str | Path) -> list[str]:
     """Every champion slot of a data folder (``champion``, and others such as a per-metric slot)."""
-    remote.pull_folder(artifacts_root(data_dir) / "champion", "*.json")
+    transfer.pull_folder(artifacts_root(data_dir) / "champion", "*.json")
     return sorted(p.stem for p in (artifacts_root(data_dir) / "champion").glob("*.json"))
 
 
@@ -183,7 +183,7 @@ def write_champion(data_dir: str | Path, slot: str, record: dict[str, Any]) -> d
     if current is not None:
         parse_record(current)  # never keep a damaged record as the one to restore
         atomic_write_text(previous_file(data_dir, slot), current)
-        remote.push_files([previous_file(data_dir, slot)])
+        transfer.push_files([previous_file(data_dir, slot)])
     _store_write(path, text)  # the commit point on a URL store: a compare-and-swap
     atomic_write_text(path, text)
     return written
@@ -201,7 +201,7 @@ def restore_champion(data_dir: str | Path, slot: str = "champion") -> dict[str, 
     """Put the previous record back in place of the current one (damaged or not); raises ValueError when
     there is no sound previous record."""
     previous = previous_file(data_dir, slot)
-    remote.pull_folder(previous.parent, previous.name)
+    transfer.pull_folder(previous.parent, previous.name)
     try:
         text = previous.read_text()
     except FileNotFoundError:

@@ -28,7 +28,6 @@ import functools
 import hashlib
 import inspect
 import json
-import logging
 import os
 import socket
 import threading
@@ -38,7 +37,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from tasks.store import remote
+from tasks.store import remote, transfer
 from tasks.store.locks import lock_held, release_lock, try_lock
 
 SUFFIX = ".lease"
@@ -91,6 +90,7 @@ class Lease:
         self._handle: IO | None = None
         self._guard = threading.Lock()  # tasks of one run add from several threads
         self._beat: threading.Event | None = None  # set to stop the renewals of a URL store's lease
+        self._beater: threading.Thread | None = None
 
     def add(self, item: dict[str, Any]) -> bool:
         """Append one line (False when the lease has ended: the caller then needs a lease of its own)."""
@@ -110,34 +110,28 @@ class Lease:
         """On a URL store: the lease uploaded now, and again every ttl/3 until it ends (call under the guard)."""
         if self.path is None or remote.store_for(self.path) is None:
             return
-        remote.push_files([self.path])
+        transfer.push_files([self.path])
         if self._beat is None:
             from tasks.store.object_locks import lease_ttl
 
             self._beat = threading.Event()
             beat, path, every = self._beat, self.path, lease_ttl() / 3
-            threading.Thread(target=_renew, args=(beat, path, every), name=f"lease {path.name}", daemon=True).start()
+            self._beater = threading.Thread(target=transfer.keep_uploaded, args=(beat, path, every),
+                                            name=f"lease {path.name}", daemon=True)  # fmt: skip
+            self._beater.start()
 
     def close(self) -> None:
         with self._guard:
             self.closed = True
             if self._beat is not None and self.path is not None:
                 self._beat.set()
+                if self._beater is not None:
+                    self._beater.join()  # an upload under way lands before the delete, never after it
                 with contextlib.suppress(Exception):  # a store gone away: its gc sees the lease go stale
-                    remote.delete_file(self.path)
+                    transfer.delete_file(self.path)
             if self._handle is not None and self.path is not None:
                 release_lock(self._handle, self.path)  # unlinks the file, then lets go
                 self._handle = None
-
-
-def _renew(stop: threading.Event, path: Path, every: float) -> None:
-    """Upload a URL store's lease again every ``every`` seconds until the run ends: it shows the run lives."""
-    while not stop.wait(every):
-        try:
-            remote.push_files([path])
-        except Exception as exc:  # noqa: BLE001 -- the store is away; the next beat tries again
-            if not stop.is_set():
-                logging.getLogger(__name__).warning("could not renew the run lease %s in the store (%s)", path, exc)
 
 
 def _create(root: Path) -> tuple[IO, Path]:

@@ -21,9 +21,11 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
-from tasks.store.remote import Conflict, Store, delete_if, put_if, read_tagged
+from tasks.store.locks import lock_path
+from tasks.store.remote import Conflict, Store, delete_if, put_if, read_tagged, store_for
 
 log = logging.getLogger(__name__)
 
@@ -145,3 +147,13 @@ def holding(store: Store, path: str, what: str, wait_seconds: float, holder: dic
         yield lease
     finally:
         lease.release()
+
+
+def build_lease(final: Path, wait_seconds: float, holder: dict[str, Any]) -> contextlib.AbstractContextManager:
+    """On a URL store, the key's lease object in the store (where the local lock file lies in the mirror), so
+    that one machine builds a key while the others wait; nothing more for a local folder (its flock is enough)."""
+    store = store_for(final)
+    if store is None:
+        return contextlib.nullcontext()
+    what = f"the build of {final.parent.name}/{final.name}"
+    return holding(store, store.remote(lock_path(final)), what, wait_seconds, holder)

@@ -19,22 +19,16 @@ only for a URL.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
-import json
 import logging
 import os
-import shutil
 import time
 import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
-
-from tasks.store.manifests import MANIFEST, damaged_files, problem
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +168,7 @@ def _filesystem(scheme: str, *env: str | None) -> Any:
 _unreachable: dict[str, float] = {}  # store URL -> when it last could not be connected to
 
 
-def _failed(store: Store, doing: str, exc: BaseException) -> StoreError:
+def failed(store: Store, doing: str, exc: BaseException) -> StoreError:
     if "connect" in type(exc).__name__.lower() or "connect" in str(exc).lower():
         _unreachable[store.url] = time.monotonic()
     return StoreError(f"the store {store.url}: {doing} failed ({type(exc).__name__}: {exc})")
@@ -204,9 +198,10 @@ def _precondition(exc: BaseException) -> bool:
 # ---- checks before any stage runs ----------------------------------------------------------------------------------
 
 
-def check(data_dir: str) -> None:
-    """For a URL: the filesystem is installed, the credentials work, the bucket exists and takes a conditional
-    write. Raises ValueError naming ``data_dir`` and what is wrong, before anything expensive runs."""
+def check(data_dir: str, write: bool = True) -> None:
+    """For a URL: the filesystem is installed, the credentials work, the bucket exists and (``write``: for a run,
+    gc) takes a conditional write. Raises ValueError naming ``data_dir`` and what is wrong, before anything
+    expensive runs. Read-only commands (inspect, showing the champion) pass ``write=False``."""
     store = store_of(data_dir)
     if store is None:
         return
@@ -220,8 +215,9 @@ def check(data_dir: str) -> None:
     probe = f"{store.root}/locks/.probe-{uuid.uuid4().hex[:12]}"
     try:
         fs.call_s3("head_bucket", Bucket=store.bucket)
-        put_if(store, probe, b"probe", None)
-        fs.call_s3("delete_object", Bucket=store.bucket, Key=probe.removeprefix(f"{store.bucket}/"))
+        if write:
+            put_if(store, probe, b"probe", None)
+            fs.call_s3("delete_object", Bucket=store.bucket, Key=probe.removeprefix(f"{store.bucket}/"))
     except Exception as exc:  # noqa: BLE001 (every way it fails is reported the same, with its cause)
         raise ValueError(f"parameter data_dir: the store {store.url} cannot be used: {_why(exc)}") from None
 
@@ -238,152 +234,6 @@ def _why(exc: BaseException) -> str:
     if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
         return f"access denied ({code}): check the credentials and the bucket's policy"
     return f"{name}: {exc}"
-
-
-# ---- artifacts --------------------------------------------------------------------------------------------------
-
-
-def has_artifact(folder: Path) -> bool:
-    """Whether the store holds the artifact mirrored at ``folder`` (its manifest: the commit point)."""
-    store = store_for(folder)
-    if store is None:
-        return True
-    try:
-        return bool(store.fs.exists(f"{store.remote(folder)}/{MANIFEST}"))
-    except Exception as exc:  # noqa: BLE001
-        raise _failed(store, f"looking for {store.remote(folder)}", exc) from exc
-
-
-def pull_artifact(folder: Path) -> bool:
-    """Bring the artifact at ``folder`` from the store into the mirror, every file checked against its manifest.
-    False when the store has none, or a damaged one (the caller builds it again, and its upload replaces it)."""
-    store = store_for(folder)
-    if store is None:
-        return False
-    remote = store.remote(folder)
-    fs = store.fs
-    try:
-        text = fs.cat_file(f"{remote}/{MANIFEST}")
-    except FileNotFoundError:
-        return False
-    except Exception as exc:  # noqa: BLE001
-        raise _failed(store, f"reading {remote}/{MANIFEST}", exc) from exc
-    try:
-        manifest = json.loads(text)
-    except ValueError as exc:
-        log.warning("%s/%s is not an artifact's manifest (%s): building it again", remote, MANIFEST, exc)
-        return False
-    why = problem(manifest, folder)
-    if why is not None:
-        log.warning("%s/%s: %s: building it again", remote, MANIFEST, why)
-        return False
-    tmp = folder.parent / f".tmp-{folder.name}-{uuid.uuid4().hex[:8]}"  # a staging name: gc knows it
-    files = sorted(manifest["files"])
-    try:
-        for rel in files:
-            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fs.get([f"{remote}/{rel}" for rel in files], [str(tmp / rel) for rel in files])
-        except FileNotFoundError:
-            log.warning("%s: a file its manifest lists is missing from the store: building it again", remote)
-            return False
-        except Exception as exc:  # noqa: BLE001
-            raise _failed(store, f"downloading {remote}", exc) from exc
-        damaged = damaged_files(tmp, manifest["files"])
-        if damaged:
-            log.warning("%s: %s differ from the manifest in the store: building it again", remote, damaged[:3])
-            return False
-        (tmp / MANIFEST).write_bytes(text)
-        _swap_in(tmp, folder)
-        return True
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _swap_in(tmp: Path, folder: Path) -> None:
-    """Rename a pulled folder into place; a damaged local copy is moved aside first; a concurrent pull wins."""
-    if folder.exists():
-        trash = folder.parent / f".trash-{folder.name}-{uuid.uuid4().hex[:8]}"
-        with contextlib.suppress(FileNotFoundError):
-            os.rename(folder, trash)
-        shutil.rmtree(trash, ignore_errors=True)
-    with contextlib.suppress(OSError):  # another process of this machine pulled it meanwhile: keep theirs
-        os.rename(tmp, folder)
-
-
-def push_artifact(folder: Path) -> None:
-    """Upload a finished local artifact: every file its manifest lists, then the manifest, last."""
-    store = store_for(folder)
-    if store is None:
-        return
-    manifest = json.loads((folder / MANIFEST).read_text())
-    files = sorted(manifest["files"])
-    remote = store.remote(folder)
-    try:  # lists on both sides: file to file, never a folder nested into an existing prefix
-        store.fs.put([str(folder / rel) for rel in files], [f"{remote}/{rel}" for rel in files])
-        store.fs.put_file(str(folder / MANIFEST), f"{remote}/{MANIFEST}")
-    except Exception as exc:  # noqa: BLE001
-        raise _failed(store, f"uploading {remote} (nothing is published there until its manifest is)", exc) from exc
-    log.info("uploaded %s (%d files)", remote, len(files) + 1)
-
-
-# ---- small files: run records, push records, embedding shards ------------------------------------------------------
-
-
-def push_files(paths: Iterable[Path]) -> None:
-    """Upload mirror files, in the order given (a checksum before the file it certifies)."""
-    for path in paths:
-        store = store_for(path)
-        if store is None:
-            continue
-        try:
-            store.fs.put_file(str(path), store.remote(path))
-        except Exception as exc:  # noqa: BLE001
-            raise _failed(store, f"uploading {store.remote(path)}", exc) from exc
-
-
-def pull_folder(folder: Path, pattern: str = "*") -> list[Path]:
-    """Download the files of a store folder matching ``pattern`` that the mirror lacks (or holds at another
-    size); returns what was downloaded. Nothing for a plain data folder."""
-    store = store_for(folder)
-    if store is None:
-        return []
-    remote = store.remote(folder)
-    try:
-        listed = store.fs.glob(f"{remote}/{pattern}", detail=True)
-    except FileNotFoundError:
-        return []
-    except Exception as exc:  # noqa: BLE001
-        raise _failed(store, f"listing {remote}", exc) from exc
-    wanted = []
-    for name, info in sorted(listed.items()):
-        if info.get("type") == "directory":
-            continue
-        local = folder / name.rsplit("/", 1)[-1]
-        if not (local.is_file() and local.stat().st_size == info.get("size")):
-            wanted.append((name, local))
-    folder.mkdir(parents=True, exist_ok=True)
-    fetched = []
-    for name, local in wanted:
-        tmp = local.with_name(f".tmp-{local.name}-{uuid.uuid4().hex[:8]}")
-        try:
-            store.fs.get_file(name, str(tmp))
-            os.replace(tmp, local)
-            fetched.append(local)
-        except FileNotFoundError:  # removed between the listing and the download
-            continue
-        except Exception as exc:  # noqa: BLE001
-            raise _failed(store, f"downloading {name}", exc) from exc
-        finally:
-            tmp.unlink(missing_ok=True)
-    return fetched
-
-
-def delete_file(path: Path) -> None:
-    store = store_for(path)
-    if store is not None and not unreachable(store):
-        with contextlib.suppress(FileNotFoundError):
-            store.fs.rm_file(store.remote(path))
 
 
 # ---- conditional writes: the champion's compare-and-swap, the locks ------------------------------------------------
@@ -409,7 +259,7 @@ def read_tagged(store: Store, path: str) -> tuple[bytes, str] | None:
     except Exception as exc:  # noqa: BLE001
         if error_code(exc) in ("NoSuchKey", "404"):
             return None
-        raise _failed(store, f"reading {path}", exc) from exc
+        raise failed(store, f"reading {path}", exc) from exc
 
 
 def put_if(store: Store, path: str, body: bytes, etag: str | None) -> str:
@@ -422,7 +272,7 @@ def put_if(store: Store, path: str, body: bytes, etag: str | None) -> str:
     except Exception as exc:  # noqa: BLE001
         if _precondition(exc) or (etag is not None and error_code(exc) in ("NoSuchKey", "404")):  # AWS: 404
             raise Conflict(f"the store {store.url}: {path} changed since it was read") from None
-        raise _failed(store, f"writing {path}", exc) from exc
+        raise failed(store, f"writing {path}", exc) from exc
 
 
 def delete_if(store: Store, path: str, etag: str) -> bool:
@@ -438,4 +288,4 @@ def delete_if(store: Store, path: str, etag: str) -> bool:
     except Exception as exc:  # noqa: BLE001
         if _precondition(exc) or error_code(exc) in ("NoSuchKey", "404"):
             return False
-        raise _failed(store, f"deleting {path}", exc) from exc
+        raise failed(store, f"deleting {path}", exc) from exc

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from tasks.store import remote
+from tasks.store import transfer
 from tasks.store.artifacts import ArtifactRef, artifacts_root, atomic_write_text, read_manifest
 
 log = logging.getLogger(__name__)
@@ -204,7 +204,7 @@ def write_run_record(data_dir: str | Path, record: RunRecord) -> RunRecord:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
     path = folder / f"{stamp}.json"
     atomic_write_text(path, json.dumps(record.as_dict(), indent=2, default=str))
-    remote.push_files([path])  # on a URL store: every machine's gc and lineage see it
+    transfer.push_files([path])  # on a URL store: every machine's gc and lineage see it
     return replace(record, path=str(path))
 
 
@@ -221,7 +221,7 @@ def read_run_record(path: Path) -> RunRecord:
 
 def run_records(data_dir: str | Path) -> list[Path]:
     """The record files, oldest first (their names sort by time); a URL store's, pulled into the mirror."""
-    remote.pull_folder(runs_folder(data_dir), "*.json")
+    transfer.pull_folder(runs_folder(data_dir), "*.json")
     return sorted(runs_folder(data_dir).glob("*.json"))
 
 

@@ -23,6 +23,7 @@ from tasks import promotion
 from tasks.evaluation.data import stsb_pairs
 from tasks.evaluation.evaluate import evaluate_model, read_metrics, write_metrics
 from tasks.evaluation.settings import EvalSettings
+from tasks.models import network
 from tasks.models.encoding import load_model
 from tasks.models.precision import runs_as
 from tasks.models.resolve import ResolvedModel
@@ -35,7 +36,7 @@ from tasks.store import catalog
 from tasks.store.artifacts import ArtifactRef, Built, materialize, read_manifest, write_parquet
 from tasks.store.catalog import VERSIONS
 from tasks.store.runs import RunRecord
-from tasks.training import attention, devices, distributed, tokens
+from tasks.training import attention, devices, distributed, gpu_slot, tokens
 from tasks.training.recipe import TrainRecipe, TrainRuntime
 from tasks.training.trainer import train_model
 
@@ -55,7 +56,7 @@ def _logged(ref: ArtifactRef) -> ArtifactRef:
     return ref
 
 
-@task(name="load-nli-pairs", cache_policy=NO_CACHE)
+@task(name="load-nli-pairs", cache_policy=NO_CACHE, **network.HUB_RETRIES)  # a hub source downloads
 def load_pairs(source: str, max_pairs: int | None, data_dir: str) -> ArtifactRef:
     """Validated rows from the hub (``source`` pinned to a commit by ``sources.pin_source``), a local file or
     a folder: NLI pairs (premise, hypothesis, label), or pairs / triplets (anchor, positive[, negative])."""
@@ -167,11 +168,13 @@ def train(
         device = devices.device_name()
         get_run_logger().info("training %s with %s loss on %s", base.name, recipe.loss, device)
         ids, sts = tokens.read_tokens(data.folder), stsb_pairs("validation")
-        if distributed.processes_for(runtime) > 1:
-            summary = distributed.train_distributed(base.location, ids, sts, recipe, runtime, folder, guide_location)
-        else:
-            progress = TrainingProgress(f"training {recipe.loss} on {device}")
-            summary = train_model(base.location, ids, sts, recipe, runtime, folder, [progress], guide_location)
+        with gpu_slot.training_slot(device):  # one training at a time on a GPU machine; data stages never wait
+            if distributed.processes_for(runtime) > 1:
+                summary = distributed.train_distributed(base.location, ids, sts, recipe, runtime, folder,
+                                                        guide_location)  # fmt: skip
+            else:
+                progress = TrainingProgress(f"training {recipe.loss} on {device}")
+                summary = train_model(base.location, ids, sts, recipe, runtime, folder, [progress], guide_location)
         get_run_logger().info("trained %(steps)s steps on %(device)s: %(samples_per_second)s samples/s, "
                               "%(tokens_per_second)s tokens/s, %(padded_tokens_per_real)sx padded tokens, MFU %(mfu)s",
                               summary)  # fmt: skip
@@ -280,7 +283,7 @@ def release_model(
     return shipment
 
 
-@task(name="push-to-hub", cache_policy=NO_CACHE)
+@task(name="push-to-hub", cache_policy=NO_CACHE, **network.HUB_RETRIES)
 def push(shipment: release.Shipment, model: ArtifactRef, champion: dict | None, repo: str, private: bool,
          token_block: str, data_dir: str) -> str | None:  # fmt: skip
     """Publish the release when its model is the champion and has not been published to ``repo`` yet: each new

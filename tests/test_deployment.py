@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -39,12 +40,19 @@ def bare_repository(tmp_path_factory) -> tuple[str, str]:
 
 
 @pytest.fixture(scope="module")
-def deployed(tmp_path_factory, bare_repository):
+def deployed(tmp_path_factory, bare_repository, object_store):
     """Server (temporary SQLite), the gpu pool, every deployment of prefect.yaml, one worker that
-    runs in an empty folder: no checkout of the project where it works."""
+    runs in an empty folder: no checkout of the project where it works. mnr-git's store is a bucket of a
+    real S3 server; the worker has its keys and a cache of its own."""
     tmp = tmp_path_factory.mktemp("prefect-stack")
-    env = stack.stack_env(tmp, stack.free_port(), PROJECT)
-    deploy_env = env | {"TRAIN_EMBEDDINGS_REPO": bare_repository[0], "TRAIN_EMBEDDINGS_COMMIT": bare_repository[1]}
+    store = f"s3://{object_store.make_bucket('deployments')}/team"
+    env = stack.stack_env(tmp, stack.free_port(), PROJECT) | object_store.env()
+    env["TRAIN_EMBEDDINGS_CACHE"] = str(tmp / "worker-cache")
+    deploy_env = env | {
+        "TRAIN_EMBEDDINGS_REPO": bare_repository[0],
+        "TRAIN_EMBEDDINGS_COMMIT": bare_repository[1],
+        "TRAIN_EMBEDDINGS_STORE": store,
+    }  # mnr-git's: outside every run's folder
     worker_home = tmp / "worker"
     worker_home.mkdir()
     procs = []
@@ -64,7 +72,7 @@ def deployed(tmp_path_factory, bare_repository):
             )
         )
         with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}):
-            yield env, tmp
+            yield env, tmp, store
     finally:
         for proc in reversed(procs):
             stack.stop(proc)
@@ -114,7 +122,7 @@ async def _inspect(run_id: str, name: str = "mnr"):
 
 
 def test_deployment_run_completes_then_is_served_from_cache(deployed, tiny_bert, nli_sample, tmp_path):
-    env, tmp = deployed
+    env, tmp, store = deployed
     params = _params(tiny_bert, nli_sample, tmp_path)
     source = params["nli_source"]
 
@@ -153,15 +161,48 @@ def test_deployment_run_completes_then_is_served_from_cache(deployed, tiny_bert,
 def test_a_worker_without_the_checkout_runs_the_git_deployment(
     deployed, bare_repository, tiny_bert, nli_sample, tmp_path
 ):
-    env, tmp = deployed
+    env, tmp, store = deployed
     url, commit = bare_repository
-    run_id, _ = _run(env, _params(tiny_bert, nli_sample, tmp_path), deployment="mnr-git")
+    params = _params(tiny_bert, nli_sample, tmp_path)
+    del params["data_dir"]  # the deployment's own: the store TRAIN_EMBEDDINGS_STORE named when deploying
+    run_id, _ = _run(env, params, deployment="mnr-git")
     flow_run, summary, _, deployment, _ = asyncio.run(_inspect(run_id, "mnr-git"))
     assert flow_run.state.is_completed()
     clone = deployment.pull_steps[0]["prefect.deployments.steps.git_clone"]
     assert (clone["repository"], clone["commit_sha"]) == (url, commit)  # fixed when deploying
+    assert deployment.parameters["data_dir"] == flow_run.parameters["data_dir"] == store
+    assert deployment.job_variables["env"] == {"TRAIN_EMBEDDINGS_STORE": store}  # the run's environment too
     # the code that ran came from the clone: its manifests carry the commit only the bare repository has
     manifest = json.loads((Path(summary["artifacts"]["model"]["path"]) / "manifest.json").read_text())
     assert manifest["environment"]["git"] == {"commit": commit, "dirty": False}
     assert _git("rev-parse", "HEAD", cwd=PROJECT) != commit
     assert not (tmp / "worker" / "flows").exists()  # nothing of the project was put where the worker works
+    assert summary["champion"]["promoted"] is True
+
+    # the run's temporary folder and clone are gone, and so is the worker's cache: the store has it all
+    shutil.rmtree(tmp / "worker-cache")
+    run_id, _ = _run(env, params, deployment="mnr-git")
+    _, again, _, _, _ = asyncio.run(_inspect(run_id, "mnr-git"))
+    assert all(ref["cached"] for ref in again["artifacts"].values()), again["artifacts"]
+    assert again["champion"]["champion_before"]["model_key"] == summary["artifacts"]["model"]["key"]
+    assert again["champion"]["rule"] == "already champion"  # the champion was kept
+
+
+def test_the_git_deployment_is_not_deployed_without_a_store(deployed, bare_repository):
+    env, tmp, store = deployed
+    plain = {k: v for k, v in env.items() if k != "TRAIN_EMBEDDINGS_STORE"}
+    plain |= {"TRAIN_EMBEDDINGS_REPO": bare_repository[0], "TRAIN_EMBEDDINGS_COMMIT": bare_repository[1]}
+    for given in (None, "data"):  # unset, or a relative folder (inside each run's temporary directory)
+        deploy_env = plain if given is None else plain | {"TRAIN_EMBEDDINGS_STORE": given}
+        with pytest.raises(RuntimeError, match="deployment needs TRAIN_EMBEDDINGS_STORE") as failed:
+            stack.cli(["--no-prompt", "deploy", "-n", "mnr-git"], deploy_env, cwd=PROJECT)
+        assert f'got "{given or ""}"' in str(failed.value)
+    deployment = asyncio.run(_inspect_deployment("mnr-git"))
+    assert deployment.parameters["data_dir"] == store  # the deployment as it was
+
+
+async def _inspect_deployment(name: str):
+    from prefect.client.orchestration import get_client
+
+    async with get_client() as client:
+        return await client.read_deployment_by_name(f"train-embeddings/{name}")

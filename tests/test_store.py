@@ -295,3 +295,22 @@ def test_run_records_and_push_records_are_in_the_store(store_url, tmp_path, monk
     on_machine(monkeypatch, tmp_path, "b")
     assert [p.name for p in run_records(store_url)] == [record.name]
     assert read_pushed(store_url, "org/model") == {"model_key": "k"}
+
+
+def test_the_embedding_cache_is_shared_through_the_store_shard_by_shard(store_url, tmp_path, monkeypatch, tiny_bert):
+    import numpy as np
+
+    from tasks.models.resolve import resolve_model
+    from tasks.negatives.embeddings import encode_cached
+
+    model = resolve_model(str(tiny_bert))
+    on_machine(monkeypatch, tmp_path, "a")
+    first, encoded = encode_cached(store_url, model, ["a cat", "a dog"])
+    assert encoded == 2
+    store = remote.store_of(store_url)
+    shards = store.fs.glob(f"{store.root}/artifacts/embeddings/*/shard-*")
+    assert sorted(name.rsplit(".", 1)[-1] for name in shards) == ["parquet", "sha256"]  # each with its checksum
+    on_machine(monkeypatch, tmp_path, "b")
+    again, encoded = encode_cached(store_url, model, ["a dog", "a cat", "a bird"])
+    assert encoded == 1  # only the text no machine has encoded yet
+    np.testing.assert_array_equal(again[:2], first[[1, 0]])

@@ -79,6 +79,7 @@ bench: setup
 	$(PY) bench/training_throughput.py --cpu
 	$(PY) bench/export.py
 	$(PY) bench/integrity.py
+	$(PY) bench/store.py
 
 # On a GPU worker: raw PyTorch floor, bare sentence-transformers trainer and the pipeline, side by
 # side (bert-base architecture and MiniLM), with MFU against a matrix-product peak measured there

@@ -130,3 +130,17 @@ def test_no_key_or_secret_is_written_anywhere(machines):
         assert objects
         for name in objects:
             assert not [s for s in secrets if s in store.fs.cat_file(name)], name
+
+
+def test_a_missing_bucket_or_no_credentials_fail_the_run_before_any_stage(machines, tmp_path):
+    env = machine_env(tmp_path / "m", machines.server)
+    cases = {
+        "the bucket does not exist": (env, "s3://no-such-bucket/team"),
+        "no credentials found": ({k: v for k, v in env.items() if not k.startswith("AWS_SECRET")}, machines.url),
+    }
+    for message, (run_env, url) in cases.items():
+        args = [CLI, "run", "-p", f"data_dir={url}"]
+        done = subprocess.run(args, cwd=tmp_path, env=run_env, capture_output=True, text=True, timeout=300)
+        assert done.returncode != 0 and message in done.stderr + done.stdout, done.stderr[-3000:]
+        assert "parameter data_dir" in done.stderr + done.stdout
+        assert not list((tmp_path / "m" / "cache").rglob("manifest.json"))  # no stage ran

@@ -76,20 +76,23 @@ def pull_artifact(folder: Path) -> bool:
             log.warning("%s: %s differ from the manifest in the store: building it again", remote, damaged[:3])
             return False
         (tmp / MANIFEST).write_bytes(text)
-        _swap_in(tmp, folder)
+        _swap_in(tmp, folder, manifest["files"])
         return True
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _swap_in(tmp: Path, folder: Path) -> None:
-    """Rename a pulled folder into place; a damaged local copy is moved aside first; a concurrent pull wins."""
+def _swap_in(tmp: Path, folder: Path, files: dict[str, dict]) -> None:
+    """Rename a pulled folder into place. A sound copy there already (another process of this machine pulled
+    it meanwhile, and may be reading it) stays; a damaged one is moved aside first."""
     if folder.exists():
+        if (folder / MANIFEST).is_file() and not damaged_files(folder, files):
+            return
         trash = folder.parent / f".trash-{folder.name}-{uuid.uuid4().hex[:8]}"
         with contextlib.suppress(FileNotFoundError):
             os.rename(folder, trash)
         shutil.rmtree(trash, ignore_errors=True)
-    with contextlib.suppress(OSError):  # another process of this machine pulled it meanwhile: keep theirs
+    with contextlib.suppress(OSError):  # a concurrent pull renamed its copy in between: keep theirs
         os.rename(tmp, folder)
 
 

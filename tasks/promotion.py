@@ -170,7 +170,7 @@ def keep_pairs(data_dir: str | Path, slot: str, model_key: str, pairs: Path | No
         tmp = kept.parent / f".tmp-{kept.name}"
         shutil.copyfile(pairs, tmp)
         tmp.replace(kept)
-        transfer.push_files([kept])
+    transfer.push_files([kept])  # also when a push of it failed before: the record names it in the store
     return remote.public_path(kept)
 
 

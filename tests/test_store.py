@@ -248,6 +248,8 @@ def test_a_store_stopped_mid_upload_leaves_no_half_artifact_and_names_the_store(
         ("ftp://bucket/x", "the scheme 'ftp' is not one of"),
         ("s3:///prefix", "names no bucket"),
         ("s3://AKIAEXAMPLE:hunter2@bucket/x", "credentials do not go in the URL"),
+        ("s3x://AKIAEXAMPLE:hunter2@bucket/x", "credentials do not go in the URL"),
+        ("s3://bucket/x?X-Amz-Credential=hunter2", "takes no query"),
         ("s3://no-such-bucket-here/x", "the bucket does not exist"),
     ],
 )
@@ -314,3 +316,47 @@ def test_the_embedding_cache_is_shared_through_the_store_shard_by_shard(store_ur
     again, encoded = encode_cached(store_url, model, ["a dog", "a cat", "a bird"])
     assert encoded == 1  # only the text no machine has encoded yet
     np.testing.assert_array_equal(again[:2], first[[1, 0]])
+
+
+TAKER = textwrap.dedent(
+    """
+    import sys
+    import pandas as pd
+    from tasks.store.artifacts import materialize, write_parquet
+    build = lambda folder: write_parquet(pd.DataFrame({"built_by": ["taker"]}), folder / "raw.parquet")
+    print(materialize(sys.argv[1], "raw", 1, {"n": 2}, [], build).cached)
+    """
+)
+
+
+def test_a_build_whose_lease_lapsed_adopts_what_the_taker_published(store_url, tmp_path, monkeypatch, caplog):
+    """A holder stuck past its ttl (its renewals stopped) is taken over; before publishing it takes the lease again
+    and adopts the taker's copy, never mixing two builds' files under one manifest."""
+    from tasks.store import object_locks, transfer
+    from tasks.store.artifacts import artifact_key, artifacts_root
+    from tasks.store.locks import lock_path
+    from tasks.store.manifests import file_entries
+
+    monkeypatch.setenv("TRAIN_EMBEDDINGS_LEASE_TTL", "2")
+    on_machine(monkeypatch, tmp_path, "stuck")
+    store = remote.store_of(store_url)
+    final = artifacts_root(store_url) / "raw" / artifact_key("raw", 1, {"n": 2}, [])
+    lease = object_locks.ObjectLease(store, store.remote(lock_path(final)), object_locks.holder_facts())
+    lease.acquire(10, "the build")
+    lease._stop.set()  # its renewals stop, as a holder stuck on a store that stopped answering
+    taker = subprocess.run([sys.executable, "-c", TAKER, store_url], cwd=PROJECT, capture_output=True, text=True,
+                           env=os.environ | {remote.CACHE_ENV: str(tmp_path / "taker")}, timeout=120)  # fmt: skip
+    assert taker.returncode == 0 and taker.stdout.strip() == "False", taker.stderr[-2000:]
+    final.mkdir(parents=True)  # what the stuck holder built meanwhile: other bytes, one key
+    write_parquet(pd.DataFrame({"built_by": ["stuck"]}), final / "raw.parquet")
+    manifest = {"stage": "raw", "key": final.name, "parents": [], "rows": 1, "files": file_entries(final)}
+    (final / "manifest.json").write_text(json.dumps(manifest))
+    with caplog.at_level(logging.WARNING):
+        assert transfer.share(final, lease, 30)  # adopted
+    lease.release()
+    assert pd.read_parquet(final / "raw.parquet")["built_by"].tolist() == ["taker"]
+    assert "went unrenewed" in caplog.text
+    on_machine(monkeypatch, tmp_path, "third")
+    assert pd.read_parquet(materialize(store_url, "raw", 1, {"n": 2}, [], refuse).folder / "raw.parquet").equals(
+        pd.read_parquet(final / "raw.parquet")
+    )

@@ -185,7 +185,7 @@ def pushed_file(data_dir: str | Path, repo: str) -> Path:
 def read_pushed(data_dir: str | Path, repo: str) -> dict | None:
     """The last push to ``repo`` from this data folder (model key, release key, commit URL, time), or None."""
     path = pushed_file(data_dir, repo)
-    transfer.pull_folder(path.parent, path.name)  # a URL store's: what any machine published
+    transfer.pull_folder(path.parent, path.name, mutable=True)  # a URL store's: what any machine published
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):

@@ -27,7 +27,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -206,7 +206,7 @@ def _build(final: Path, version: int, params: dict[str, Any], parents: list[dict
         "params": params,
         "parents": parents,
     }
-    with exclusive(final, wait_seconds, holder), object_locks.build_lease(final, wait_seconds, holder):
+    with exclusive(final, wait_seconds, holder), object_locks.build_lease(final, wait_seconds, holder) as lease:
         found = find(data_dir, stage, key)
         if found is not None:  # the run we waited for built it
             log.info("%s/%s was built by the run this one waited for: reusing it", stage, key)
@@ -236,8 +236,8 @@ def _build(final: Path, version: int, params: dict[str, Any], parents: list[dict
             }
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
             ref = _publish(tmp, final, ArtifactRef(stage, key, str(final), built.rows, cached=False))
-        transfer.push_artifact(ref.folder)  # still under the lease: a waiter then finds it in the store
-        return ref
+        adopted = transfer.share(ref.folder, lease, wait_seconds)  # under its lease: a waiter then finds it there
+        return replace(ref, cached=True) if adopted else ref
 
 
 def _warn_if_made_elsewhere(ref: ArtifactRef) -> None:

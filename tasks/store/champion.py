@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tasks.store import remote, transfer
+from tasks.store import conditional, remote, transfer
 from tasks.store.artifacts import artifacts_root, atomic_write_text
 
 CHECKSUM = "sha256"  # of the record's other fields, as canonical JSON
@@ -54,7 +54,7 @@ def _fetch(path: Path) -> str | None:
     store = remote.store_for(path)
     if store is None:
         return path.read_text()
-    tagged = remote.read_tagged(store, store.remote(path))
+    tagged = conditional.read_tagged(store, store.remote(path))
     tags = _read_tags.get()
     if tags is not None:
         tags[str(path)] = None if tagged is None else tagged[1]
@@ -73,10 +73,10 @@ def _store_write(path: Path, text: str) -> None:
         return
     tags = _read_tags.get() or {}
     if str(path) not in tags:  # written without a read (a restore): against what is there now
-        current = remote.read_tagged(store, store.remote(path))
+        current = conditional.read_tagged(store, store.remote(path))
         tags[str(path)] = None if current is None else current[1]
     try:
-        tags[str(path)] = remote.put_if(store, store.remote(path), text.encode(), tags[str(path)])
+        tags[str(path)] = conditional.put_if(store, store.remote(path), text.encode(), tags[str(path)])
     except remote.Conflict:
         raise ChampionChanged(
             f"{store.remote(path)}: another run changed the champion since this one read it"
@@ -161,7 +161,7 @@ def _localized(record: dict[str, Any], path: Path, slot: str) -> dict[str, Any]:
 
 def slots(data_dir: str | Path) -> list[str]:
     """Every champion slot of a data folder (``champion``, and others such as a per-metric slot)."""
-    transfer.pull_folder(artifacts_root(data_dir) / "champion", "*.json")
+    transfer.pull_folder(artifacts_root(data_dir) / "champion", "*.json", mutable=True)
     return sorted(p.stem for p in (artifacts_root(data_dir) / "champion").glob("*.json"))
 
 
@@ -182,9 +182,10 @@ def write_champion(data_dir: str | Path, slot: str, record: dict[str, Any]) -> d
     current = _current_text(path)
     if current is not None:
         parse_record(current)  # never keep a damaged record as the one to restore
+    _store_write(path, text)  # the commit point on a URL store: a compare-and-swap (a loser writes nothing)
+    if current is not None:
         atomic_write_text(previous_file(data_dir, slot), current)
         transfer.push_files([previous_file(data_dir, slot)])
-    _store_write(path, text)  # the commit point on a URL store: a compare-and-swap
     atomic_write_text(path, text)
     return written
 
@@ -201,7 +202,7 @@ def restore_champion(data_dir: str | Path, slot: str = "champion") -> dict[str, 
     """Put the previous record back in place of the current one (damaged or not); raises ValueError when
     there is no sound previous record."""
     previous = previous_file(data_dir, slot)
-    transfer.pull_folder(previous.parent, previous.name)
+    transfer.pull_folder(previous.parent, previous.name, mutable=True)
     try:
         text = previous.read_text()
     except FileNotFoundError:

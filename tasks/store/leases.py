@@ -91,6 +91,7 @@ class Lease:
         self._guard = threading.Lock()  # tasks of one run add from several threads
         self._beat: threading.Event | None = None  # set to stop the renewals of a URL store's lease
         self._beater: threading.Thread | None = None
+        self._upload = threading.Lock()  # a beat's upload and a new line's never cross
 
     def add(self, item: dict[str, Any]) -> bool:
         """Append one line (False when the lease has ended: the caller then needs a lease of its own)."""
@@ -110,13 +111,14 @@ class Lease:
         """On a URL store: the lease uploaded now, and again every ttl/3 until it ends (call under the guard)."""
         if self.path is None or remote.store_for(self.path) is None:
             return
-        transfer.push_files([self.path])
+        with self._upload:
+            transfer.push_files([self.path])
         if self._beat is None:
             from tasks.store.object_locks import lease_ttl
 
             self._beat = threading.Event()
             beat, path, every = self._beat, self.path, lease_ttl() / 3
-            self._beater = threading.Thread(target=transfer.keep_uploaded, args=(beat, path, every),
+            self._beater = threading.Thread(target=transfer.keep_uploaded, args=(beat, path, every, self._upload),
                                             name=f"lease {path.name}", daemon=True)  # fmt: skip
             self._beater.start()
 

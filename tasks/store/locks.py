@@ -123,9 +123,8 @@ def wait_for_lock(final: Path, wait_seconds: float) -> IO:
 
 
 @contextlib.contextmanager
-def exclusive(final: Path, wait_seconds: float, holder: dict[str, Any]) -> Iterator[None]:
-    """Hold the key's build lock for the whole build, with who holds it written in, for waiters and gc."""
-    handle = wait_for_lock(final, wait_seconds)
+def signed(handle: IO, path: Path, holder: dict[str, Any]) -> Iterator[None]:
+    """Hold a taken lock for the block with who holds it written in (for waiters and gc), then let it go."""
     try:
         handle.seek(0)
         handle.truncate()
@@ -133,4 +132,11 @@ def exclusive(final: Path, wait_seconds: float, holder: dict[str, Any]) -> Itera
         handle.flush()
         yield
     finally:
-        release_lock(handle, lock_path(final))
+        release_lock(handle, path)
+
+
+@contextlib.contextmanager
+def exclusive(final: Path, wait_seconds: float, holder: dict[str, Any]) -> Iterator[None]:
+    """Hold the key's build lock for the whole build, with who holds it written in, for waiters and gc."""
+    with signed(wait_for_lock(final, wait_seconds), lock_path(final), holder):
+        yield

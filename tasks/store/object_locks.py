@@ -5,7 +5,9 @@ creates it), renewed every ttl/3 with ``If-Match`` on its ETag (each renewal cha
 and released with a conditional delete. A waiter takes over only when the lease's ETag has not changed for
 a whole ttl, measured on its own clock (no two machines' clocks are compared), and logs who held it: a
 killed holder is taken over within about one ttl. A holder whose renewal finds another ETag has lost the
-lease; its build still publishes (an artifact's content is fixed by its key, so both copies are the same).
+lease, and so does one not renewed for 2/3 of a ttl (the store away): before publishing, such a build waits to
+take the lease again, and adopts the copy the taker published, if any, rather than mixing its files with
+it (a GPU training is not bit-reproducible, so two builds of one key may differ).
 
 ``TRAIN_EMBEDDINGS_LEASE_TTL`` sets the ttl in seconds (default 60).
 """
@@ -24,8 +26,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from tasks.store.conditional import delete_if, put_if, read_tagged
 from tasks.store.locks import lock_path
-from tasks.store.remote import Conflict, Store, delete_if, put_if, read_tagged, store_for
+from tasks.store.remote import Conflict, Store, store_for
 
 log = logging.getLogger(__name__)
 
@@ -68,16 +71,29 @@ class ObjectLease:
         self._stop = threading.Event()
         self._renewals = 0
         self._thread: threading.Thread | None = None
+        self.renewed_at = 0.0  # monotonic time of the last write that held: the lease is ours until then + ttl
 
     def _body(self) -> bytes:
         return json.dumps({**self.holder, "ttl": self.ttl, "renewals": self._renewals}, default=str).encode()
 
     def try_take(self) -> bool:
         try:
-            self.etag = put_if(self.store, self.path, self._body(), None)
+            self.etag = put_if(self.store, self.path, self._body(), None, fs=self.store.quick_fs)
         except Conflict:
             return False
+        self.renewed_at = time.monotonic()
         return True
+
+    def healthy(self) -> bool:
+        """Whether the lease is surely still ours: renewed within 2/3 of a ttl, and never found taken over."""
+        return not self.lost.is_set() and time.monotonic() - self.renewed_at < 2 * self.ttl / 3
+
+    def reacquire(self, wait_seconds: float, what: str) -> None:
+        """After the lease was lost (or went unrenewed): let it go, and wait to take it again."""
+        self.release()
+        self.lost.clear()
+        self._stop = threading.Event()
+        self.acquire(wait_seconds, what)
 
     def acquire(self, wait_seconds: float, what: str) -> None:
         """Take the lease, waiting while a live holder renews it; TimeoutError after ``wait_seconds``."""
@@ -86,7 +102,7 @@ class ObjectLease:
         seen_at = time.monotonic()
         announced = False
         while not self.try_take():
-            current = read_tagged(self.store, self.path)
+            current = read_tagged(self.store, self.path, fs=self.store.quick_fs)
             if current is None:  # released between our write and our read: try again now
                 continue
             body, etag = current
@@ -108,9 +124,10 @@ class ObjectLease:
     def _take_over(self, body: bytes, etag: str, what: str) -> bool:
         """Replace a lease unchanged for a whole ttl (its holder died); False if it moved meanwhile."""
         try:
-            self.etag = put_if(self.store, self.path, self._body(), etag)
+            self.etag = put_if(self.store, self.path, self._body(), etag, fs=self.store.quick_fs)
         except Conflict:
             return False
+        self.renewed_at = time.monotonic()
         log.warning("took over %s from %s: its lease was not renewed for %g s (lease %s)", what, describe(body),
                     self.ttl, self.path)  # fmt: skip
         return True
@@ -119,7 +136,8 @@ class ObjectLease:
         while not self._stop.wait(self.ttl / 3):
             self._renewals += 1
             try:
-                self.etag = put_if(self.store, self.path, self._body(), self.etag)
+                self.etag = put_if(self.store, self.path, self._body(), self.etag, fs=self.store.quick_fs)
+                self.renewed_at = time.monotonic()
             except Conflict:
                 log.error("lost the lease %s: another process took it over (this one was not renewing it for a "
                           "whole ttl)", self.path)  # fmt: skip
@@ -134,7 +152,7 @@ class ObjectLease:
             self._thread.join()
         if self.etag is not None and not self.lost.is_set():
             with contextlib.suppress(Exception):  # a store gone away: the lease runs out by itself in one ttl
-                delete_if(self.store, self.path, self.etag)
+                delete_if(self.store, self.path, self.etag, fs=self.store.quick_fs)
         self.etag = None
 
 

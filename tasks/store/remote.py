@@ -72,8 +72,19 @@ class Store:
 
     @property
     def fs(self) -> Any:
-        secret = hashlib.sha256(os.environ.get("AWS_SECRET_ACCESS_KEY", "").encode()).hexdigest()  # a key, not kept
-        return _filesystem(self.scheme, secret, *(os.environ.get(name) for name in _FS_ENV))
+        """For transfers: patient (retries with backoff, long reads)."""
+        return _filesystem(self.scheme, False, *_identity())
+
+    @property
+    def quick_fs(self) -> Any:
+        """For leases: an answer (or a failure) well within a lease's ttl/3, never minutes of retries."""
+        return _filesystem(self.scheme, True, *_identity())
+
+
+def _identity() -> tuple[str | None, ...]:
+    """What picks the server and the identity: the filesystem cache's key (in memory only; the secret hashed)."""
+    secret = hashlib.sha256(os.environ.get("AWS_SECRET_ACCESS_KEY", "").encode()).hexdigest()
+    return (secret, *(os.environ.get(name) for name in _FS_ENV))
 
 
 def is_url(data_dir: str | Path) -> bool:
@@ -88,18 +99,20 @@ def parse(url: str) -> Store:
     """The store a URL names; ValueError naming the parameter when it is not one."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
-    if scheme not in FILESYSTEMS:
-        raise ValueError(f"parameter data_dir: {url!r}: the scheme {scheme!r} is not one of {sorted(FILESYSTEMS)} "
-                         "(or give a local folder)")  # fmt: skip
+    shown = f"{scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"  # never a credential, nor a query, in a message
     if parts.username or parts.password or "@" in parts.netloc:
-        where = f"{scheme}://{parts.hostname or ''}/..."
-        raise ValueError(f"parameter data_dir: {where}: credentials do not go in the URL; set them in the "
+        raise ValueError(f"parameter data_dir: {shown}: credentials do not go in the URL; set them in the "
                          "environment (AWS_ACCESS_KEY_ID, a profile, an instance role)")  # fmt: skip
+    if parts.query or parts.fragment:
+        raise ValueError(f"parameter data_dir: {shown}: a store URL takes no query or fragment ('?...', '#...')")
+    if scheme not in FILESYSTEMS:
+        raise ValueError(f"parameter data_dir: {shown}: the scheme {scheme!r} is not one of {sorted(FILESYSTEMS)} "
+                         "(or give a local folder)")  # fmt: skip
     bucket, prefix = parts.netloc, parts.path.strip("/")
-    if not bucket or parts.query or parts.fragment:
-        raise ValueError(f"parameter data_dir: {url!r} names no bucket (expected {scheme}://bucket/prefix)")
+    if not bucket:
+        raise ValueError(f"parameter data_dir: {shown} names no bucket (expected {scheme}://bucket/prefix)")
     if any(part in ("", ".", "..") for part in prefix.split("/")) and prefix:
-        raise ValueError(f"parameter data_dir: {url!r}: empty, '.' or '..' parts in its path")
+        raise ValueError(f"parameter data_dir: {shown}: empty, '.' or '..' parts in its path")
     normal = f"{scheme}://{bucket}/{prefix}".rstrip("/")
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or ""
     digest = hashlib.sha256(f"{normal} {endpoint}".encode()).hexdigest()[:10]
@@ -149,7 +162,7 @@ _FS_ENV = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_
 
 
 @functools.cache
-def _filesystem(scheme: str, *env: str | None) -> Any:
+def _filesystem(scheme: str, quick: bool, *env: str | None) -> Any:
     """One filesystem per scheme and environment (``env``: the variables that pick the server and the identity,
     kept in memory only), with botocore's standard retries (backoff with jitter) for S3."""
     import fsspec
@@ -161,7 +174,11 @@ def _filesystem(scheme: str, *env: str | None) -> Any:
         raise StoreError(f"a {scheme}:// store needs {package}: pip install 'train-embeddings[{extra}]'") from None
     if scheme == "s3":
         config = {"retries": {"max_attempts": 3, "mode": "standard"}, "connect_timeout": 10, "read_timeout": 120}
-        return cls(use_listings_cache=False, config_kwargs=config, skip_instance_cache=True)
+        if quick:
+            config = {"retries": {"max_attempts": 2, "mode": "standard"}, "connect_timeout": 3, "read_timeout": 5}
+        fs = cls(use_listings_cache=False, config_kwargs=config, skip_instance_cache=True)
+        fs.retries = 1 if quick else fs.retries  # s3fs's own retry loop, on top of botocore's
+        return fs
     return cls(use_listings_cache=False, skip_instance_cache=True)
 
 
@@ -191,10 +208,6 @@ def error_code(exc: BaseException) -> str | None:
     return None
 
 
-def _precondition(exc: BaseException) -> bool:
-    return error_code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409")
-
-
 # ---- checks before any stage runs ----------------------------------------------------------------------------------
 
 
@@ -213,13 +226,21 @@ def check(data_dir: str, write: bool = True) -> None:
         raise ValueError(f"parameter data_dir: {store.url}: the locks need conditional writes, implemented for "
                          f"{CONDITIONAL} stores only")  # fmt: skip
     probe = f"{store.root}/locks/.probe-{uuid.uuid4().hex[:12]}"
+    ignored = False
     try:
         fs.call_s3("head_bucket", Bucket=store.bucket)
         if write:
-            put_if(store, probe, b"probe", None)
-            fs.call_s3("delete_object", Bucket=store.bucket, Key=probe.removeprefix(f"{store.bucket}/"))
+            from tasks.store.conditional import accepts, put_if  # they build on this module
+
+            etag = put_if(store, probe, b"probe", None)
+            ignored = accepts(store, probe, b"again", None) or accepts(store, probe, b"again", '"0"')
+            fs.call_s3("delete_object", Bucket=store.bucket, Key=probe.removeprefix(f"{store.bucket}/"), IfMatch=etag)
     except Exception as exc:  # noqa: BLE001 (every way it fails is reported the same, with its cause)
         raise ValueError(f"parameter data_dir: the store {store.url} cannot be used: {_why(exc)}") from None
+    if write and ignored:
+        raise ValueError(f"parameter data_dir: the store {store.url} ignores conditional writes (If-None-Match, "
+                         "If-Match): two machines could build one artifact, or overwrite each other's "
+                         "champion")  # fmt: skip
 
 
 def _why(exc: BaseException) -> str:
@@ -234,58 +255,3 @@ def _why(exc: BaseException) -> str:
     if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
         return f"access denied ({code}): check the credentials and the bucket's policy"
     return f"{name}: {exc}"
-
-
-# ---- conditional writes: the champion's compare-and-swap, the locks ------------------------------------------------
-
-
-def read_tagged(store: Store, path: str) -> tuple[bytes, str] | None:
-    """An object's bytes and the ETag of those bytes (one request), None when it is absent."""
-    from fsspec.asyn import sync
-
-    fs, key = store.fs, path.removeprefix(f"{store.bucket}/")
-
-    async def get() -> tuple[bytes, str]:
-        response = await fs._call_s3("get_object", Bucket=store.bucket, Key=key)
-        try:
-            return await response["Body"].read(), response["ETag"]
-        finally:
-            response["Body"].close()
-
-    try:
-        return sync(fs.loop, get)
-    except FileNotFoundError:
-        return None
-    except Exception as exc:  # noqa: BLE001
-        if error_code(exc) in ("NoSuchKey", "404"):
-            return None
-        raise failed(store, f"reading {path}", exc) from exc
-
-
-def put_if(store: Store, path: str, body: bytes, etag: str | None) -> str:
-    """Write ``path`` only if it still has ``etag`` (None: only if it is absent); returns the new ETag, raises
-    ``Conflict`` when another writer got there first."""
-    condition = {"IfNoneMatch": "*"} if etag is None else {"IfMatch": etag}
-    key = path.removeprefix(f"{store.bucket}/")
-    try:
-        return store.fs.call_s3("put_object", Bucket=store.bucket, Key=key, Body=body, **condition)["ETag"]
-    except Exception as exc:  # noqa: BLE001
-        if _precondition(exc) or (etag is not None and error_code(exc) in ("NoSuchKey", "404")):  # AWS: 404
-            raise Conflict(f"the store {store.url}: {path} changed since it was read") from None
-        raise failed(store, f"writing {path}", exc) from exc
-
-
-def delete_if(store: Store, path: str, etag: str) -> bool:
-    """Delete ``path`` only if it still has ``etag``; False when it changed or is gone (or the store is away)."""
-    if unreachable(store):
-        return False
-    key = path.removeprefix(f"{store.bucket}/")
-    try:
-        store.fs.call_s3("delete_object", Bucket=store.bucket, Key=key, IfMatch=etag)
-        return True
-    except FileNotFoundError:
-        return False
-    except Exception as exc:  # noqa: BLE001
-        if _precondition(exc) or error_code(exc) in ("NoSuchKey", "404"):
-            return False
-        raise failed(store, f"deleting {path}", exc) from exc

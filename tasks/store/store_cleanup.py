@@ -1,13 +1,9 @@
-"""gc on a URL store: what no recent run, nor the champion, nor a live run or build on any machine needs goes
-from the store itself (``cleanup.py`` does the same for a local folder, and for this machine's mirror).
+"""gc on a URL store, from one listing of its ``artifacts/`` (``cleanup.py``: a local folder, and this mirror).
 
-Other machines hold no flock this one sees, so all is read from one listing of the store's ``artifacts/``.
-Kept: what is reachable (manifests' parents, the models they name) from the champions, the last ``keep_runs``
-run records and every record younger than ``min_age_hours`` (reuse touches no object), the run leases and
-build locks renewed within max(3 ttl, 10 min) on the store's clock, and their miners' embedding stores.
-Removed: unreferenced artifacts older than ``min_age_hours``, manifest first (the commit point), then files;
-uploads a killed run left without a manifest; lock and lease objects no longer renewed. Before files go, the
-leases are read again: a run that named an artifact since gc looked gets its manifest back.
+Kept, with all it reaches (parents, the models manifests name): the champions, the last ``keep_runs`` run records
+and those younger than ``min_age_hours``, run leases and build locks renewed within max(3 ttl, 10 min) on the
+store's clock, and their miners' embedding stores. Removed: older unreferenced artifacts (manifest first, then
+files), a killed run's uploads, stale locks and leases; a run naming an artifact meanwhile gets it back.
 """
 
 from __future__ import annotations
@@ -23,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tasks.store import leases, remote
+from tasks.store import conditional, leases, remote
 from tasks.store.champion import read_champion, slots
 from tasks.store.cleanup import NOT_STAGES, store_fingerprint
 from tasks.store.manifests import MANIFEST, problem
@@ -71,10 +67,6 @@ class Doomed:
     size: int
 
 
-def _failed(store: remote.Store, doing: str, exc: BaseException) -> remote.StoreError:
-    return remote.StoreError(f"the store {store.url}: {doing} failed ({type(exc).__name__}: {exc})")
-
-
 def _path(store: remote.Store, rel: str) -> str:
     return f"{store.root}/artifacts/{rel}"
 
@@ -84,7 +76,7 @@ def store_now(store: remote.Store) -> dt.datetime:
     try:
         date = store.fs.call_s3("head_bucket", Bucket=store.bucket)["ResponseMetadata"]["HTTPHeaders"].get("date")
     except Exception as exc:  # noqa: BLE001
-        raise _failed(store, "reading its clock", exc) from exc
+        raise remote.failed(store, "reading its clock", exc) from exc
     return email.utils.parsedate_to_datetime(date) if date else dt.datetime.now(dt.UTC)
 
 
@@ -94,7 +86,7 @@ def listing(store: remote.Store, under: str = "") -> dict[str, dict[str, Any]]:
     try:
         found = store.fs.find(f"{base}{under}".rstrip("/"), detail=True)
     except Exception as exc:  # noqa: BLE001
-        raise _failed(store, f"listing {base}{under}", exc) from exc
+        raise remote.failed(store, f"listing {base}{under}", exc) from exc
     return {n.removeprefix(base): i for n, i in found.items() if i.get("type") != "directory" and n.startswith(base)}
 
 
@@ -105,10 +97,10 @@ def read_objects(store: remote.Store, rels: Iterable[str]) -> dict[str, bytes]:
     try:
         got = store.fs.cat(paths, on_error="return") if paths else {}
     except Exception as exc:  # noqa: BLE001
-        raise _failed(store, f"reading {len(paths)} objects under {_path(store, '')}", exc) from exc
+        raise remote.failed(store, f"reading {len(paths)} objects under {_path(store, '')}", exc) from exc
     for path in paths:
         if not isinstance(got.get(path), bytes | FileNotFoundError | None):
-            raise _failed(store, f"reading {path}", got[path])
+            raise remote.failed(store, f"reading {path}", got[path])
     return {rel: got[path] for rel, path in zip(rels, paths) if isinstance(got.get(path), bytes)}
 
 
@@ -149,11 +141,14 @@ def _json(body: bytes) -> Any:  # None when not JSON
 
 
 def live_leases(store: remote.Store, objects: dict[str, dict[str, Any]], now: dt.datetime) -> list[dict[str, Any]]:
-    """The artifact lines of every run lease renewed within its window (its holder line left out)."""
-    limit = window(lease_ttl())
-    names = [r for r, i in objects.items() if LEASE.fullmatch(r) and (now - i["LastModified"]).total_seconds() < limit]
-    lines = [_json(line) for body in read_objects(store, names).values() for line in body.splitlines()]
-    return [item for item in lines if isinstance(item, dict) and "holder" not in item]
+    """The artifact lines of every run lease renewed within its window (by the ttl its last beat names)."""
+    live = []
+    for rel, body in read_objects(store, [r for r in objects if LEASE.fullmatch(r)]).items():
+        lines = [item for line in body.splitlines() if isinstance(item := _json(line), dict)]
+        ttls = [h["ttl"] for i in lines if isinstance(h := i.get("holder"), dict) and isinstance(h.get("ttl"), float)]
+        if (now - objects[rel]["LastModified"]).total_seconds() < window(ttls[-1] if ttls else lease_ttl()):
+            live += [item for item in lines if "holder" not in item]
+    return live
 
 
 def build_locks(s: Survey) -> dict[str, tuple[str, dict[str, Any], bool]]:
@@ -169,7 +164,7 @@ def build_locks(s: Survey) -> dict[str, tuple[str, dict[str, Any], bool]]:
 
 def _key_of(store: remote.Store, location: str) -> str | None:
     """stage/key of the artifact a model location lies in: its store URL, or a path in a mirror of the store."""
-    where = rf"^{re.escape(f'{store.scheme}://{store.root}')}|/{re.escape(store.mirror.name)}"
+    where = rf"^{re.escape(f'{store.scheme}://{store.root}')}|/stores/[^/]+"  # any machine's mirror of it
     found = re.search(rf"(?:{where})/artifacts/([^/]+)/([^/]+)", location)
     return f"{found[1]}/{found[2]}" if found and found[1] not in NOT_STAGES else None
 
@@ -265,7 +260,7 @@ def _delete(store: remote.Store, rels: Iterable[str]) -> None:
         try:
             errors = store.fs.call_s3("delete_objects", Bucket=store.bucket, Delete=batch).get("Errors") or []
         except Exception as exc:  # noqa: BLE001
-            raise _failed(store, f"deleting {len(batch['Objects'])} objects", exc) from exc
+            raise remote.failed(store, f"deleting {len(batch['Objects'])} objects", exc) from exc
         if errors:
             raise remote.StoreError(f"the store {store.url}: could not delete {errors[:3]}")
 
@@ -279,8 +274,12 @@ def remove(data_dir: str, doomed: list[Doomed], keep_runs: int = 5, min_age_hour
     todo = [fresh[d.name] for d in doomed if d.name in fresh and fresh[d.name].etag == d.etag]
     freed, committed = 0, []
     for d in (d for d in todo if d.kind in ("artifact", "lock", "lease")):
-        if not remote.delete_if(s.store, _path(s.store, d.objects[0]), d.etag or ""):
-            log.info("kept %s: it changed since gc looked", d.url)
+        try:  # one that fails stays; the leases are read again below whatever happened
+            gone = conditional.delete_if(s.store, _path(s.store, d.objects[0]), d.etag or "")
+        except remote.StoreError:
+            gone = False
+        if not gone:
+            log.info("kept %s: it changed since gc looked, or could not be deleted", d.url)
         elif d.kind == "artifact":
             committed.append(d)
         else:
@@ -293,7 +292,7 @@ def remove(data_dir: str, doomed: list[Doomed], keep_runs: int = 5, min_age_hour
             log.info("kept %s: a run named it since gc looked", d.url)
             if d.kind == "artifact":  # its manifest back; published again meanwhile, theirs stands
                 with contextlib.suppress(remote.Conflict):
-                    remote.put_if(s.store, _path(s.store, d.objects[0]), s.manifests[d.name][0], None)
+                    conditional.put_if(s.store, _path(s.store, d.objects[0]), s.manifests[d.name][0], None)
             continue
         _delete(s.store, d.objects[1:] if d.kind == "artifact" else d.objects)
         freed += d.size

@@ -18,6 +18,7 @@ import threading
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from tasks.store.manifests import MANIFEST, damaged_files, problem
 from tasks.store.remote import failed, store_for, unreachable
@@ -25,15 +26,26 @@ from tasks.store.remote import failed, store_for, unreachable
 log = logging.getLogger(__name__)
 
 
-def has_artifact(folder: Path) -> bool:
-    """Whether the store holds the artifact mirrored at ``folder`` (its manifest: the commit point)."""
+def has_artifact(folder: Path, sizes: bool = True) -> bool:
+    """Whether the store holds the artifact mirrored at ``folder``: its manifest (the commit point) and, with
+    ``sizes``, every file the mirror's manifest lists, at its size (one listing)."""
     store = store_for(folder)
     if store is None:
         return True
+    remote_folder = store.remote(folder)
     try:
-        return bool(store.fs.exists(f"{store.remote(folder)}/{MANIFEST}"))
+        listed = store.fs.find(remote_folder, detail=True)
+    except FileNotFoundError:
+        return False
     except Exception as exc:  # noqa: BLE001
-        raise failed(store, f"looking for {store.remote(folder)}", exc) from exc
+        raise failed(store, f"looking for {remote_folder}", exc) from exc
+    present = {name.removeprefix(f"{remote_folder}/"): info.get("size") for name, info in listed.items()}
+    if MANIFEST not in present:
+        return False
+    if not sizes:
+        return True
+    files = json.loads((folder / MANIFEST).read_text())["files"]
+    return all(present.get(rel) == info["bytes"] for rel, info in files.items())
 
 
 def pull_artifact(folder: Path) -> bool:
@@ -96,6 +108,33 @@ def _swap_in(tmp: Path, folder: Path, files: dict[str, dict]) -> None:
         os.rename(tmp, folder)
 
 
+def share(folder: Path, lease: Any, wait_seconds: float) -> bool:
+    """Upload a build to a URL store under its build lease. A lease lost (or unrenewed for 2/3 of a ttl) meanwhile
+    is taken again first, and the copy its taker published, if any, is adopted instead (True): never two
+    builds' files under one manifest."""
+    if lease is not None and not lease.healthy():
+        what = f"the build of {folder.parent.name}/{folder.name}"
+        log.warning("%s: its lease went unrenewed; taking it again before publishing", what)
+        lease.reacquire(wait_seconds, what)
+        if adopt(folder):
+            return True
+    push_artifact(folder)
+    return False
+
+
+def adopt(folder: Path) -> bool:
+    """Replace the mirror's copy of an artifact by the store's, if the store has a sound one (True)."""
+    if not has_artifact(folder, sizes=False):
+        return False
+    aside = folder.parent / f".trash-{folder.name}-{uuid.uuid4().hex[:8]}"
+    os.rename(folder, aside)
+    if pull_artifact(folder):
+        shutil.rmtree(aside, ignore_errors=True)
+        return True
+    os.rename(aside, folder)  # the store's copy is damaged: ours goes up in its place
+    return False
+
+
 def push_artifact(folder: Path) -> None:
     """Upload a finished local artifact: every file its manifest lists, then the manifest, last."""
     store = store_for(folder)
@@ -127,9 +166,10 @@ def push_files(paths: Iterable[Path]) -> None:
             raise failed(store, f"uploading {store.remote(path)}", exc) from exc
 
 
-def pull_folder(folder: Path, pattern: str = "*") -> list[Path]:
+def pull_folder(folder: Path, pattern: str = "*", mutable: bool = False) -> list[Path]:
     """Download the files of a store folder matching ``pattern`` that the mirror lacks (or holds at another
-    size); returns what was downloaded. Nothing for a plain data folder."""
+    size; every one when ``mutable``: records rewritten in place, often at the same size); returns what was
+    downloaded. Nothing for a plain data folder."""
     store = store_for(folder)
     if store is None:
         return []
@@ -145,7 +185,7 @@ def pull_folder(folder: Path, pattern: str = "*") -> list[Path]:
         if info.get("type") == "directory":
             continue
         local = folder / name.rsplit("/", 1)[-1]
-        if not (local.is_file() and local.stat().st_size == info.get("size")):
+        if mutable or not (local.is_file() and local.stat().st_size == info.get("size")):
             wanted.append((name, local))
     folder.mkdir(parents=True, exist_ok=True)
     fetched = []
@@ -171,11 +211,18 @@ def delete_file(path: Path) -> None:
             store.fs.rm_file(store.remote(path))
 
 
-def keep_uploaded(stop: threading.Event, path: Path, every: float) -> None:
-    """Upload ``path`` again every ``every`` seconds until ``stop``: a run lease that shows its run lives."""
-    while not stop.wait(every):
+def keep_uploaded(stop: threading.Event, path: Path, every: float, guard: threading.Lock) -> None:
+    """Upload a run lease again every ``every`` seconds until ``stop``: it shows its run lives. Each beat changes its
+    bytes (a last holder line with the beat's number and the ttl), so its ETag moves with it; under ``guard``, so a
+    beat never lands over a newer upload of the lease's lines."""
+    store, beat = store_for(path), 0
+    while store is not None and not stop.wait(every):
+        beat += 1
         try:
-            push_files([path])
+            with guard:
+                if stop.is_set():
+                    return
+                line = json.dumps({"holder": {"beat": beat, "ttl": every * 3}}) + "\n"
+                store.fs.pipe_file(store.remote(path), path.read_bytes() + line.encode())
         except Exception as exc:  # noqa: BLE001 -- the store is away; the next beat tries again
-            if not stop.is_set():
-                log.warning("could not renew the run lease %s in the store (%s)", path, exc)
+            log.warning("could not renew the run lease %s in the store (%s)", path, exc)

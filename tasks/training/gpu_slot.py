@@ -24,7 +24,6 @@ import contextlib
 import contextvars
 import datetime as dt
 import itertools
-import json
 import logging
 import os
 import re
@@ -160,14 +159,8 @@ def _machine_lock(path: Path, who: dict) -> Iterator[None]:
             _note("waiting for %s: another training on this machine holds it (%s)", path, locks.lock_holder(path))
             announced = True
         time.sleep(locks.LOCK_POLL_SECONDS)
-    try:
-        handle.seek(0)
-        handle.truncate()
-        handle.write(json.dumps(who, default=str))
-        handle.flush()
+    with locks.signed(handle, path, who):
         yield
-    finally:
-        locks.release_lock(handle, path)
 
 
 @contextlib.contextmanager

@@ -133,6 +133,7 @@ def test_no_key_or_secret_is_written_anywhere(machines):
 
 
 def test_a_missing_bucket_or_no_credentials_fail_the_run_before_any_stage(machines, tmp_path):
+    (tmp_path / "m").mkdir()
     env = machine_env(tmp_path / "m", machines.server)
     cases = {
         "the bucket does not exist": (env, "s3://no-such-bucket/team"),

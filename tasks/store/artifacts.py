@@ -249,8 +249,8 @@ def _warn_if_made_elsewhere(ref: ArtifactRef) -> None:
 
 
 def _publish(tmp: Path, final: Path, ref: ArtifactRef) -> ArtifactRef:
-    """Rename the finished folder into place; if a concurrent run got there first, keep theirs."""
-    theirs = find(final.parent.parent.parent, ref.stage, ref.key)
+    """Rename the finished folder into place; if a concurrent run of this machine got there first, keep theirs."""
+    theirs = _find_local(final, ref.stage, ref.key)
     if theirs is not None:  # same key, same inputs: identical content, and readers may hold it
         shutil.rmtree(tmp, ignore_errors=True)
         return theirs
@@ -262,7 +262,7 @@ def _publish(tmp: Path, final: Path, ref: ArtifactRef) -> ArtifactRef:
         os.rename(tmp, final)
     except OSError:  # lost a race with a concurrent writer between the check and the rename
         shutil.rmtree(tmp, ignore_errors=True)
-        return find(final.parent.parent.parent, ref.stage, ref.key) or ref
+        return _find_local(final, ref.stage, ref.key) or ref
     return ref
 
 

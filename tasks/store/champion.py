@@ -61,9 +61,10 @@ def _fetch(path: Path) -> str | None:
     if tagged is None:
         path.unlink(missing_ok=True)
         return None
+    text = tagged[0].decode("utf-8")
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, tagged[0].decode("utf-8"))
-    return tagged[0].decode("utf-8")
+    atomic_write_text(path, text)
+    return text
 
 
 def _store_write(path: Path, text: str) -> None:

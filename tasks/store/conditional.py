@@ -28,7 +28,7 @@ def read_tagged(store: Store, path: str, fs: Any = None) -> tuple[bytes, str] | 
     """An object's bytes and the ETag of those bytes (one request), None when it is absent."""
     from fsspec.asyn import sync
 
-    fs, key = fs or store.fs, path.removeprefix(f"{store.bucket}/")
+    fs, key = fs or store.fs, store.object_key(path)
 
     async def get() -> tuple[bytes, str]:
         response = await fs._call_s3("get_object", Bucket=store.bucket, Key=key)
@@ -53,7 +53,7 @@ def put_if(store: Store, path: str, body: bytes, etag: str | None, fs: Any = Non
     the request retried) is no conflict: the object holding exactly ``body`` says so (``readback``)."""
     fs = fs or store.fs
     condition = {"IfNoneMatch": "*"} if etag is None else {"IfMatch": etag}
-    key = path.removeprefix(f"{store.bucket}/")
+    key = store.object_key(path)
     try:
         return fs.call_s3("put_object", Bucket=store.bucket, Key=key, Body=body, **condition)["ETag"]
     except Exception as exc:  # noqa: BLE001
@@ -70,7 +70,7 @@ def delete_if(store: Store, path: str, etag: str, fs: Any = None) -> bool:
     """Delete ``path`` only if it still has ``etag``; False when it changed or is gone (or the store is away)."""
     if unreachable(store):
         return False
-    key = path.removeprefix(f"{store.bucket}/")
+    key = store.object_key(path)
     try:
         (fs or store.fs).call_s3("delete_object", Bucket=store.bucket, Key=key, IfMatch=etag)
         return True

@@ -10,7 +10,6 @@ the fix.
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from tasks.store.champion import check_champions
 
 log = logging.getLogger(__name__)
 
-STORE_ENV = "TRAIN_EMBEDDINGS_STORE"  # the documented variable deployments take their store from
+STORE_ENV = "TRAIN_EMBEDDINGS_STORE"  # the documented variable deployments take their store from (prefect.yaml)
 WORKER_SUFFIX = "prefect"  # Prefect's process worker: TemporaryDirectory(suffix="prefect")
 
 
@@ -73,8 +72,3 @@ def _warn(message: str) -> None:
         get_run_logger().warning(message)
     except Exception:  # noqa: BLE001 -- outside a run there is no run logger
         log.warning(message)
-
-
-def default_store() -> str:
-    """A deployment's store: ``TRAIN_EMBEDDINGS_STORE`` when set, else the local ``data`` folder."""
-    return os.environ.get(STORE_ENV) or "data"

@@ -66,9 +66,9 @@ class Store:
         rel = Path(local).resolve().relative_to(self.mirror)
         return self.root if str(rel) == "." else f"{self.root}/{rel.as_posix()}"
 
-    def key(self, local: Path) -> str:
-        """The object key of a mirror file, within the bucket."""
-        return self.remote(local).removeprefix(f"{self.bucket}/")
+    def object_key(self, path: str) -> str:
+        """The object key, within the bucket, of a path as fsspec names it (``bucket/key``)."""
+        return path.removeprefix(f"{self.bucket}/")
 
     @property
     def fs(self) -> Any:
@@ -234,7 +234,7 @@ def check(data_dir: str, write: bool = True) -> None:
 
             etag = put_if(store, probe, b"probe", None)
             ignored = accepts(store, probe, b"again", None) or accepts(store, probe, b"again", '"0"')
-            fs.call_s3("delete_object", Bucket=store.bucket, Key=probe.removeprefix(f"{store.bucket}/"), IfMatch=etag)
+            fs.call_s3("delete_object", Bucket=store.bucket, Key=store.object_key(probe), IfMatch=etag)
     except Exception as exc:  # noqa: BLE001 (every way it fails is reported the same, with its cause)
         raise ValueError(f"parameter data_dir: the store {store.url} cannot be used: {_why(exc)}") from None
     if write and ignored:

@@ -254,7 +254,7 @@ def unreferenced(data_dir: str, keep_runs: int = 5, min_age_hours: float = 24.0,
 
 
 def _delete(store: remote.Store, rels: Iterable[str]) -> None:
-    keys = [_path(store, rel).removeprefix(f"{store.bucket}/") for rel in rels]
+    keys = [store.object_key(_path(store, rel)) for rel in rels]
     for start in range(0, len(keys), 1000):
         batch = {"Objects": [{"Key": key} for key in keys[start : start + 1000]], "Quiet": True}
         try:

@@ -28,7 +28,7 @@ $(VENV)/bin/uv:
 	$(PY) -m pip install -q uv==$(UV_VERSION)
 
 lock: $(VENV)/bin/uv
-	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --extra s3 --generate-hashes --python-version 3.11 \
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --extra s3 --extra cluster --generate-hashes --python-version 3.11 \
 		--python-platform x86_64-manylinux_2_28 --find-links /opt/wheels --no-emit-package torch \
 		--custom-compile-command "make lock" -o requirements.lock
 

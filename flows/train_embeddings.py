@@ -17,6 +17,7 @@ from prefect import flow, get_run_logger
 
 from flows.watchdog import guard_this_process
 from tasks import stages
+from tasks.cluster.connection import ClusterSpec, connected
 from tasks.evaluation.evaluate import read_metrics
 from tasks.evaluation.settings import DEFAULT_TASKS, EvalSettings
 from tasks.models.resolve import (
@@ -133,6 +134,7 @@ def train_embeddings(
     mini_batch_size: int | None = None,
     checkpoint_steps: int = 500,
     processes: int = 0,
+    encode_cluster: str | None = None,
     unpad: bool = True,
     attention: str = "auto",
     compile: bool = False,
@@ -163,7 +165,8 @@ def train_embeddings(
     The trained model becomes the champion only if it beats the current one on ``promote_metric``,
     evaluated the same way, by at least ``min_gain`` and (STS-B) with a paired bootstrap interval of the
     gain above zero. ``checkpoint_steps``, ``eval_steps``, ``processes``, ``unpad``, ``attention``
-    and ``compile`` decide only how training runs: changing them alone is served from the store.
+    and ``compile`` decide only how training runs: changing them alone is served from the store, and so does
+    ``encode_cluster``: a Dask scheduler (``tcp://host:8786``) or ``local:N`` workers to encode and train on.
     ``export_formats`` (onnx, onnx-int8, openvino, openvino-int8, static; none by default) are written
     beside the model, each measured against it when ``compare_exports``; every run ends with a release
     folder: the model, its card (lineage) and those exports. ``push_to_hub`` (``org/name``) publishes that
@@ -229,33 +232,35 @@ def train_embeddings(
         precision=eval_precision,
     )
     formats = exports.check_formats(export_formats or [])
+    ClusterSpec.parse(encode_cluster)  # a malformed setting fails now; an unreachable one when connecting
     check_settings(chosen, max_pairs, mining, train_recipe, runtime, settings, promote_metric, min_gain, push_to_hub,
                    hub_token_block)  # fmt: skip
     log = get_run_logger()
     os.environ.setdefault("WANDB_DISABLED", "true")
     data_dir = placement.settle(data_dir)  # a URL store reachable, no temporary folder, a sound champion record
-
-    # 1. Load and validate the rows (before any model is touched), a hub source at the commit its revision
-    #    names now: the commit keys the artifact, a new one retrains; its columns are checked at that commit
-    source = sources.pin_source(chosen.nli_source)
-    check_source(source, chosen.loss, mining.strategy)
-    raw = stages.load_pairs(source, max_pairs, data_dir)
-    # 2. Map labels to the loss's format
-    pairs = stages.map_labels(raw, chosen.loss, data_dir)
-    # 3. Negatives for MNR and GIST
-    needs_miner = mining.strategy == "semi-hard" or chosen.loss == "gist"
-    miner = resolve_miner(miner_model, chosen.base_model, data_dir) if needs_miner else None
-    triplets = stages.mine_negatives(pairs, raw, mining, miner, data_dir) if mining.strategy != "none" else None
-    # 4. Token ids, once per data and tokenizer
-    base = resolve_model(chosen.base_model)
-    ids = stages.tokenize(triplets or pairs, base, chosen.loss, data_dir)
-    # 5. Train (GIST: the miner model guides the in-batch negatives)
-    model = stages.train(ids, base, train_recipe, runtime, data_dir, guide=miner if chosen.loss == "gist" else None)
-    # 6. Evaluate the base and the trained model
-    base_metrics = stages.evaluate(base, [], settings, data_dir)
-    trained_metrics = stages.evaluate(stages.trained_model(model), [model], settings, data_dir)
-    # 7. Promote to champion only if it beats the current one, evaluated the same way
-    promotion = stages.promote(model, trained_metrics, settings, promote_metric, min_gain, data_dir)
+    with connected(encode_cluster, data_dir):  # checked now; mining, training and evaluation fan out to it
+        # 1. Load and validate the rows (before any model is touched), a hub source at the commit its revision
+        #    names now: the commit keys the artifact, a new one retrains; its columns are checked at that commit
+        source = sources.pin_source(chosen.nli_source)
+        check_source(source, chosen.loss, mining.strategy)
+        raw = stages.load_pairs(source, max_pairs, data_dir)
+        # 2. Map labels to the loss's format
+        pairs = stages.map_labels(raw, chosen.loss, data_dir)
+        # 3. Negatives for MNR and GIST
+        needs_miner = mining.strategy == "semi-hard" or chosen.loss == "gist"
+        miner = resolve_miner(miner_model, chosen.base_model, data_dir) if needs_miner else None
+        triplets = stages.mine_negatives(pairs, raw, mining, miner, data_dir) if mining.strategy != "none" else None
+        # 4. Token ids, once per data and tokenizer
+        base = resolve_model(chosen.base_model)
+        ids = stages.tokenize(triplets or pairs, base, chosen.loss, data_dir)
+        # 5. Train (GIST: the miner model guides the in-batch negatives)
+        guide = miner if chosen.loss == "gist" else None
+        model = stages.train(ids, base, train_recipe, runtime, data_dir, guide=guide)
+        # 6. Evaluate the base and the trained model
+        base_metrics = stages.evaluate(base, [], settings, data_dir)
+        trained_metrics = stages.evaluate(stages.trained_model(model), [model], settings, data_dir)
+        # 7. Promote to champion only if it beats the current one, evaluated the same way
+        promotion = stages.promote(model, trained_metrics, settings, promote_metric, min_gain, data_dir)
     base_scores, trained_scores = read_metrics(base_metrics.folder), read_metrics(trained_metrics.folder)
     made = RunArtifacts(raw=raw, pairs=pairs, triplets=triplets, tokens=ids, model=model,
                         base_metrics=base_metrics, trained_metrics=trained_metrics)  # fmt: skip

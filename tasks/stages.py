@@ -197,7 +197,8 @@ def evaluate_artifact(
 
     def build(folder) -> int:
         progress = StageProgress(f"evaluating {model.name}")
-        metrics = evaluate_model(load_model(model, precision=settings.precision), settings, folder, progress.update)
+        loaded = load_model(model, precision=settings.precision)
+        metrics = evaluate_model(loaded, settings, folder, progress.update, resolved=model)  # resolved: for a cluster
         return write_metrics(folder, metrics, settings.dims)
 
     params = {"model": model.fingerprint, "limit": settings.limit, "tasks": list(settings.tasks)}

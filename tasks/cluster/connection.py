@@ -109,12 +109,12 @@ def _start(spec: ClusterSpec) -> tuple[Any, Any]:
         ) from None
 
 
-def _worker_report(data_dir: str, probe: str | None) -> dict:
-    """Run on each worker: which of our packages it lacks, and whether it can read the store."""
+def _worker_report(data_dir: str, probe: str | None, packages: tuple[str, ...]) -> dict:
+    """Run on each worker: which of ``packages`` it lacks, and whether it can read the store."""
     import importlib
 
     missing = []
-    for name in PACKAGES:
+    for name in packages:
         try:
             importlib.import_module(name)
         except ImportError as exc:
@@ -148,7 +148,7 @@ def check_workers(cluster: Cluster) -> None:
         probe_path.write_text("probe\n")
         probe = str(probe_path)
     try:
-        reports = cluster.client.run(_worker_report, cluster.data_dir, probe)
+        reports = cluster.client.run(_worker_report, cluster.data_dir, probe, PACKAGES)
     finally:
         if probe is not None:
             with contextlib.suppress(FileNotFoundError):

@@ -18,7 +18,7 @@ from tasks.evaluation.data import bundled_task_data, stsb_pairs
 from tasks.evaluation.settings import STSB_SPLITS, EvalSettings, dimension_metric
 from tasks.evaluation.stsb import spearman_scores, stsb_similarities
 from tasks.models.encoding import encoding_batch_size, encoding_pool
-from tasks.models.resolve import check_dims
+from tasks.models.resolve import ResolvedModel, check_dims
 from tasks.store.artifacts import write_parquet
 from tasks.store.catalog import METRICS_FILE, METRICS_JSON, STSB_PAIRS_FILE
 
@@ -50,27 +50,33 @@ def texts_expected(stsb: dict[str, pd.DataFrame], tasks: dict[str, dict[str, pd.
 
 
 def evaluate_model(
-    model, settings: EvalSettings, out_dir: Path, progress: Callable[[float], None] | None = None
+    model,
+    settings: EvalSettings,
+    out_dir: Path,
+    progress: Callable[[float], None] | None = None,
+    resolved: ResolvedModel | None = None,
 ) -> dict[str, float]:
     """All metrics for one model; mteb's raw results are kept beside them under ``out_dir/mteb``, and
     STS-B's per-pair cosine similarities in ``out_dir/stsb_pairs.parquet`` (for the champion's bootstrap).
 
-    ``progress(fraction)`` is told after each batch of texts, for a Prefect progress artifact.
+    ``progress(fraction)`` is told after each batch of texts, for a Prefect progress artifact. With the run's
+    cluster and ``resolved`` (where ``model`` was loaded from), STS-B and mteb's tasks encode on its workers.
     """
     check_dims(settings.dims, model.get_embedding_dimension(), parameter="eval_dims")
     stsb = {split: stsb_pairs(split, settings.limit) for split in STSB_SPLITS}  # each file read once
     tasks = {name: bundled_task_data(name, settings.limit) for name in settings.tasks}
     fraction = _Fraction(texts_expected(stsb, tasks), progress)
-    with tqdm(desc="evaluating: STS-B", unit="text", total=sum(2 * len(p) for p in stsb.values())) as bar:
-        with encoding_pool(model) as pool:
+    with encoding_pool(model, resolved, settings.precision) as pool:
+        with tqdm(desc="evaluating: STS-B", unit="text", total=sum(2 * len(p) for p in stsb.values())) as bar:
             similarities = stsb_similarities(model, stsb, settings.dims, mteb_tasks.Tally(bar, fraction.update), pool)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    similarities.to_parquet(out_dir / STSB_PAIRS_FILE, index=False)
-    metrics = spearman_scores(similarities, settings.dims)
-    for name, data in tasks.items():
-        metrics[mteb_tasks.metric_name(name)] = mteb_tasks.evaluate_task(
-            model, name, data, out_dir / "mteb", encoding_batch_size(str(model.device)), fraction.update
-        )
+        out_dir.mkdir(parents=True, exist_ok=True)
+        similarities.to_parquet(out_dir / STSB_PAIRS_FILE, index=False)
+        metrics = spearman_scores(similarities, settings.dims)
+        remote = pool if hasattr(pool, "map_shards") else None  # mteb's tasks: the cluster, not a local GPU pool
+        for name, data in tasks.items():
+            metrics[mteb_tasks.metric_name(name)] = mteb_tasks.evaluate_task(
+                model, name, data, out_dir / "mteb", encoding_batch_size(str(model.device)), fraction.update, remote
+            )
     if progress:
         progress(1.0)
     return metrics

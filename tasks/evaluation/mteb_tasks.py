@@ -91,9 +91,11 @@ class Tally:
             self.on_texts(n)
 
 
-def _token_ordered_wrapper(model, on_texts: Callable[[int], None] | None):
-    """mteb's SentenceTransformerEncoderWrapper whose text encoding runs in token-length order."""
+def _token_ordered_wrapper(model, on_texts: Callable[[int], None] | None, pool=None):
+    """mteb's SentenceTransformerEncoderWrapper whose text encoding runs in token-length order (``pool``: the
+    run's cluster, whose workers call the function and prompt mteb's wrapper would)."""
     from mteb.models import SentenceTransformerEncoderWrapper
+    from mteb.models.sentence_transformer_wrapper import _resolve_prompt, _select_encode_function
 
     class TokenOrderedEncoder(SentenceTransformerEncoderWrapper):
         def encode(self, inputs, *, task_metadata, hf_split, hf_subset, prompt_type=None, **kwargs):
@@ -119,6 +121,11 @@ def _token_ordered_wrapper(model, on_texts: Callable[[int], None] | None):
             with tqdm(total=len(texts), desc=desc, unit="text") as bar:
                 rest = {k: v for k, v in kwargs.items() if k not in ("batch_size", "show_progress_bar")}
                 size = kwargs.get("batch_size", 32)
+                if pool is not None:
+                    prompt = _resolve_prompt(self.model_prompts, task_metadata, prompt_type)
+                    function = _select_encode_function(self.model, prompt_type).__name__
+                    return encode_in_token_order(self.model, texts, size, Tally(bar, on_texts), pool=pool,
+                                                 function=function, prompt=prompt, **rest)  # fmt: skip
                 return encode_in_token_order(self.model, texts, size, Tally(bar, on_texts), encode_batch, **rest)
 
     return TokenOrderedEncoder(model)
@@ -141,8 +148,10 @@ def evaluate_task(
     out_dir: Path,
     batch_size: int = 64,
     on_texts: Callable[[int], None] | None = None,
+    pool=None,
 ) -> float:
-    """The task's main score for ``model``, by mteb's own evaluation; mteb's scores are kept as JSON."""
+    """The task's main score for ``model``, by mteb's own evaluation (its texts encoded on the run's cluster
+    when ``pool`` is one); mteb's scores are kept as JSON."""
     import mteb
 
     task = load_task(name, local)
@@ -151,7 +160,7 @@ def evaluate_task(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = mteb.evaluate(
-            _token_ordered_wrapper(model, on_texts),
+            _token_ordered_wrapper(model, on_texts, pool),
             task,
             cache=None,
             overwrite_strategy="always",

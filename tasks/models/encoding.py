@@ -43,11 +43,23 @@ def load_model(model: ResolvedModel, device: str | None = None, precision: str |
 
 
 @contextlib.contextmanager
-def encoding_pool(model) -> Iterator[dict | None]:
-    """sentence-transformers' multi-process pool over every GPU when there are several, else None: mining
-    and evaluation then encode on all of them at once."""
+def encoding_pool(
+    model, resolved: ResolvedModel | None = None, precision: str | Precision = Precision.FP32
+) -> Iterator[object | None]:
+    """Where ``encode_in_token_order`` sends its batches: the run's cluster (``encode_cluster``), with
+    ``resolved`` (the model ``model`` was loaded from, at ``precision``) loaded on every worker; else
+    sentence-transformers' multi-process pool over every GPU when there are several; else None (this process)."""
     import torch
 
+    from tasks.cluster.connection import current_cluster
+
+    cluster = current_cluster()
+    if cluster is not None and resolved is not None:
+        from tasks.cluster.encoding import model_on_cluster
+
+        with model_on_cluster(cluster, resolved, precision) as remote:
+            yield remote
+        return
     if torch.cuda.device_count() < 2 or str(model.device) == "cpu":  # exports and CPU models: this process
         yield None
         return
@@ -83,18 +95,30 @@ def batches_by_length(texts: Sequence[str], lengths: Sequence[int], batch_size: 
 
 
 def encode_in_token_order(
-    model, texts: Sequence[str], batch_size: int, bar=None, encode: Callable | None = None, pool=None, **kwargs
+    model,
+    texts: Sequence[str],
+    batch_size: int,
+    bar=None,
+    encode: Callable | None = None,
+    pool=None,
+    function: str = "encode",
+    **kwargs,
 ) -> np.ndarray:
     """Embeddings of ``texts`` (in their order), computed in batches of similar token length.
 
     One ``encode`` call per batch: given the whole list, sentence-transformers would re-order it by
     characters. ``encode`` replaces ``model.encode`` (mteb's wrapper); ``bar.update(n)`` is told after
     each batch. With a ``pool`` (``encoding_pool``), the texts go to its processes in token order, a
-    chunk of batches each.
+    chunk of batches each; to a cluster, the batches as they are, and the workers call the model's
+    ``function`` (mteb's wrapper: ``encode_query``/``encode_document``) on each.
     """
     encode = encode or model.encode
     out: list[np.ndarray | None] = [None] * len(texts)
     batches = batches_by_length(texts, text_token_lengths(model, texts), batch_size)
+    if hasattr(pool, "map_shards"):  # the run's cluster: the same batches, encoded on its workers
+        order = [i for batch in batches for i in batch]
+        vectors = pool.encode([[texts[i] for i in batch] for batch in batches], bar, function, **kwargs)
+        return vectors[np.argsort(order)] if len(order) else np.zeros((0, 0), dtype=np.float32)
     if pool is not None:
         order = [i for batch in batches for i in batch]
         vectors = encode(

@@ -20,13 +20,17 @@ import logging
 import os
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
+from tasks.cluster.connection import current_cluster
+from tasks.cluster.encoding import encode_batches, model_on_cluster
 from tasks.models.encoding import (
     MINING_PRECISION,
     batches_by_length,
@@ -51,9 +55,10 @@ def text_hash(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
 
-def _store(data_dir: str | Path, model: ResolvedModel) -> Path:
-    """One store per model and precision: half-precision vectors from a GPU never mix with fp32 ones."""
-    precision = runs_as(MINING_PRECISION)
+def _store(data_dir: str | Path, model: ResolvedModel, precision: Precision | None = None) -> Path:
+    """One store per model and precision (as it runs here, unless given: a cluster's workers write where the
+    run reads): half-precision vectors from a GPU never mix with fp32 ones."""
+    precision = precision or runs_as(MINING_PRECISION)
     name = model.fingerprint if precision is Precision.FP32 else f"{model.fingerprint}-{precision.value}"
     return artifacts_root(data_dir) / "embeddings" / name
 
@@ -104,24 +109,38 @@ def _checked_table(shard: Path) -> pa.Table | None:
         return None
 
 
-def _read_store(store: Path) -> tuple[dict[str, int], np.ndarray | None]:
-    """Text hash → row, and the vectors, of every shard that passes its check. On a URL store, the shards of this
-    store (one model, one precision) that the mirror lacks are pulled first, with their checksums."""
+def _cached(store: Path, wanted: Sequence[str]) -> tuple[dict[str, int], np.ndarray | None]:
+    """Text hash → row, and the vectors, of the ``wanted`` texts the cache holds: memory grows with the work,
+    not with the cache. Each shard's ``text_hash`` column is read first (a column read, not the vectors); only
+    a shard holding wanted texts is read whole, checked against its sidecar, and its wanted rows taken. On a URL
+    store, the shards of this store (one model, one precision) that the mirror lacks are pulled first."""
     transfer.pull_folder(store, f"{SHARDS}{CHECKSUM}")
     transfer.pull_folder(store, SHARDS)
     index: dict[str, int] = {}
-    blocks = []
-    offset = 0
+    blocks: list[np.ndarray] = []
+    wanted_set = pa.array(sorted(set(wanted)), type=pa.string())
     for shard in sorted(store.glob(SHARDS)):
-        table = _checked_table(shard)
+        if len(index) == len(wanted_set):
+            break
+        try:
+            hits = pc.is_in(pq.read_table(shard, columns=["text_hash"]).column(0), value_set=wanted_set)
+        except (FileNotFoundError, pa.ArrowException, OSError):  # set aside by another run, or damaged
+            hits = None
+        if hits is not None and not pc.any(hits).as_py():
+            continue
+        table = _checked_table(shard)  # a shard whose hash column does not read is checked (and set aside) here
         if table is None:
             continue
-        vectors = np.asarray(table.column("vector").combine_chunks().values, dtype=np.float32)
-        dim = table.schema.field("vector").type.list_size
-        blocks.append(vectors.reshape(-1, dim))
-        for i, h in enumerate(table.column("text_hash").to_pylist()):
-            index.setdefault(h, offset + i)
-        offset += len(blocks[-1])
+        hashes = table.column("text_hash").to_pylist()
+        rows = []
+        for row in np.flatnonzero(pc.is_in(table.column("text_hash"), value_set=wanted_set)).tolist():
+            if hashes[row] not in index:  # the first shard holding a text serves it (concurrent runs may repeat one)
+                index[hashes[row]] = len(index)
+                rows.append(row)
+        if rows:
+            dim = table.schema.field("vector").type.list_size
+            vectors = np.asarray(table.column("vector").combine_chunks().values, dtype=np.float32).reshape(-1, dim)
+            blocks.append(vectors[rows])
     return index, (np.concatenate(blocks) if blocks else None)
 
 
@@ -152,19 +171,54 @@ def _encode_shard(encoder, texts: list[str], batches: list[list[int]], bar, pool
         vectors = encoder.encode(ordered, batch_size=size, normalize_embeddings=True, pool=pool, chunk_size=8 * size)
         bar.update(len(ordered))
         return np.asarray(vectors)
-    out = []
-    for batch in batches:
-        out.append(
-            encoder.encode(
-                [texts[i] for i in batch],
-                batch_size=len(batch),
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
-        )
-        bar.update(len(batch))
-    return np.concatenate(out)
+    vectors = encode_batches(encoder, [[texts[i] for i in batch] for batch in batches], normalize_embeddings=True)
+    bar.update(sum(len(batch) for batch in batches))
+    return vectors
+
+
+def _encode_and_cache(plugin: str, data_dir: str, model: dict, precision: str, hashes: list[str],
+                      batches: list[list[str]]) -> int:  # fmt: skip
+    """On a cluster worker: a shard of batches encoded with the worker's model, and written by the worker
+    straight into the embedding cache (the store, where it is shared), checksum first."""
+    from tasks.cluster.encoding import encode_batches_on_worker
+
+    vectors = encode_batches_on_worker(plugin, batches, normalize_embeddings=True)
+    _write_shard(_store(data_dir, ResolvedModel(**model), Precision(precision)), hashes, vectors)
+    return len(hashes)
+
+
+def _encode_missing(store: Path, data_dir: str | Path, model: ResolvedModel, missing: dict[str, str],
+                    batch_size: int | None, progress: Callable[[float], None] | None, chunk: int) -> None:  # fmt: skip
+    """Encode the ``missing`` texts (hash → text) and write them to ``store`` a shard every ``chunk`` texts:
+    in this process (on every local GPU at once when there are several), or on the run's cluster."""
+    cluster = current_cluster()
+    encoder = load_model(model, device="cpu" if cluster else None)  # on a cluster: only its tokenizer is used here
+    batch_size = batch_size or (encoding_batch_size("cuda") if cluster and cluster.gpu_workers() else
+                                encoding_batch_size(str(encoder.device)))  # fmt: skip
+    todo_hashes, todo = list(missing), list(missing.values())
+    batches = batches_by_length(todo, text_token_lengths(encoder, todo), batch_size)
+    per_shard = max(1, chunk // batch_size)
+    shards = [batches[first : first + per_shard] for first in range(0, len(batches), per_shard)]
+    with tqdm(total=len(todo), desc="encoding", unit="text") as bar:
+        if cluster is not None:
+            precision = runs_as(MINING_PRECISION)
+            with model_on_cluster(cluster, model, MINING_PRECISION) as remote:
+                work = [(str(data_dir), asdict(model), precision.value, [todo_hashes[i] for b in shard for i in b],
+                         [[todo[i] for i in b] for b in shard]) for shard in shards]  # fmt: skip
+
+                def done(_: int, count: int) -> None:
+                    bar.update(count)
+                    if progress:
+                        progress(bar.n / len(todo))
+
+                remote.map_shards(_encode_and_cache, work, done)
+            return
+        with encoding_pool(encoder) as pool:
+            for shard in shards:
+                fresh = _encode_shard(encoder, todo, shard, bar, pool)
+                _write_shard(store, [todo_hashes[i] for batch in shard for i in batch], fresh)
+                if progress:
+                    progress(bar.n / len(todo))
 
 
 def encode_cached(
@@ -178,27 +232,17 @@ def encode_cached(
     """Normalised embeddings for ``texts`` (in order) and how many distinct texts were encoded now.
 
     New texts are encoded in batches of similar token length (``batch_size``: sized to the device when
-    None), on every GPU at once when there are several, and written as a shard every ``chunk`` texts, so
-    an interrupted run keeps what it encoded and ``progress(fraction)`` can report as it goes.
+    None), on every GPU at once when there are several or on the run's cluster (``encode_cluster``), and
+    written as a shard every ``chunk`` texts, so an interrupted run keeps what it encoded and
+    ``progress(fraction)`` can report as it goes. Only the vectors of ``texts`` are read from the cache.
     """
     store = _store(data_dir, model)
-    index, matrix = _read_store(store)
     hashes = [text_hash(t) for t in texts]
+    index, matrix = _cached(store, hashes)
     missing = {h: t for h, t in zip(hashes, texts) if h not in index}
     if missing:
-        encoder = load_model(model)
-        batch_size = batch_size or encoding_batch_size(str(encoder.device))
-        todo_hashes, todo = list(missing), list(missing.values())
-        batches = batches_by_length(todo, text_token_lengths(encoder, todo), batch_size)
-        per_shard = max(1, chunk // batch_size)
-        with tqdm(total=len(todo), desc="encoding", unit="text") as bar, encoding_pool(encoder) as pool:
-            for first in range(0, len(batches), per_shard):
-                shard = batches[first : first + per_shard]
-                fresh = _encode_shard(encoder, todo, shard, bar, pool)
-                _write_shard(store, [todo_hashes[i] for batch in shard for i in batch], fresh)
-                if progress:
-                    progress(bar.n / len(todo))
-        index, matrix = _read_store(store)
+        _encode_missing(store, data_dir, model, missing, batch_size, progress, chunk)
+        index, matrix = _cached(store, hashes)
     absent = [h for h in hashes if h not in index]
     if absent:  # only if a shard written just now failed its check: the disk is failing
         raise RuntimeError(f"embedding store {store} lost {len(absent)} vectors just written; see the warnings")

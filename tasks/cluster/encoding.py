@@ -1,0 +1,155 @@
+"""Encoding on the cluster's workers: each loads the model once (a ``WorkerPlugin``) on its own device, and
+encodes shards of batches exactly as one process would, one ``encode`` call per batch of similar token
+length, so the vectors equal the in-process ones (the same batches, the same kernels).
+
+Shards go out in token order, longest first, a few batches each, so the workers stay busy to the end and
+the progress bar moves as shards come back. A shard that fails is retried once elsewhere by Dask; a worker
+that dies takes only its shard with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from distributed import WorkerPlugin
+
+from tasks.cluster.connection import Cluster
+from tasks.models.precision import Precision
+from tasks.models.resolve import ResolvedModel
+
+BATCHES_PER_SHARD = 8  # a shard: this many encoding batches (4,096 texts on a GPU, 512 on a CPU)
+
+
+def located(model: ResolvedModel, data_dir: str) -> str:
+    """Where ``model`` lies on this worker: its own location when the worker sees it (the bundled model, a
+    shared folder), else, for a model of a URL store, the worker's own copy pulled from the store."""
+    if Path(model.location).exists() or model.source != "local":
+        return model.location
+    from tasks.store import remote
+    from tasks.store.artifacts import find
+
+    if remote.is_url(data_dir) and model.name.startswith("models/"):
+        found = find(data_dir, "models", model.name.removeprefix("models/"))
+        if found is not None:
+            return str(found.folder / "model")
+    raise FileNotFoundError(f"model {model.name!r}: {model.location} is not on worker, nor in the store {data_dir}")
+
+
+def worker_device(worker) -> str:
+    """A GPU of its own for each local worker (by its index among them), ``cuda`` for a remote GPU worker
+    (one GPU each, by CUDA_VISIBLE_DEVICES), else the CPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return "cpu"
+    name = worker.name
+    return f"cuda:{int(name) % torch.cuda.device_count()}" if str(name).isdigit() else "cuda"
+
+
+class ModelOnWorker(WorkerPlugin):
+    """The model, loaded once per worker when registered (and on a worker that joins later), and dropped
+    when unregistered."""
+
+    def __init__(self, model: ResolvedModel, precision: str, data_dir: str) -> None:
+        self.model, self.precision, self.data_dir = asdict(model), precision, data_dir
+        self.encoder = None
+
+    def setup(self, worker) -> None:
+        from tasks.models.encoding import load_model
+
+        model = ResolvedModel(**self.model)
+        model = ResolvedModel(model.name, located(model, self.data_dir), model.source, model.fingerprint)
+        self.encoder = load_model(model, device=worker_device(worker), precision=self.precision)
+
+    def teardown(self, worker) -> None:
+        self.encoder = None
+        gc.collect()
+
+
+def _encoder(plugin: str):
+    from distributed import get_worker
+
+    return get_worker().plugins[plugin].encoder
+
+
+def encode_batches(encoder, batches: Sequence[Sequence[str]], function: str = "encode", **kwargs) -> np.ndarray:
+    """One ``encode`` call per batch (given a longer list, sentence-transformers would re-order it by
+    characters), as float32 rows in the batches' order. ``function``: ``encode`` or mteb's
+    ``encode_query``/``encode_document``."""
+    call = getattr(encoder, function)
+    out = []
+    for batch in batches:
+        vectors = call(list(batch), **kwargs | {"batch_size": len(batch), "show_progress_bar": False})
+        out.append(vectors.float().cpu().numpy() if hasattr(vectors, "cpu") else np.asarray(vectors, np.float32))
+    return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def encode_batches_on_worker(plugin: str, batches: Sequence[Sequence[str]], function: str = "encode", **kwargs):
+    """On a worker: ``encode_batches`` with the model its ``plugin`` loaded."""
+    return encode_batches(_encoder(plugin), batches, function, **kwargs)
+
+
+def _encode_shard(plugin: str, batches: list[list[str]], function: str, kwargs: dict) -> np.ndarray:
+    return encode_batches_on_worker(plugin, batches, function, **kwargs)
+
+
+@dataclass
+class ClusterEncoder:
+    """The model loaded on every worker of ``cluster`` (``model_on_cluster``), ready to take shards."""
+
+    cluster: Cluster
+    plugin: str
+    model: ResolvedModel
+
+    def map_shards(self, fn: Callable, shards: Sequence[tuple], on_done: Callable[[int, object], None]) -> None:
+        """Run ``fn(plugin, *shard)`` for each shard on the workers; ``on_done(i, result)`` as each comes back."""
+        from distributed import as_completed
+
+        resources = self.cluster.encoding_resources()
+        client = self.cluster.client
+        futures = {
+            client.submit(fn, self.plugin, *shard, resources=resources, pure=False, retries=1, priority=-i): i
+            for i, shard in enumerate(shards)
+        }
+        try:
+            for future in as_completed(futures):
+                on_done(futures[future], future.result())
+                future.release()
+        finally:
+            for future in futures:
+                future.cancel()
+
+    def encode(self, batches: list[list[str]], bar=None, function: str = "encode", **kwargs) -> np.ndarray:
+        """The vectors of ``batches`` (concatenated in their order), encoded on the workers shard by shard."""
+        shards = [batches[i : i + BATCHES_PER_SHARD] for i in range(0, len(batches), BATCHES_PER_SHARD)]
+        done: list[np.ndarray | None] = [None] * len(shards)
+
+        def collect(i: int, vectors) -> None:
+            done[i] = vectors
+            if bar is not None:
+                bar.update(sum(len(b) for b in shards[i]))
+
+        self.map_shards(_encode_shard, [(shard, function, kwargs) for shard in shards], collect)
+        return np.concatenate(done) if done else np.zeros((0, 0), dtype=np.float32)
+
+
+@contextlib.contextmanager
+def model_on_cluster(
+    cluster: Cluster, model: ResolvedModel, precision: str | Precision = Precision.FP32
+) -> Iterator[ClusterEncoder]:
+    """``model`` loaded on every worker for the length of the block (``precision``: as ``load_model`` takes
+    it), then unloaded: a worker holds only the models the run is using."""
+    precision = precision.value if isinstance(precision, Precision) else precision
+    name = f"train-embeddings-model-{model.fingerprint[:16]}-{precision}-{uuid.uuid4().hex[:8]}"
+    cluster.client.register_plugin(ModelOnWorker(model, precision, cluster.data_dir), name=name)
+    try:
+        yield ClusterEncoder(cluster, name, model)
+    finally:
+        with contextlib.suppress(Exception):  # a worker gone already has nothing to unload
+            cluster.client.unregister_worker_plugin(name)

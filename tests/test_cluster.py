@@ -16,6 +16,7 @@ from tasks.evaluation.settings import EvalSettings
 from tasks.models.encoding import load_model
 from tasks.models.resolve import BUNDLED_MINILM, resolve_model
 from tasks.negatives.embeddings import SHARDS, _store, encode_cached, sidecar
+from tasks.negatives.index import build_index
 
 pytestmark = pytest.mark.integration
 
@@ -124,3 +125,20 @@ def test_workers_that_cannot_read_the_store_are_refused(store_url):
                 connection.check_workers(cluster)
     finally:
         local.close()
+
+
+@pytest.mark.parametrize("exact_limit", [10_000, 500])  # flat, then IVF (the corpus above the exact limit)
+def test_search_on_the_workers_finds_exactly_the_single_process_neighbours(cluster, exact_limit):
+    rng = np.random.default_rng(0)
+    corpus = rng.normal(size=(2_000, 16)).astype(np.float32)
+    corpus /= np.linalg.norm(corpus, axis=1, keepdims=True)
+    queries = corpus[rng.choice(len(corpus), 700, replace=False)]
+    index = build_index(corpus, exact_limit=exact_limit)
+    assert index.kind.startswith("flat" if exact_limit > len(corpus) else "ivf")
+    with using(None):
+        alone = list(index.search(queries, 10, batch_size=64))
+    spread = list(index.search(queries, 10, batch_size=64))
+    assert [start for start, _, _ in spread] == [start for start, _, _ in alone]
+    for (_, scores_alone, ids_alone), (_, scores_spread, ids_spread) in zip(alone, spread):
+        np.testing.assert_array_equal(ids_spread, ids_alone)
+        np.testing.assert_array_equal(scores_spread, scores_alone)

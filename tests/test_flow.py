@@ -180,6 +180,22 @@ def test_a_runtime_change_alone_is_served_from_the_store(run):
     assert _cached(reseeded)["model"] is False
 
 
+def test_a_run_on_a_local_cluster_mines_trains_and_scores_as_one_process(run, tmp_path):
+    """encode_cluster is a runtime setting: a cold run on two local workers makes the artifacts one process
+    makes, under the same keys: the same triplets (exact search on the workers), model and metrics."""
+    alone = run()
+    spread = run(encode_cluster="local:2", data_dir=str(tmp_path / "data"))
+    assert not any(_cached(spread).values())
+    for stage in ("raw", "pairs", "triplets", "tokens", "model", "base-metrics", "trained-metrics"):
+        assert spread["artifacts"][stage]["key"] == alone["artifacts"][stage]["key"], (
+            stage
+        )  # (the release: each store its own champion history)
+    triplets = [pd.read_parquet(Path(r["artifacts"]["triplets"]["path"]) / "triplets.parquet") for r in (alone, spread)]
+    pd.testing.assert_frame_equal(triplets[1], triplets[0], check_exact=False, atol=1e-5)
+    for metric, pair in alone["metrics"].items():
+        assert spread["metrics"][metric] == pytest.approx(pair, abs=1e-6), metric
+
+
 def test_the_champion_mines_the_next_runs_negatives(run, tmp_path):
     """miner_model=champion: the base model while there is no champion, then the champion, whose new
     fingerprint gives new triplets; evaluation data fingerprints are part of the metrics key."""

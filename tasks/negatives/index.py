@@ -16,6 +16,9 @@ import faiss
 import numpy as np
 from tqdm.auto import tqdm
 
+from tasks.cluster.connection import current_cluster
+from tasks.cluster.search import search_on_cluster
+
 EXACT_LIMIT = 200_000
 
 
@@ -28,11 +31,21 @@ class SearchIndex:
     def search(
         self, queries: np.ndarray, k: int, batch_size: int = 1024
     ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-        """Yield (start row, scores, ids) per batch of queries."""
+        """Yield (start row, scores, ids) per batch of queries, in order: here, or on the run's cluster, whose
+        workers each get the index once and search shards of queries (``search_on_cluster``)."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
+        cluster = current_cluster()
+        if cluster is not None:
+            yield from search_on_cluster(cluster, self, queries, k, batch_size)
+            return
         for start in tqdm(range(0, len(queries), batch_size), desc=f"FAISS {self.kind}", unit="batch"):
             scores, ids = self.index.search(queries[start : start + batch_size], k)
             yield start, scores, ids
+
+    def serialized(self) -> np.ndarray:
+        """The index as bytes (a GPU index is copied to the CPU first), for workers or a file."""
+        index = faiss.index_gpu_to_cpu(self.index) if self.kind.endswith("+gpu") else self.index
+        return faiss.serialize_index(index)
 
 
 def _to_gpu(index: faiss.Index) -> tuple[faiss.Index, bool]:

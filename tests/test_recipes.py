@@ -122,6 +122,7 @@ def test_every_flow_parameter_is_used_by_name_in_the_flow():
 LAYERS = [
     ("store",),
     ("models",),
+    ("cluster",),
     ("pairs",),
     ("negatives", "training", "evaluation"),
     ("report", "promotion"),

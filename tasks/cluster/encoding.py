@@ -153,3 +153,22 @@ def model_on_cluster(
     finally:
         with contextlib.suppress(Exception):  # a worker gone already has nothing to unload
             cluster.client.unregister_worker_plugin(name)
+
+
+@contextlib.contextmanager
+def encoding_pool(
+    model, resolved: ResolvedModel | None, precision: str | Precision = Precision.FP32
+) -> Iterator[object]:
+    """Where ``encode_in_token_order`` sends its batches: the run's cluster, with ``resolved`` (the model
+    ``model`` was loaded from, at ``precision``) loaded on every worker; else ``models.encoding``'s pool (every
+    local GPU at once when there are several, or this process)."""
+    from tasks.cluster.connection import current_cluster
+    from tasks.models import encoding
+
+    cluster = current_cluster()
+    if cluster is None or resolved is None:
+        with encoding.encoding_pool(model) as pool:
+            yield pool
+        return
+    with model_on_cluster(cluster, resolved, precision) as remote:
+        yield remote

@@ -6,15 +6,12 @@ the same nprobe (its recall is measured as before)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from tasks.cluster.connection import Cluster
-
-if TYPE_CHECKING:
-    from tasks.negatives.index import SearchIndex
 
 BATCHES_PER_SHARD = 16
 _loaded: dict[str, object] = {}  # on a worker: the index by its scattered key, deserialized once
@@ -35,9 +32,10 @@ def _search_shard(key: str, serialized, nprobe: int | None, queries: np.ndarray,
 
 
 def search_on_cluster(
-    cluster: Cluster, index: SearchIndex, queries: np.ndarray, k: int, batch_size: int
+    cluster: Cluster, index: Any, queries: np.ndarray, k: int, batch_size: int
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-    """(start row, scores, ids) per batch of queries, in order, searched on the cluster's workers."""
+    """(start row, scores, ids) per batch of queries, in order, searched on the cluster's workers (``index``: a
+    ``negatives.index.SearchIndex``)."""
     from distributed import as_completed
 
     client = cluster.client

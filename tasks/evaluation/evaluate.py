@@ -13,11 +13,12 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
+from tasks.cluster.encoding import encoding_pool
 from tasks.evaluation import mteb_tasks
 from tasks.evaluation.data import bundled_task_data, stsb_pairs
 from tasks.evaluation.settings import STSB_SPLITS, EvalSettings, dimension_metric
 from tasks.evaluation.stsb import spearman_scores, stsb_similarities
-from tasks.models.encoding import encoding_batch_size, encoding_pool
+from tasks.models.encoding import encoding_batch_size
 from tasks.models.resolve import ResolvedModel, check_dims
 from tasks.store.artifacts import write_parquet
 from tasks.store.catalog import METRICS_FILE, METRICS_JSON, STSB_PAIRS_FILE

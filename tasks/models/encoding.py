@@ -43,23 +43,11 @@ def load_model(model: ResolvedModel, device: str | None = None, precision: str |
 
 
 @contextlib.contextmanager
-def encoding_pool(
-    model, resolved: ResolvedModel | None = None, precision: str | Precision = Precision.FP32
-) -> Iterator[object | None]:
-    """Where ``encode_in_token_order`` sends its batches: the run's cluster (``encode_cluster``), with
-    ``resolved`` (the model ``model`` was loaded from, at ``precision``) loaded on every worker; else
-    sentence-transformers' multi-process pool over every GPU when there are several; else None (this process)."""
+def encoding_pool(model) -> Iterator[dict | None]:
+    """sentence-transformers' multi-process pool over every GPU when there are several, else None: mining
+    and evaluation then encode on all of them at once (a run's cluster: ``cluster.encoding.encoding_pool``)."""
     import torch
 
-    from tasks.cluster.connection import current_cluster
-
-    cluster = current_cluster()
-    if cluster is not None and resolved is not None:
-        from tasks.cluster.encoding import model_on_cluster
-
-        with model_on_cluster(cluster, resolved, precision) as remote:
-            yield remote
-        return
     if torch.cuda.device_count() < 2 or str(model.device) == "cpu":  # exports and CPU models: this process
         yield None
         return

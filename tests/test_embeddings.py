@@ -114,3 +114,21 @@ def test_a_shard_set_aside_by_another_run_meanwhile_is_only_missing(tmp_path, ti
     again, encoded = encode_cached(tmp_path, model, ["a cat", "a dog"])
     assert encoded == 2
     np.testing.assert_allclose(again, first, atol=1e-6)
+
+
+def test_a_run_reads_only_the_shards_holding_its_texts(tmp_path, tiny_bert, monkeypatch):
+    """A cache shared by many runs grows without bound; a run's memory must not: from each shard only its hash
+    column is read, and only the shards holding wanted texts are read whole (and checked), only their rows kept."""
+    model = resolve_model(str(tiny_bert))
+    corpus = [f"text number {i}" for i in range(40)]
+    _, encoded = encode_cached(tmp_path, model, corpus, batch_size=4, chunk=8)  # 5 shards of 8 texts
+    assert encoded == 40 and len(list(_store(tmp_path, model).glob("shard-*.parquet"))) == 5
+    read_whole = []
+    checked = embeddings._checked_table
+    monkeypatch.setattr(embeddings, "_checked_table", lambda shard: read_whole.append(shard) or checked(shard))
+    index, matrix = embeddings._cached(_store(tmp_path, model), [embeddings.text_hash(t) for t in corpus[:3]])
+    assert len(read_whole) == 1  # the first three texts: one shard (the longest-first batches share one)
+    assert matrix.shape == (3, 32) and len(index) == 3
+    vectors, encoded = encode_cached(tmp_path, model, corpus[:3])
+    assert encoded == 0
+    np.testing.assert_array_equal(vectors, matrix[[index[embeddings.text_hash(t)] for t in corpus[:3]]])

@@ -17,7 +17,7 @@ from prefect import flow, get_run_logger
 
 from flows.watchdog import guard_this_process
 from tasks import stages
-from tasks.cluster.connection import ClusterSpec, connected
+from tasks.cluster.connection import connected
 from tasks.evaluation.evaluate import read_metrics
 from tasks.evaluation.settings import DEFAULT_TASKS, EvalSettings
 from tasks.models.resolve import (
@@ -39,7 +39,8 @@ from tasks.store.artifacts import find
 from tasks.store.champion import read_champion
 from tasks.store.leases import leased
 from tasks.store.runs import ModelFacts, RunArtifacts, RunRecord, manifest_facts, write_run_record
-from tasks.training.distributed import processes_for
+from tasks.training.distributed import training_processes
+from tasks.training.nodes import check_nodes
 from tasks.training.recipe import TrainRecipe, TrainRuntime
 
 
@@ -58,7 +59,7 @@ def check_settings(chosen: Choices, max_pairs: int | None, mining: MiningConfig,
     mining.check()
     recipe.check()
     runtime.check()
-    recipe.per_device_batch(processes_for(runtime))
+    recipe.per_device_batch(training_processes(runtime), runtime.nodes)
     if max_pairs is not None and max_pairs < 1:
         raise ValueError(f"parameter max_pairs: must be positive or None, got {max_pairs}")
     settings.check(hub_reachable)
@@ -134,6 +135,7 @@ def train_embeddings(
     mini_batch_size: int | None = None,
     checkpoint_steps: int = 500,
     processes: int = 0,
+    nodes: int = 1,
     encode_cluster: str | None = None,
     unpad: bool = True,
     attention: str = "auto",
@@ -156,17 +158,16 @@ def train_embeddings(
     1 epoch, batch 32, learning rate 5e-5, 100 warmup and evaluation steps, fp16 on CUDA.
     ``matryoshka_dims`` trains inside MatryoshkaLoss and scores STS-B at each dimension (``eval_dims``
     scores other dimensions, or any model's truncations).
-    ``miner_model="champion"`` mines (and guides GIST) with the current champion, the base model while
-    there is none.
+    ``miner_model="champion"`` mines (and guides GIST) with the current champion (the base model while none).
     ``eval_tasks`` are MTEB task names (default Banking77Classification; STSBenchmark is bundled too).
     ``eval_limit`` caps evaluation rows per split (for quick runs); ``max_steps`` caps training.
     ``eval_precision``: fp32 by default on every device, so scores compare across machines; a GPU may
     evaluate in ``bf16`` or ``fp16`` (faster, its own metrics, compared only with models scored alike).
     The trained model becomes the champion only if it beats the current one on ``promote_metric``,
     evaluated the same way, by at least ``min_gain`` and (STS-B) with a paired bootstrap interval of the
-    gain above zero. ``checkpoint_steps``, ``eval_steps``, ``processes``, ``unpad``, ``attention``
-    and ``compile`` decide only how training runs: changing them alone is served from the store, and so does
-    ``encode_cluster``: a Dask scheduler (``tcp://host:8786``) or ``local:N`` workers to encode and train on.
+    gain above zero. ``checkpoint_steps``, ``eval_steps``, ``processes`` (per node), ``nodes``, ``unpad``,
+    ``attention``, ``compile`` and ``encode_cluster`` (a Dask scheduler ``tcp://host:8786`` or ``local:N``
+    workers, to encode, search and train on) decide only how the work runs: alone, served from the store.
     ``export_formats`` (onnx, onnx-int8, openvino, openvino-int8, static; none by default) are written
     beside the model, each measured against it when ``compare_exports``; every run ends with a release
     folder: the model, its card (lineage) and those exports. ``push_to_hub`` (``org/name``) publishes that
@@ -221,6 +222,7 @@ def train_embeddings(
         eval_steps=chosen.eval_steps,
         checkpoint_steps=checkpoint_steps,
         processes=processes,
+        nodes=nodes,
         unpad=unpad,
         attention=attention,
         compile=compile,
@@ -232,15 +234,13 @@ def train_embeddings(
         precision=eval_precision,
     )
     formats = exports.check_formats(export_formats or [])
-    ClusterSpec.parse(encode_cluster)  # a malformed setting fails now; an unreachable one when connecting
     check_settings(chosen, max_pairs, mining, train_recipe, runtime, settings, promote_metric, min_gain, push_to_hub,
                    hub_token_block)  # fmt: skip
-    log = get_run_logger()
     os.environ.setdefault("WANDB_DISABLED", "true")
     data_dir = placement.settle(data_dir)  # a URL store reachable, no temporary folder, a sound champion record
-    with connected(encode_cluster, data_dir):  # checked now; mining, training and evaluation fan out to it
-        # 1. Load and validate the rows (before any model is touched), a hub source at the commit its revision
-        #    names now: the commit keys the artifact, a new one retrains; its columns are checked at that commit
+    with connected(encode_cluster, data_dir) as cluster:  # checked now: encoding, search, training nodes go to it
+        check_nodes(runtime, cluster)
+        # 1. The rows, checked before any model loads; a hub source pinned to a commit (which keys the rows)
         source = sources.pin_source(chosen.nli_source)
         check_source(source, chosen.loss, mining.strategy)
         raw = stages.load_pairs(source, max_pairs, data_dir)
@@ -292,7 +292,7 @@ def train_embeddings(
         record = replace(record, pushed=pushed)
     record = write_run_record(data_dir, record)
     for metric, pair in record.metrics.items():
-        log.info("%s: %.4f → %.4f", metric, pair["base"], pair["trained"])
+        get_run_logger().info("%s: %.4f → %.4f", metric, pair["base"], pair["trained"])
     return record.as_dict()
 
 

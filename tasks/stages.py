@@ -36,7 +36,7 @@ from tasks.store import catalog
 from tasks.store.artifacts import ArtifactRef, Built, materialize, read_manifest, write_parquet
 from tasks.store.catalog import VERSIONS
 from tasks.store.runs import RunRecord
-from tasks.training import attention, devices, distributed, gpu_slot, tokens
+from tasks.training import attention, devices, distributed, nodes, tokens
 from tasks.training.recipe import TrainRecipe, TrainRuntime
 from tasks.training.trainer import train_model
 
@@ -165,13 +165,12 @@ def train(
     guide_location = None if guide is None else guide.location
 
     def build(folder) -> Built:
-        device = devices.device_name()
+        device = devices.device_name() if runtime.nodes == 1 else f"{runtime.nodes} nodes × {runtime.processes}"
         get_run_logger().info("training %s with %s loss on %s", base.name, recipe.loss, device)
         ids, sts = tokens.read_tokens(data.folder), stsb_pairs("validation")
-        with gpu_slot.training_slot(device):  # one training at a time on a GPU machine; data stages never wait
-            if distributed.processes_for(runtime) > 1:
-                summary = distributed.train_distributed(base.location, ids, sts, recipe, runtime, folder,
-                                                        guide_location)  # fmt: skip
+        with nodes.training_slot(device, runtime):  # one training at a time on a GPU machine; data stages never wait
+            if distributed.training_processes(runtime) > 1:  # torchrun: here, or across encode_cluster's nodes
+                summary = nodes.train_launched(base.location, ids, sts, recipe, runtime, folder, guide_location)
             else:
                 progress = TrainingProgress(f"training {recipe.loss} on {device}")
                 summary = train_model(base.location, ids, sts, recipe, runtime, folder, [progress], guide_location)

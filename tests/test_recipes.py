@@ -102,8 +102,8 @@ def test_the_recipe_holds_what_changes_the_weights_and_the_runtime_how_it_runs()
         "batch_sampler", "mini_batch_size", "matryoshka_dims",
     }  # fmt: skip
     assert {f.name for f in fields(TrainRuntime)} == {
-        "eval_steps", "checkpoint_steps", "processes", "dataloader_workers", "unpad", "attention", "compile",
-        "report_to", "chunk_cost",
+        "eval_steps", "checkpoint_steps", "processes", "nodes", "dataloader_workers", "unpad", "attention",
+        "compile", "report_to", "chunk_cost",
     }  # fmt: skip
 
 

@@ -2,12 +2,14 @@
 
 Each process runs the same ``train_model`` on its share of every global batch (the Trainer reads the
 torchrun environment, the in-batch losses gather embeddings across processes); process zero saves
-the model and its summary, which the task collects. One GPU, or the CPU, trains in process.
+the model and its summary, which the task collects. One GPU, or the CPU, trains in process; several
+machines each run a torchrun agent of one launch (``nodes.py``).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from dataclasses import asdict, replace
@@ -53,6 +55,11 @@ def shared_mini_batch(model_location: str, train, recipe: TrainRecipe, per_devic
     return mini_batch_for(recipe.mini_batch_size, True, model, lengths, per_device, free)
 
 
+def training_processes(runtime: TrainRuntime) -> int:
+    """Every training process of a run: nodes × processes per node (the global batch is split over them)."""
+    return runtime.nodes * processes_for(runtime)
+
+
 def train_distributed(
     model_location: str,
     train: pd.DataFrame | TokenizedData,
@@ -65,7 +72,37 @@ def train_distributed(
     """Run ``train_model`` under torchrun with ``processes_for(runtime)`` processes; return its summary."""
     per_device = recipe.per_device_batch(processes_for(runtime))  # an uneven split fails here, not in every process
     recipe = replace(recipe, mini_batch_size=shared_mini_batch(model_location, train, recipe, per_device))
-    spec_dir = out_dir / "_ddp"
+    spec_path = write_spec(model_location, train, sts_validation, recipe, runtime, out_dir, guide_location)
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={processes_for(runtime)}",
+        "-m",
+        "tasks.training.distributed",
+        str(spec_path),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"distributed training failed ({done.returncode}):\n{done.stderr[-4000:]}")
+    summary = json.loads((out_dir / "training.json").read_text())
+    shutil.rmtree(spec_path.parent)
+    return summary
+
+
+def write_spec(
+    model_location: str,
+    train: pd.DataFrame | TokenizedData,
+    sts_validation: pd.DataFrame,
+    recipe: TrainRecipe,
+    runtime: TrainRuntime,
+    out_dir: Path,
+    guide_location: str | None,
+) -> Path:
+    """The launch's inputs in ``out_dir/_ddp``, which every torchrun process reads: the training data, the
+    STS-B pairs and spec.json (absolute paths: a process on another node has its own working directory)."""
+    spec_dir = out_dir.resolve() / "_ddp"
     spec_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = None
     if isinstance(train, TokenizedData):
@@ -78,30 +115,18 @@ def train_distributed(
         "model": model_location,
         "recipe": asdict(recipe),
         "runtime": asdict(runtime),
-        "out": str(out_dir),
+        "out": str(out_dir.resolve()),
         "dir": str(spec_dir),
         "tokenizer": tokenizer,
         "guide": guide_location,
     }
     (spec_dir / "spec.json").write_text(json.dumps(spec))
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={processes_for(runtime)}",
-        "-m",
-        "tasks.training.distributed",
-        str(spec_dir / "spec.json"),
-    ]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"distributed training failed ({done.returncode}):\n{done.stderr[-4000:]}")
-    summary = json.loads((out_dir / "training.json").read_text())
-    for leftover in spec_dir.iterdir():
-        leftover.unlink()
-    spec_dir.rmdir()
-    return summary
+    return spec_dir / "spec.json"
+
+
+def spec_recipe(spec: dict) -> TrainRecipe:
+    """The recipe as spec.json holds it (JSON has lists where the recipe has tuples)."""
+    return TrainRecipe(**spec["recipe"] | {"matryoshka_dims": tuple(spec["recipe"]["matryoshka_dims"])})
 
 
 def read_training_data(folder: Path, tokenizer: dict | None) -> pd.DataFrame | TokenizedData:
@@ -123,7 +148,7 @@ def main(spec_path: str) -> None:
         spec["model"],
         read_training_data(folder, spec["tokenizer"]),
         pd.read_parquet(folder / "sts.parquet"),
-        TrainRecipe(**spec["recipe"] | {"matryoshka_dims": tuple(spec["recipe"]["matryoshka_dims"])}),
+        spec_recipe(spec),
         TrainRuntime(**spec["runtime"]),
         Path(spec["out"]),
         guide_location=spec["guide"],

@@ -3,7 +3,7 @@
 ``TrainRecipe`` holds every setting that changes the trained weights: the loss, epochs, the global
 batch, learning rate, warmup, seed, precision, sampler, the cached loss's mini batch and the
 Matryoshka dimensions. It is the model artifact's key. ``TrainRuntime`` holds what only decides how
-the work runs: checkpoint cadence, processes, loader workers, unpadding and the attention kernel
+the work runs: checkpoint cadence, nodes and processes, loader workers, unpadding and the attention kernel
 (the same model up to rounding), ``torch.compile``, trackers and the evaluation cadence during
 training. It never enters a key, so a changed cadence or another GPU count is served from the store.
 (Hugging Face's ``TrainingArguments`` mixes the two; the trainer builds it from both.)
@@ -25,7 +25,7 @@ class TrainRecipe:
 
     loss: str = "mnr"
     epochs: float = 1.0
-    batch_size: int = 32  # the global batch: each of N processes takes batch_size / N
+    batch_size: int = 32  # the global batch: each of N processes (on every node) takes batch_size / N
     learning_rate: float = 5e-5
     warmup_steps: int = 100  # -1: a warmup ratio of 0.1
     max_steps: int = -1
@@ -59,12 +59,14 @@ class TrainRecipe:
             raise ValueError("parameter matryoshka_dims: SoftmaxLoss's classifier needs the full dimension")
         check_dims(self.matryoshka_dims, model_dimension, "matryoshka_dims")
 
-    def per_device_batch(self, processes: int) -> int:
-        """Each process's share of the global batch; refused when it does not divide evenly."""
+    def per_device_batch(self, processes: int, nodes: int = 1) -> int:
+        """Each process's share of the global batch, ``processes`` being all of them (on every node: ``nodes``
+        only words the message); refused when it does not divide evenly."""
         if self.batch_size % processes:
+            across = f" ({nodes} nodes × {processes // nodes})" if nodes > 1 else ""
             raise ValueError(
                 f"parameter batch_size: {self.batch_size} is the global batch and does not divide evenly "
-                f"over {processes} training processes"
+                f"over {processes} training processes{across}"
             )
         return self.batch_size // processes
 
@@ -75,7 +77,8 @@ class TrainRuntime:
 
     eval_steps: int = 100  # STS-B validation every N steps during training (0: off)
     checkpoint_steps: int = 500  # a checkpoint every N steps, to resume an interrupted run (0: none)
-    processes: int = 0  # data-parallel training processes; 0: one per GPU when there are several, else 1
+    processes: int = 0  # data-parallel training processes per node; 0: one per GPU when there are several, else 1
+    nodes: int = 1  # machines training together (torchrun on encode_cluster's GPU workers); 1: this machine
     dataloader_workers: int = -1  # -1: 2 on CUDA (with pinned memory), 0 on CPU
     unpad: bool = True  # compute on real tokens: flash attention's unpadding, else length-grouped chunks
     attention: str = "auto"  # "auto": flash attention where installed on CUDA, else SDPA; or a transformers name
@@ -88,6 +91,10 @@ class TrainRuntime:
             raise ValueError(f"parameter attention: {self.attention!r} is not one of {ATTENTION}")
         if self.processes < 0:
             raise ValueError(f"parameter processes: 0 (one per GPU) or a count, got {self.processes}")
+        if self.nodes < 1:
+            raise ValueError(f"parameter nodes: 1 (this machine) or more training nodes, got {self.nodes}")
+        if self.nodes > 1 and self.processes == 0:  # 0 would count this machine's GPUs, not a node's
+            raise ValueError(f"parameter processes: with nodes={self.nodes}, give the processes per node (its GPUs)")
 
 
 def recipe_and_runtime(**settings) -> tuple[TrainRecipe, TrainRuntime]:

@@ -25,7 +25,6 @@ from tasks.evaluation.evaluate import evaluate_model, read_metrics, write_metric
 from tasks.evaluation.settings import EvalSettings
 from tasks.models import network
 from tasks.models.encoding import load_model
-from tasks.models.precision import runs_as
 from tasks.models.resolve import ResolvedModel
 from tasks.negatives import mining, strategies
 from tasks.pairs import labels, sources
@@ -125,9 +124,9 @@ def tokenize(data: ArtifactRef, base: ResolvedModel, loss: str, data_dir: str) -
     spec = tokens.tokenizer_spec(model)
 
     def build(folder) -> Built:
-        frame = _read(data, catalog.TRIPLETS_FILE if data.stage == "triplets" else catalog.PAIRS_FILE)
+        path = data.folder / (catalog.TRIPLETS_FILE if data.stage == "triplets" else catalog.PAIRS_FILE)
         progress = StageProgress(f"tokenizing with {base.name}")
-        table = tokens.tokenize_frame(frame, loss, model, progress=progress.update)
+        table = tokens.tokenize_file(path, loss, model, progress=progress.update)  # Arrow columns, never pandas
         tokens.lengths_histogram(table, folder / catalog.LENGTHS_PLOT)
         return Built(tokens.write_tokens(table, folder), {"columns": tokens.describe(table, spec)})
 
@@ -143,7 +142,7 @@ def model_key_params(
     here (the CPU trains fp32 whatever is asked), GIST's guide, and (only when it is so) that an attention
     kernel asked for by name leaves the model's attention dropout out. Nothing else of the runtime."""
     params = {"base_model": base.fingerprint, **unless_off(asdict(recipe), matryoshka_dims=())}
-    params["precision"] = runs_as(recipe.precision).mixed_precision
+    params["precision"] = nodes.trains_as(recipe.precision, runtime).mixed_precision  # here, or on the nodes
     if attention.attention_dropout_of(base.location) > 0 and not attention.applies_attention_dropout(runtime.attention):
         params["attention_dropout"] = False
     if guide is not None:

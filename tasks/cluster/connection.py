@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import os
 import re
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +75,16 @@ class Cluster:
         """Encoding goes to the GPU workers when some declare one, else to every worker."""
         return {GPU: 1} if self.gpu_workers() else None
 
+    def runs_as(self, requested: str) -> str:
+        """What the encoding workers run ``requested`` precision as (``models.precision.runs_as`` on each), which
+        must be one answer: vectors of one run go to one store, and scores to one key."""
+        answers = self.client.run(_runs_as_here, str(requested), workers=self.gpu_workers() or None)
+        found = sorted(set(answers.values()))
+        if len(found) != 1:
+            raise ClusterError(f"parameter {PARAMETER}={self.spec.describe()}: its workers run precision {requested} "
+                               f"as {found} ({answers}); give the cluster workers of one kind")  # fmt: skip
+        return found[0]
+
 
 _current: contextvars.ContextVar[Cluster | None] = contextvars.ContextVar("encode_cluster", default=None)
 
@@ -98,7 +108,11 @@ def _start(spec: ClusterSpec) -> tuple[Any, Any]:
             scheduler_port=0,
             env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"},
         )
-        return Client(local), local
+        try:
+            return Client(local), local
+        except BaseException:
+            local.close()
+            raise
     try:
         return Client(spec.address, timeout=CONNECT_TIMEOUT), None
     except (OSError, TimeoutError) as exc:
@@ -107,6 +121,15 @@ def _start(spec: ClusterSpec) -> tuple[Any, Any]:
             f"{CONNECT_TIMEOUT} s ({type(exc).__name__}: {exc}); start it with `dask scheduler` and its workers "
             "with `dask worker <address>`, or run without encode_cluster"
         ) from None
+
+
+def _runs_as_here(requested: str) -> str:
+    """On a worker: what ``requested`` runs as on its device (the CPU: fp32)."""
+    import torch
+
+    from tasks.models.precision import runs_as
+
+    return runs_as(requested, "cuda" if torch.cuda.is_available() else "cpu").value
 
 
 def _worker_report(data_dir: str, probe: str | None, packages: tuple[str, ...]) -> dict:
@@ -144,7 +167,7 @@ def check_workers(cluster: Cluster) -> None:
     if not remote.is_url(cluster.data_dir):
         folder = Path(cluster.data_dir).resolve()
         folder.mkdir(parents=True, exist_ok=True)
-        probe_path = folder / f".cluster-probe-{os.getpid()}"
+        probe_path = folder / f".cluster-probe-{uuid.uuid4().hex}"
         probe_path.write_text("probe\n")
         probe = str(probe_path)
     try:

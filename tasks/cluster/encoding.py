@@ -27,9 +27,18 @@ BATCHES_PER_SHARD = 8  # a shard: this many encoding batches (4,096 texts on a G
 
 
 def located(model: ResolvedModel, data_dir: str) -> str:
-    """Where ``model`` lies on this worker: its own location when the worker sees it (the bundled model, a
-    shared folder), else, for a model of a URL store, the worker's own copy pulled from the store."""
-    if Path(model.location).exists() or model.source != "local":
+    """Where ``model`` lies on this worker, the same model the run resolved (by fingerprint): a local folder the
+    worker sees (a shared one), a trained model of a URL store pulled into the worker's own mirror, or a hub or
+    bundled model resolved again here (its own cache or package)."""
+    from tasks.models.resolve import resolve_model
+
+    if model.source != "local":
+        here = resolve_model(model.name)
+        if here.fingerprint != model.fingerprint:
+            raise FileNotFoundError(f"model {model.name!r}: this worker resolves {here.fingerprint}, the run "
+                                    f"{model.fingerprint}")  # fmt: skip
+        return here.location
+    if Path(model.location).exists():
         return model.location
     from tasks.store import remote
     from tasks.store.artifacts import find
@@ -38,7 +47,7 @@ def located(model: ResolvedModel, data_dir: str) -> str:
         found = find(data_dir, "models", model.name.removeprefix("models/"))
         if found is not None:
             return str(found.folder / "model")
-    raise FileNotFoundError(f"model {model.name!r}: {model.location} is not on worker, nor in the store {data_dir}")
+    raise FileNotFoundError(f"model {model.name!r}: {model.location} is not on this worker, nor in store {data_dir}")
 
 
 def worker_device(worker) -> str:
@@ -62,14 +71,26 @@ class ModelOnWorker(WorkerPlugin):
 
     def setup(self, worker) -> None:
         from tasks.models.encoding import load_model
+        from tasks.models.precision import runs_as
 
+        device = worker_device(worker)
+        if runs_as(self.precision, device).value != self.precision:  # the run keys and stores by this precision
+            raise ValueError(f"encode_cluster: worker {worker.address} runs {self.precision} as "
+                             f"{runs_as(self.precision, device).value} on {device}")  # fmt: skip
         model = ResolvedModel(**self.model)
-        model = ResolvedModel(model.name, located(model, self.data_dir), model.source, model.fingerprint)
-        self.encoder = load_model(model, device=worker_device(worker), precision=self.precision)
+        try:
+            model = ResolvedModel(model.name, located(model, self.data_dir), model.source, model.fingerprint)
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"encode_cluster: worker {worker.address}: {exc}") from None
+        self.encoder = load_model(model, device=device, precision=self.precision)
 
     def teardown(self, worker) -> None:
+        import torch
+
         self.encoder = None
         gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()  # the GPU's memory back for what runs next there (training)
 
 
 def _encoder(plugin: str):
@@ -147,8 +168,8 @@ def model_on_cluster(
     it), then unloaded: a worker holds only the models the run is using."""
     precision = precision.value if isinstance(precision, Precision) else precision
     name = f"train-embeddings-model-{model.fingerprint[:16]}-{precision}-{uuid.uuid4().hex[:8]}"
-    cluster.client.register_plugin(ModelOnWorker(model, precision, cluster.data_dir), name=name)
-    try:
+    try:  # registered inside: a worker whose setup fails must not leave the model loaded on the others
+        cluster.client.register_plugin(ModelOnWorker(model, precision, cluster.data_dir), name=name)
         yield ClusterEncoder(cluster, name, model)
     finally:
         with contextlib.suppress(Exception):  # a worker gone already has nothing to unload

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from tasks.cluster.connection import Cluster
 
 BATCHES_PER_SHARD = 16
-_loaded: dict[str, object] = {}  # on a worker: the index by its scattered key, deserialized once
+_loaded: dict[str, object] = {}  # on a worker: the index by its scattered key, deserialized once per search
 
 
 def _search_shard(key: str, serialized, nprobe: int | None, queries: np.ndarray, k: int, batch_size: int):
@@ -23,7 +23,7 @@ def _search_shard(key: str, serialized, nprobe: int | None, queries: np.ndarray,
 
     index = _loaded.get(key)
     if index is None:
-        _loaded.clear()  # one index at a time: a worker never holds a past run's candidates
+        _loaded.clear()  # one index at a time
         index = _loaded[key] = faiss.deserialize_index(serialized)
         if nprobe is not None:
             index.nprobe = nprobe
@@ -65,3 +65,4 @@ def search_on_cluster(
         for future in futures:
             future.cancel()
         shared.release()
+        client.run(_loaded.clear)  # no worker keeps the candidates past the search

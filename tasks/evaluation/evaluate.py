@@ -67,7 +67,7 @@ def evaluate_model(
     stsb = {split: stsb_pairs(split, settings.limit) for split in STSB_SPLITS}  # each file read once
     tasks = {name: bundled_task_data(name, settings.limit) for name in settings.tasks}
     fraction = _Fraction(texts_expected(stsb, tasks), progress)
-    with encoding_pool(model, resolved, settings.precision) as pool:
+    with encoding_pool(model, resolved, settings.effective_precision) as pool:  # the precision the metrics key holds
         with tqdm(desc="evaluating: STS-B", unit="text", total=sum(2 * len(p) for p in stsb.values())) as bar:
             similarities = stsb_similarities(model, stsb, settings.dims, mteb_tasks.Tally(bar, fraction.update), pool)
         out_dir.mkdir(parents=True, exist_ok=True)

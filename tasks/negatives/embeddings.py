@@ -187,8 +187,9 @@ def _encode_and_cache(plugin: str, data_dir: str, model: dict, precision: str, h
     return len(hashes)
 
 
-def _encode_missing(store: Path, data_dir: str | Path, model: ResolvedModel, missing: dict[str, str],
-                    batch_size: int | None, progress: Callable[[float], None] | None, chunk: int) -> None:  # fmt: skip
+def _encode_missing(store: Path, data_dir: str | Path, model: ResolvedModel, precision: Precision,
+                    missing: dict[str, str], batch_size: int | None, progress: Callable[[float], None] | None,
+                    chunk: int) -> None:  # fmt: skip
     """Encode the ``missing`` texts (hash → text) and write them to ``store`` a shard every ``chunk`` texts:
     in this process (on every local GPU at once when there are several), or on the run's cluster."""
     cluster = current_cluster()
@@ -201,8 +202,7 @@ def _encode_missing(store: Path, data_dir: str | Path, model: ResolvedModel, mis
     shards = [batches[first : first + per_shard] for first in range(0, len(batches), per_shard)]
     with tqdm(total=len(todo), desc="encoding", unit="text") as bar:
         if cluster is not None:
-            precision = runs_as(MINING_PRECISION)
-            with model_on_cluster(cluster, model, MINING_PRECISION) as remote:
+            with model_on_cluster(cluster, model, precision) as remote:
                 work = [(str(data_dir), asdict(model), precision.value, [todo_hashes[i] for b in shard for i in b],
                          [[todo[i] for i in b] for b in shard]) for shard in shards]  # fmt: skip
 
@@ -236,12 +236,14 @@ def encode_cached(
     written as a shard every ``chunk`` texts, so an interrupted run keeps what it encoded and
     ``progress(fraction)`` can report as it goes. Only the vectors of ``texts`` are read from the cache.
     """
-    store = _store(data_dir, model)
+    cluster = current_cluster()  # its workers' precision names the store (a CPU flow may mine on GPU workers)
+    precision = Precision(cluster.runs_as(MINING_PRECISION)) if cluster else runs_as(MINING_PRECISION)
+    store = _store(data_dir, model, precision)
     hashes = [text_hash(t) for t in texts]
     index, matrix = _cached(store, hashes)
     missing = {h: t for h, t in zip(hashes, texts) if h not in index}
     if missing:
-        _encode_missing(store, data_dir, model, missing, batch_size, progress, chunk)
+        _encode_missing(store, data_dir, model, precision, missing, batch_size, progress, chunk)
         index, matrix = _cached(store, hashes)
     absent = [h for h in hashes if h not in index]
     if absent:  # only if a shard written just now failed its check: the disk is failing

@@ -184,10 +184,11 @@ def read_json(data: bytes) -> pd.DataFrame:
     raise FormatError("an object whose values are not all lists or all objects; expected columns of values")
 
 
-def check_utf8(table: pa.Table) -> None:
-    """Parquet stores strings unchecked; invalid UTF-8 would fail deep inside pandas, without a column."""
+def check_utf8(table: pa.Table, first_row: int = 0) -> None:
+    """Parquet stores strings unchecked; invalid UTF-8 would fail deep inside pandas, without a column.
+    ``first_row``: the table's first row in the file (a row group's), so the message names the file's row."""
     for name, column in zip(table.column_names, table.columns):
-        offset = 0
+        offset = first_row
         for chunk in column.chunks:
             try:
                 chunk.validate(full=True)
@@ -208,6 +209,18 @@ def read_parquet(source) -> pd.DataFrame:
     """Every stored column as a column: pandas' metadata is ignored, so a column saved as the index stays one."""
     parquet = pq.ParquetFile(source)
     require_unique(parquet.schema_arrow.names)
-    table = parquet.read()
-    check_utf8(table)
-    return table.to_pandas(ignore_metadata=True)
+    dictionaries = any(pa.types.is_dictionary(field.type) for field in parquet.schema_arrow)
+    if parquet.num_row_groups <= 1 or dictionaries:  # categories could differ by row group: read whole
+        table = parquet.read()
+        check_utf8(table)
+        return table.to_pandas(ignore_metadata=True)
+    # a row group at a time, so the file's Arrow copy never sits whole beside the frame made of it; the
+    # groups' frames concatenate to the whole table's dtypes (an integer column with a null anywhere: float)
+    frames, first_row = [], 0
+    for group in range(parquet.num_row_groups):
+        table = parquet.read_row_group(group)
+        check_utf8(table, first_row)
+        first_row += table.num_rows
+        frames.append(table.to_pandas(ignore_metadata=True))
+        del table
+    return pd.concat(frames, ignore_index=True)

@@ -14,13 +14,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import shutil
 import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -29,14 +24,13 @@ from pathlib import Path
 import pandas as pd
 
 from tasks.cluster.connection import Cluster, current_cluster
+from tasks.models.precision import Precision, runs_as
 from tasks.training import distributed, gpu_slot
+from tasks.training.node_agent import POLL_SECONDS, free_port, run_agent
 from tasks.training.recipe import TrainRecipe, TrainRuntime
 from tasks.training.tokens import TokenizedData
 
-POLL_SECONDS = 1.0  # how often the flow looks at the nodes, and each node at its agent and the stop signal
 STOP_GRACE_SECONDS = 30.0  # once a node failed, how long the others get to stop before their tasks are let go
-TAIL_CHARS = 3000  # of each failed node's torchrun output, in the error
-IFNAME_VARS = ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME")  # the interface gloo and NCCL talk over
 
 
 @dataclass(frozen=True)
@@ -48,6 +42,12 @@ class Node:
 
     def __str__(self) -> str:
         return f"worker {self.worker} (host {self.host})"
+
+
+def _has_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def training_nodes(cluster: Cluster) -> list[Node]:
@@ -64,11 +64,23 @@ def check_nodes(runtime: TrainRuntime, cluster: Cluster | None) -> list[Node]:
         raise ValueError(f"parameter nodes: {runtime.nodes} training nodes needs encode_cluster, a Dask cluster "
                          "whose GPU workers train (tcp://scheduler:8786, local:N); or nodes=1")  # fmt: skip
     nodes = training_nodes(cluster)
+    if cluster.spec.local_workers and not cluster.gpu_workers() and _has_gpu():  # every agent would take cuda:0..
+        raise ValueError(f"parameter nodes: local:{cluster.spec.local_workers} workers share this machine's GPUs; "
+                         "train on one machine with processes=<its GPUs> instead")  # fmt: skip
     if len(nodes) < runtime.nodes:
         kind = "GPU workers" if cluster.gpu_workers() else "workers (none declares a GPU)"
         raise ValueError(f"parameter nodes: {runtime.nodes}, but encode_cluster={cluster.spec.describe()} has "
                          f"{len(nodes)} {kind}: {', '.join(n.worker for n in nodes) or 'none'}")  # fmt: skip
     return nodes[: runtime.nodes]
+
+
+def trains_as(requested: str, runtime: TrainRuntime) -> Precision:
+    """The precision training really runs in, which the model's key holds: the nodes' (GPU workers train in
+    half precision even when this machine has no GPU), else this machine's."""
+    cluster = current_cluster()
+    if runtime.nodes > 1 and cluster is not None:
+        return Precision(cluster.runs_as(requested))
+    return runs_as(requested)
 
 
 def training_slot(device: str, runtime: TrainRuntime) -> contextlib.AbstractContextManager:
@@ -94,7 +106,7 @@ def train_launched(model_location: str, train: pd.DataFrame | TokenizedData, sts
     spec_path = distributed.write_spec(model_location, train, sts_validation, recipe, runtime, out_dir, guide_location)
     check_shared(cluster.client, nodes, spec_dir)
     if recipe.mini_batch_size < 0:  # "auto": sized on a node's GPUs (this machine may have none)
-        size = _on(cluster, nodes[0], _auto_mini_batch, str(spec_path), per_device).result()
+        size = _on(cluster, nodes[0], _auto_mini_batch, str(spec_path), per_device).result(timeout=600)
         spec = json.loads(spec_path.read_text())
         spec["recipe"]["mini_batch_size"] = size
         spec_path.write_text(json.dumps(spec))
@@ -174,7 +186,7 @@ def launch(cluster: Cluster, nodes: list[Node], runtime: TrainRuntime, spec_path
     from distributed import Event
 
     client, first = cluster.client, nodes[0]
-    port = client.run(_free_port, workers=[first.worker])[first.worker]
+    port = client.run(free_port, workers=[first.worker])[first.worker]
     rdzv_id = f"train-embeddings-{uuid.uuid4().hex[:12]}"
     stop = Event(rdzv_id, client=client)
     endpoint = f"{first.host}:{port}"
@@ -225,64 +237,3 @@ def _outcome(future) -> str:
     if result["stopped"]:
         return f"torchrun exited {result['code']}{died}, stopped when another node failed"
     return f"torchrun exited {result['code']}{died}: ...{result['tail']}"
-
-
-def _free_port() -> int:
-    """On the first node: a port free there now, for the rendezvous its agent serves."""
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return s.getsockname()[1]
-
-
-def run_agent(args: list[str], host: str, stop_name: str) -> dict:
-    """On a node's worker: its torchrun agent, in a session of its own, until it exits, the flow sets the stop
-    event, or this task is let go (the flow is gone); then nothing of it is left. Its exit code and output tail."""
-    from distributed import Event
-
-    stop, stopped = Event(stop_name), False
-    env = os.environ | {name: iface for name in IFNAME_VARS if name not in os.environ and (iface := _interface(host))}
-    with tempfile.TemporaryFile() as output:
-        command = [sys.executable, "-m", "torch.distributed.run", *args]
-        agent = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                 start_new_session=True)  # fmt: skip
-        try:
-            while agent.poll() is None:
-                if stop.wait(POLL_SECONDS) or _released():
-                    stopped = True
-                    _end_group(agent)
-        finally:
-            _end_group(agent)
-        output.seek(0)
-        tail = output.read().decode(errors="replace")[-TAIL_CHARS:]
-    return {"code": agent.returncode, "stopped": stopped, "tail": tail}
-
-
-def _interface(host: str) -> str | None:
-    """The network interface holding ``host``'s address (``lo`` for 127.0.0.1)."""
-    import psutil
-
-    with contextlib.suppress(OSError):
-        address = socket.gethostbyname(host)
-        return next((name for name, addrs in psutil.net_if_addrs().items() if any(a.address == address for a in addrs)),
-                    None)  # fmt: skip
-    return None
-
-
-def _released() -> bool:
-    """This task was let go: the flow that submitted it is gone, and its agent must not train on alone."""
-    from distributed import get_worker
-    from distributed.worker import thread_state
-
-    with contextlib.suppress(Exception):  # the worker's internals: a change there loses only this safety net
-        task = get_worker().state.tasks.get(thread_state.key)
-        return task is None or task.state in ("cancelled", "released", "forgotten")
-    return False
-
-
-def _end_group(agent: subprocess.Popen) -> None:
-    """The agent and its training processes: SIGTERM, then SIGKILL what is left after a grace."""
-    for sig, grace in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(agent.pid, sig)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            agent.wait(grace)

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 import datasets
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from sentence_transformers.base.sampler import DefaultBatchSampler
 
@@ -38,9 +39,7 @@ def _column_keys(column: pa.ChunkedArray) -> list[bytes | str]:
     ``"None"`` for a null row. Any other column: ``str`` of its Python values, as the stock sampler.
     """
     array = column.combine_chunks()
-    kind = array.type
-    ids = (pa.types.is_list(kind) or pa.types.is_large_list(kind)) and pa.types.is_integer(kind.value_type)
-    if not ids or array.values.null_count:  # another column, or a null id inside a list: Python spells it
+    if not _is_ids(array):  # another column, or a null id inside a list: Python spells it
         return [str(value) for value in array.to_pylist()]
     buffer = array.values.to_numpy().astype(np.int64, copy=False).tobytes()
     bounds = (array.offsets.to_numpy().astype(np.int64) * 8).tolist()
@@ -48,6 +47,50 @@ def _column_keys(column: pa.ChunkedArray) -> list[bytes | str]:
     if array.null_count:
         keys = [key if valid else "None" for key, valid in zip(keys, array.is_valid().to_pylist())]
     return keys
+
+
+def _is_ids(array: pa.Array) -> bool:
+    """A list column of integers without a null id inside a list: its rows compare as their values' bytes."""
+    kind = array.type
+    lists = pa.types.is_list(kind) or pa.types.is_large_list(kind)
+    return lists and pa.types.is_integer(kind.value_type) and not array.values.null_count
+
+
+def _as_binary(array: pa.ListArray | pa.LargeListArray, wide: bool) -> pa.LargeBinaryArray:
+    """Each row's ids as one binary value (int32 bytes, int64 when ``wide``), over the list's own buffers (no
+    copy when the ids are int32 already); a null row stays null."""
+    values = array.values
+    kind = pa.int64() if wide else pa.int32()
+    if values.type != kind:
+        values = values.cast(kind)
+    width = 8 if wide else 4
+    offsets = (array.offsets.to_numpy().astype(np.int64) + values.offset) * width  # into the values' own buffer
+    binary = pa.LargeBinaryArray.from_buffers(pa.large_binary(), len(array), [None, pa.py_buffer(offsets),
+                                              values.buffers()[1]])  # fmt: skip
+    if array.null_count:
+        binary = pc.if_else(array.is_valid(), binary, pa.scalar(None, pa.large_binary()))
+    return binary
+
+
+def row_codes_of(table: pa.Table, columns: list[str]) -> np.ndarray:
+    """Per row and column, a code equal exactly where the stock sampler's ``str(value)`` keys are equal.
+
+    Id columns (all of them, the usual case) are hashed by Arrow over their bytes: no Python object per row.
+    Any other column falls back to the keys of ``_column_keys``, numbered in a dict, as before.
+    """
+    arrays = [table.column(c).combine_chunks() for c in columns]
+    if arrays and all(_is_ids(a) for a in arrays):
+        # equal lists are equal bytes at one width: int32 when every column holds int32, else int64
+        wide = any(a.type.value_type != pa.int32() for a in arrays)
+        keys = pa.chunked_array([_as_binary(a, wide) for a in arrays], pa.large_binary())
+        encoded = pc.dictionary_encode(keys, null_encoding="encode").chunks  # one hash table over all columns
+        if any(len(chunk.dictionary) != len(encoded[-1].dictionary) for chunk in encoded):  # not one dictionary
+            encoded = [pc.dictionary_encode(pa.concat_arrays(keys.chunks), null_encoding="encode")]
+        codes = np.concatenate([chunk.indices.to_numpy(zero_copy_only=False) for chunk in encoded])
+        return codes.astype(np.int64).reshape(len(arrays), table.num_rows).T.copy()
+    numbered: dict[bytes | str, int] = {}
+    per_column = [[numbered.setdefault(k, len(numbered)) for k in _column_keys(table[c])] for c in columns]
+    return np.array(per_column, dtype=np.int64).reshape(len(per_column), table.num_rows).T.copy()
 
 
 class NoDuplicatesIdsBatchSampler(DefaultBatchSampler):
@@ -71,18 +114,17 @@ class NoDuplicatesIdsBatchSampler(DefaultBatchSampler):
         self.dataset = dataset
         skipped = set(valid_label_columns or []) | EXCLUDED_COLUMNS
         self.columns = [name for name in dataset.column_names if name not in skipped]
-        self._rows: list[list[int]] | None = None
+        self._codes: np.ndarray | None = None
 
-    def row_codes(self) -> list[list[int]]:
-        """Per row, the codes of its texts; built once from the Arrow table, then reused across epochs."""
-        if self._rows is None:
+    def row_codes(self) -> np.ndarray:
+        """Per row, the codes of its texts (rows x columns); built once from the Arrow table, then reused
+        across epochs. A numpy array, not a Python list per row: a million rows cost 8 bytes a text."""
+        if self._codes is None:
             table = self.dataset.with_format("arrow")[:]  # row i is dataset[i], views included
-            codes: dict[bytes | str, int] = {}
-            per_column = [[codes.setdefault(k, len(codes)) for k in _column_keys(table[c])] for c in self.columns]
-            self._rows = np.array(per_column, dtype=np.int64).reshape(len(per_column), table.num_rows).T.tolist()
-        return self._rows
+            self._codes = row_codes_of(table, self.columns)
+        return self._codes
 
-    def _one_pass(self, rows: list[list[int]]) -> Iterator[list[int]]:
+    def _one_pass(self, rows: np.ndarray) -> Iterator[list[int]]:
         """One shuffle, filled greedily: a row that clashes with the batch waits, in order, for a later one."""
         num_rows = len(rows)
         dtype = torch.int32 if num_rows <= np.iinfo(np.int32).max else torch.int64
@@ -93,13 +135,14 @@ class NoDuplicatesIdsBatchSampler(DefaultBatchSampler):
             deferred: list[int] = []
             while waiting:
                 index = waiting.popleft()
-                if not seen.isdisjoint(rows[index]):
+                texts = rows[index].tolist()
+                if not seen.isdisjoint(texts):
                     deferred.append(index)
                     continue
                 batch.append(index)
                 if len(batch) == self.batch_size:
                     break
-                seen.update(rows[index])
+                seen.update(texts)
             waiting.extendleft(reversed(deferred))
             if len(batch) == self.batch_size or not self.drop_last:
                 yield batch

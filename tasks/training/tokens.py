@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tasks.pairs.labels import COLUMNS, RANKING
@@ -94,12 +95,23 @@ def tokenizer_spec(model) -> TokenizerSpec:
     return TokenizerSpec(tokenizer_fingerprint(model.tokenizer), model.max_seq_length, features)
 
 
-def text_columns(frame: pd.DataFrame, loss: str) -> list[str]:
+def text_columns(frame: pd.DataFrame | pa.Table, loss: str) -> list[str]:
     """The loss's text columns in the order the loss reads them (mined negatives last)."""
     columns = [c for c in COLUMNS[loss] if c not in LABEL_COLUMNS]
     if loss in RANKING:
-        columns += negative_columns(frame.columns)
+        columns += negative_columns(_names(frame))
     return columns
+
+
+def _names(frame: pd.DataFrame | pa.Table) -> list[str]:
+    return list(frame.column_names if isinstance(frame, pa.Table) else frame.columns)
+
+
+def _texts(frame: pd.DataFrame | pa.Table, column: str) -> pa.ChunkedArray:
+    """One text column as Arrow strings: a table's as stored, a frame's as ``astype(str)`` spells them."""
+    if isinstance(frame, pa.Table):
+        return pc.cast(frame.column(column), pa.large_string())
+    return pa.chunked_array([pa.array(frame[column].astype(str).to_numpy(dtype=object), pa.large_string())])
 
 
 def _ids_array(model, texts: Sequence[str]) -> pa.ListArray:
@@ -114,7 +126,7 @@ def _ids_array(model, texts: Sequence[str]) -> pa.ListArray:
 
 
 def tokenize_frame(
-    frame: pd.DataFrame,
+    frame: pd.DataFrame | pa.Table,
     loss: str,
     model,
     chunk: int = 4096,
@@ -122,25 +134,39 @@ def tokenize_frame(
 ) -> pa.Table:
     """``<column>_input_ids`` for each text column of the loss, plus its label or score column.
 
-    Distinct texts are tokenised once (MNLI premises repeat), in chunks so memory stays bounded.
+    Distinct texts are tokenised once (MNLI premises repeat), in chunks so memory stays bounded. The texts
+    stay Arrow strings throughout (an Arrow table is read as is): only a chunk at a time becomes Python
+    strings, for the tokenizer, so a million rows cost their bytes, not a million Python objects each.
     """
     columns = text_columns(frame, loss)
     for column in columns:
-        if column not in frame:
-            raise ValueError(f"training data: column {column!r} is missing (has {list(frame.columns)})")
-    texts = pd.unique(pd.concat([frame[c].astype(str) for c in columns], ignore_index=True))
+        if column not in _names(frame):
+            raise ValueError(f"training data: column {column!r} is missing (has {_names(frame)})")
+    texts = {c: _texts(frame, c) for c in columns}
+    everything = pa.chunked_array([piece for c in columns for piece in texts[c].chunks], pa.large_string())
+    distinct = pc.unique(everything)  # first appearance first, as pd.unique
+    del everything
     arrays = []
-    for start in range(0, len(texts), chunk):
-        arrays.append(_ids_array(model, texts[start : start + chunk]))
+    for start in range(0, len(distinct), chunk):
+        arrays.append(_ids_array(model, distinct.slice(start, chunk).to_pylist()))
         if progress:
-            progress(min(1.0, (start + chunk) / max(1, len(texts))))
-    distinct = pa.concat_arrays(arrays) if arrays else pa.array([], type=pa.list_(pa.int32()))
-    position = pd.Index(texts)
-    table = {f"{c}{SUFFIX}": distinct.take(pa.array(position.get_indexer(frame[c].astype(str)))) for c in columns}
+            progress(min(1.0, (start + chunk) / max(1, len(distinct))))
+    ids = pa.concat_arrays(arrays) if arrays else pa.array([], type=pa.list_(pa.int32()))
+    del arrays
+    table = {f"{c}{SUFFIX}": ids.take(pc.index_in(texts.pop(c), value_set=distinct).combine_chunks()) for c in columns}
     for label in LABEL_COLUMNS:
-        if label in frame:
-            table[label] = pa.array(frame[label].to_numpy())
+        if label in _names(frame):
+            values = frame.column(label).combine_chunks() if isinstance(frame, pa.Table) else frame[label].to_numpy()
+            table[label] = pa.array(values)
     return pa.table(table)
+
+
+def tokenize_file(path: Path, loss: str, model, progress: Callable[[float], None] | None = None) -> pa.Table:
+    """``tokenize_frame`` of a Parquet file, reading only the loss's columns, straight into Arrow (no pandas)."""
+    names = pq.read_schema(path).names
+    negatives = negative_columns(names) if loss in RANKING else []
+    wanted = [c for c in names if c in COLUMNS[loss] or c in LABEL_COLUMNS or c in negatives]
+    return tokenize_frame(pq.read_table(path, columns=wanted), loss, model, progress=progress)
 
 
 def ids_lengths(table: pa.Table) -> dict[str, np.ndarray]:

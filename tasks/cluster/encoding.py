@@ -143,8 +143,9 @@ class ClusterEncoder:
                 on_done(futures[future], future.result())
                 future.release()
         finally:
-            for future in futures:
-                future.cancel()
+            left = [future for future in futures if not future.done()]  # an error, or the caller stopped early
+            if left:
+                client.cancel(left)
 
     def encode(self, batches: list[list[str]], bar=None, function: str = "encode", **kwargs) -> np.ndarray:
         """The vectors of ``batches`` (concatenated in their order), encoded on the workers shard by shard."""

@@ -62,7 +62,8 @@ def search_on_cluster(
                     bar.update(len(ids))
                     upcoming = next(pending, None)
     finally:
-        for future in futures:
-            future.cancel()
+        left = [future for future in futures if not future.done()]  # an error, or the caller stopped early
+        if left:
+            client.cancel(left)
         shared.release()
         client.run(_loaded.clear)  # no worker keeps the candidates past the search

@@ -31,6 +31,11 @@ def _search_shard(key: str, serialized, nprobe: int | None, queries: np.ndarray,
     return np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found])
 
 
+def _forget() -> None:
+    """On a worker: drop its index (a function, pickled by name: ``_loaded.clear`` would travel as a copy)."""
+    _loaded.clear()
+
+
 def search_on_cluster(
     cluster: Cluster, index: Any, queries: np.ndarray, k: int, batch_size: int
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
@@ -66,4 +71,4 @@ def search_on_cluster(
         if left:
             client.cancel(left)
         shared.release()
-        client.run(_loaded.clear)  # no worker keeps the candidates past the search
+        client.run(_forget)  # no worker keeps the candidates past the search

@@ -132,8 +132,10 @@ def _cached(store: Path, wanted: Sequence[str]) -> tuple[dict[str, int], np.ndar
         if table is None:
             continue
         hashes = table.column("text_hash").to_pylist()
+        if hits is None:  # the column read failed, the checked bytes parsed: look the hashes up in them
+            hits = pc.is_in(table.column("text_hash"), value_set=wanted_set)
         rows = []
-        for row in np.flatnonzero(pc.is_in(table.column("text_hash"), value_set=wanted_set)).tolist():
+        for row in np.flatnonzero(hits).tolist():
             if hashes[row] not in index:  # the first shard holding a text serves it (concurrent runs may repeat one)
                 index[hashes[row]] = len(index)
                 rows.append(row)

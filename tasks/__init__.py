@@ -15,7 +15,7 @@
                  environment, champion, the typed run record, cleanup
     recipes.py   named recipes over the flow's parameters
     progress.py  Prefect progress artifacts
-    stages.py    the Prefect tasks: what keys each artifact, which plain function builds it
+    stages/      the Prefect tasks: what keys each artifact, which plain function builds it (data, model, shipping)
 
 Imports only point down this list's layers: store, models, pairs, then negatives / training /
 evaluation (never one another), report and promotion, shipping, recipes and progress, stages; ``flows/`` sits on top

@@ -6,6 +6,7 @@ import asyncio
 import json
 from pathlib import Path
 
+import faiss
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -365,9 +366,11 @@ def test_gc_removes_only_what_recent_runs_and_the_champion_do_not_use(run):
     assert stale, "other losses' artifacts are not referenced by the last run"
     assert not {p.resolve() for p in stale} & (in_use | {champion})
     assert cleanup.unreferenced(run.data_dir, keep_runs=1, min_age_hours=1000) == []
+    assert Path(_index_parent(last["artifacts"]["triplets"])["path"]).resolve() not in {p.resolve() for p in stale}
     cleanup.remove(stale)
     again = run()
     assert all(ref["cached"] for ref in again["artifacts"].values())
+    assert (Path(_index_parent(again["artifacts"]["triplets"])["path"]) / "index.faiss").exists()  # kept by its child
 
 
 def test_re_mining_with_another_window_encodes_nothing(run):
@@ -378,6 +381,20 @@ def test_re_mining_with_another_window_encodes_nothing(run):
     assert _manifest(again["artifacts"]["triplets"])["encoded_texts"] == 0
     triplets = pd.read_parquet(f"{again['artifacts']['triplets']['path']}/triplets.parquet")
     assert triplets["negative_rank"].between(3, 29).all()
+    # one candidate index, built once, a parent of both: searched again, not rebuilt
+    indexes = [_index_parent(run_["artifacts"]["triplets"]) for run_ in (first, again)]
+    assert indexes[0] == indexes[1]
+    index = Path(indexes[0]["path"])
+    assert {p.name for p in (run.data_dir / "artifacts" / "indexes").iterdir()} >= {index.name}
+    raw = pd.read_parquet(f"{first['artifacts']['raw']['path']}/raw.parquet")
+    assert faiss.read_index(str(index / "index.faiss")).ntotal == raw["hypothesis"].nunique()
+    made = json.loads((index / "manifest.json").read_text())
+    assert made["index"] == "flat" and made["params"]["miner"] and made["parents"][0]["stage"] == "raw"
+
+
+def _index_parent(triplets: dict) -> dict:
+    (index,) = [p for p in _manifest(triplets)["parents"] if p["stage"] == "indexes"]
+    return index
 
 
 def test_a_miner_that_cannot_be_loaded_fails_before_encoding(run, tmp_path):

@@ -10,7 +10,7 @@ import pytest
 
 from tasks.models.resolve import resolve_model
 from tasks.negatives.embeddings import encode_cached
-from tasks.negatives.index import build_index, recall_at_k
+from tasks.negatives.index import StoredIndex, build_index, recall_at_k, write_index
 from tasks.negatives.strategies import (
     MiningConfig,
     candidate_pool,
@@ -304,6 +304,25 @@ def test_ivf_recall_is_measured_against_exact_search():
     assert index.kind.startswith("ivf")
     assert 0.8 <= recall_at_k(index, vectors[:200], k=10) <= 1.0
     assert recall_at_k(build_index(vectors), vectors[:200]) == 1.0
+
+
+@pytest.mark.parametrize("exact_limit", [10_000, 1000])
+def test_a_kept_index_reads_back_and_searches_as_the_one_built(tmp_path, exact_limit):
+    rng = np.random.default_rng(1)
+    centers = rng.normal(size=(20, 16))
+    vectors = (centers[rng.integers(0, 20, 3000)] + 0.1 * rng.normal(size=(3000, 16))).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    built = build_index(vectors, exact_limit=exact_limit)
+    write_index(built, tmp_path / "index.faiss")
+    kept = StoredIndex(tmp_path / "index.faiss", built.kind).open(vectors)
+    assert kept.kind == built.kind and kept.kind.startswith("flat" if exact_limit > 3000 else "ivf")
+    queries = vectors[:300]
+    (_, scores, ids), *_ = built.search(queries, 20, batch_size=300)
+    (_, kept_scores, kept_ids), *_ = kept.search(queries, 20, batch_size=300)
+    assert np.array_equal(ids, kept_ids) and np.array_equal(scores, kept_scores)  # an IVF's nprobe kept too
+    assert recall_at_k(kept, queries) == recall_at_k(built, queries)
+    with pytest.raises(ValueError, match="holds 3000 vectors, the candidates are 2999"):
+        StoredIndex(tmp_path / "index.faiss", built.kind).open(vectors[:-1])
 
 
 @pytest.mark.parametrize(

@@ -223,6 +223,13 @@ def _encode_missing(store: Path, data_dir: str | Path, model: ResolvedModel, pre
                     progress(bar.n / len(todo))
 
 
+def mining_precision() -> Precision:
+    """What mining encodes in here: on the run's cluster, its workers' answer (a CPU flow may mine on GPU
+    workers); it names the embedding store, and keys the index built from its vectors."""
+    cluster = current_cluster()
+    return Precision(cluster.runs_as(MINING_PRECISION)) if cluster else runs_as(MINING_PRECISION)
+
+
 def encode_cached(
     data_dir: str | Path,
     model: ResolvedModel,
@@ -238,8 +245,7 @@ def encode_cached(
     written as a shard every ``chunk`` texts, so an interrupted run keeps what it encoded and
     ``progress(fraction)`` can report as it goes. Only the vectors of ``texts`` are read from the cache.
     """
-    cluster = current_cluster()  # its workers' precision names the store (a CPU flow may mine on GPU workers)
-    precision = Precision(cluster.runs_as(MINING_PRECISION)) if cluster else runs_as(MINING_PRECISION)
+    precision = mining_precision()
     store = _store(data_dir, model, precision)
     hashes = [text_hash(t) for t in texts]
     index, matrix = _cached(store, hashes)

@@ -3,7 +3,9 @@
 Exact (flat) search up to ``exact_limit`` candidates; above it an IVF index trained on a
 sample, whose recall against exact search is measured on a query sample and reported.
 Queries go in batches, so memory is O(batch × k), never N × N. GPU FAISS is used when the
-installed faiss has GPU support and a GPU is present.
+installed faiss has GPU support and a GPU is present. The index is kept as an artifact (``indexes/<key>/``,
+``write_index``/``read_index``): built once per miner, precision and source, and read by every mining run of
+them, whatever its rank window or margins; ``faiss.read_index`` opens it outside the pipeline too.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import faiss
 import numpy as np
@@ -46,6 +49,34 @@ class SearchIndex:
         """The index as bytes (a GPU index is copied to the CPU first), for workers or a file."""
         index = faiss.index_gpu_to_cpu(self.index) if self.kind.endswith("+gpu") else self.index
         return faiss.serialize_index(index)
+
+
+@dataclass(frozen=True)
+class StoredIndex:
+    """An index kept as an artifact: its FAISS file and its kind (from the artifact's manifest)."""
+
+    path: Path
+    kind: str
+
+    def open(self, vectors: np.ndarray) -> SearchIndex:
+        return read_index(self.path, self.kind, vectors)
+
+
+def write_index(index: SearchIndex, path: Path) -> None:
+    """The index as a FAISS file (an IVF's nprobe included); a GPU index is written from its CPU copy."""
+    faiss.write_index(faiss.index_gpu_to_cpu(index.index) if index.kind.endswith("+gpu") else index.index, str(path))
+
+
+def read_index(path: Path, kind: str, vectors: np.ndarray) -> SearchIndex:
+    """The index ``write_index`` wrote, over the candidates' ``vectors`` (for its measured recall), moved to the
+    GPU when it was built on one and one is here; ``kind`` says which it is (from its manifest)."""
+    index = faiss.read_index(str(path))
+    if index.ntotal != len(vectors):
+        raise ValueError(f"the index {path} holds {index.ntotal} vectors, the candidates are {len(vectors)}")
+    on_gpu = False
+    if kind.endswith("+gpu"):
+        index, on_gpu = _to_gpu(index)
+    return SearchIndex(index, kind.removesuffix("+gpu") + ("+gpu" if on_gpu else ""), np.ascontiguousarray(vectors))
 
 
 def _to_gpu(index: faiss.Index) -> tuple[faiss.Index, bool]:

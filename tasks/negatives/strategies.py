@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.negatives.embeddings import encode_cached
-from tasks.negatives.index import EXACT_LIMIT, build_index, recall_at_k
+from tasks.negatives.index import EXACT_LIMIT, SearchIndex, StoredIndex, build_index, recall_at_k
 from tasks.pairs.labels import CONTRADICTION, normalise
 
 STRATEGIES = ("none", "soft", "semi-hard", "contradiction")
@@ -170,6 +170,7 @@ def semi_hard_negatives(
     candidate_vectors: np.ndarray,
     config: MiningConfig,
     batch_size: int = 1024,
+    index: SearchIndex | None = None,
 ) -> tuple[pd.DataFrame, dict]:
     """Candidates ranked by similarity to the anchor: skip the top ``range_min``, look up to ``range_max``,
     keep those below ``max_score``, below the positive's score minus ``margin`` and (when
@@ -177,13 +178,13 @@ def semi_hard_negatives(
     ``num_negatives``.
 
     Returns the negatives and mining facts: index kind, recall of an approximate index, and how many
-    candidates of the rank window each rule removed.
+    candidates of the rank window each rule removed. ``index``: the candidates' index, built here when None.
     """
     config.check()
     candidates = candidate_pool(raw_pairs)
     normalised = [normalise(c) for c in candidates]
     forbidden = forbidden_texts(raw_pairs)
-    index = build_index(candidate_vectors, config.exact_limit, config.seed)
+    index = index or build_index(candidate_vectors, config.exact_limit, config.seed)
     positive_scores = np.einsum("ij,ij->i", anchor_vectors, positive_vectors)
     k = min(config.range_max, len(candidates))
     anchors = mnr["anchor"].tolist()
@@ -256,6 +257,19 @@ def texts_to_encode(mnr: pd.DataFrame, pool: list[str]) -> list[str]:
     return list(dict.fromkeys([*mnr["anchor"], *mnr["positive"], *pool]))
 
 
+def candidate_index(
+    raw_pairs: pd.DataFrame,
+    miner,
+    data_dir: str | Path,
+    config: MiningConfig,
+    progress: Callable[[float], None] | None = None,
+) -> tuple[SearchIndex, int]:
+    """The search index over the source's candidates, encoded through the cache (and how many texts were
+    encoded now): what every mining run of this miner and source searches, so it is built once and kept."""
+    vectors, encoded = encode_cached(data_dir, miner, candidate_pool(raw_pairs), progress=progress)
+    return build_index(vectors, config.exact_limit, config.seed), encoded
+
+
 def mine_semi_hard(
     mnr: pd.DataFrame,
     raw_pairs: pd.DataFrame,
@@ -263,8 +277,10 @@ def mine_semi_hard(
     data_dir: str | Path,
     config: MiningConfig,
     progress: Callable[[float], None] | None = None,
+    index: StoredIndex | None = None,
 ) -> tuple[pd.DataFrame, dict]:
-    """Encode anchors, positives and candidates once each (cached), then mine; returns negatives and facts."""
+    """Encode anchors, positives and candidates once each (cached), then mine; returns negatives and facts.
+    ``index``: the candidates' index kept by ``candidate_index``'s artifact (None: built here)."""
     pool = candidate_pool(raw_pairs)
     texts = texts_to_encode(mnr, pool)
     vectors, encoded = encode_cached(data_dir, miner, texts, progress=progress)
@@ -273,7 +289,9 @@ def mine_semi_hard(
     def rows(items) -> np.ndarray:
         return vectors[[row[t] for t in items]]
 
+    candidates = rows(pool)
+    searched = None if index is None else index.open(candidates)
     triplets, facts = semi_hard_negatives(
-        mnr, raw_pairs, rows(mnr["anchor"]), rows(mnr["positive"]), rows(pool), config
+        mnr, raw_pairs, rows(mnr["anchor"]), rows(mnr["positive"]), candidates, config, index=searched
     )
     return triplets, facts | {"encoded_texts": encoded}

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 # File names, by the stage that writes them
 RAW_FILE = "raw.parquet"  # raw: the source's rows as read and validated
 PAIRS_FILE = "pairs.parquet"  # pairs: the rows in the loss's format
+INDEX_FILE = "index.faiss"  # indexes: the miner's FAISS index over the source's candidate texts
 TRIPLETS_FILE = "triplets.parquet"  # triplets: pairs with their negatives
 SAMPLE_FILE = "sample.parquet"  # triplets: 200 of them to eyeball
 SIMILARITIES_PLOT = "similarities.png"  # triplets (semi-hard): anchor-positive vs anchor-negative scores
@@ -42,6 +43,7 @@ STAGES = {
     for s in (
         Stage("raw", 2, (RAW_FILE,), "the source's rows as read and validated (NLI, pairs or triplets)"),
         Stage("pairs", 2, (PAIRS_FILE,), "the rows in the loss's format"),
+        Stage("indexes", 1, (INDEX_FILE,), "a miner's FAISS index over a source's candidates (faiss.read_index)"),
         Stage("triplets", 2, (TRIPLETS_FILE, SAMPLE_FILE, SIMILARITIES_PLOT), "pairs with their negatives"),
         Stage("tokens", 1, (TOKENS_FILE, LENGTHS_PLOT), "token ids of the training data"),
         Stage("models", 3, (MODEL_FOLDER, TRAINING_FILE), "a trained model"),

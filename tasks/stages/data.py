@@ -1,0 +1,152 @@
+"""The data stages: the source's rows, the loss's format, the candidates' index, the negatives, the token ids."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+from prefect import task
+from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from tasks.models import network
+from tasks.models.encoding import load_model
+from tasks.models.resolve import ResolvedModel
+from tasks.negatives import mining, strategies
+from tasks.negatives.embeddings import mining_precision
+from tasks.negatives.index import StoredIndex, write_index
+from tasks.pairs import labels, sources
+from tasks.progress import StageProgress
+from tasks.report import plots
+from tasks.stages.common import logged, read_table, unless_off
+from tasks.store import catalog
+from tasks.store.artifacts import (
+    ArtifactRef,
+    Built,
+    artifact_key,
+    artifacts_root,
+    materialize,
+    read_manifest,
+    write_parquet,
+)
+from tasks.store.catalog import VERSIONS
+from tasks.training import tokens
+
+
+@task(name="load-nli-pairs", cache_policy=NO_CACHE, **network.HUB_RETRIES)  # a hub source downloads
+def load_pairs(source: str, max_pairs: int | None, data_dir: str) -> ArtifactRef:
+    """Validated rows from the hub (``source`` pinned to a commit by ``sources.pin_source``), a local file or
+    a folder: NLI pairs (premise, hypothesis, label), or pairs / triplets (anchor, positive[, negative])."""
+
+    def build(folder) -> Built:
+        loaded = sources.load_source(source, max_pairs)
+        rows = write_parquet(loaded.frame, folder / catalog.RAW_FILE)
+        facts = {"origin": loaded.origin, "kind": loaded.kind, "labels": json.loads(sources.describe_nli(loaded.frame))}
+        return Built(rows, facts)
+
+    params = {"source": sources.source_fingerprint(source), "max_pairs": max_pairs}
+    return logged(materialize(data_dir, "raw", VERSIONS["raw"], params, [], build))
+
+
+@task(name="map-labels", cache_policy=NO_CACHE)
+def map_labels(raw: ArtifactRef, loss: str, data_dir: str) -> ArtifactRef:
+    """The training format for the loss: softmax 3 labels, cosine 1/0 scores, mnr (anchor, positive)."""
+
+    def build(folder) -> int:
+        origin = (read_manifest(raw.folder) or {}).get("origin", raw.path)  # errors name the source's file
+        return write_parquet(
+            labels.pairs_for_loss(read_table(raw, catalog.RAW_FILE), loss, origin), folder / catalog.PAIRS_FILE
+        )
+
+    return logged(materialize(data_dir, "pairs", VERSIONS["pairs"], {"loss": loss}, [raw], build))
+
+
+def index_key(raw: ArtifactRef, config: strategies.MiningConfig, miner: ResolvedModel) -> tuple[dict, str]:
+    """What determines the candidates' index: the source, the miner and the precision its vectors are in, and
+    the index's own settings; its key names it before it exists (cached triplets never fetch it)."""
+    params = {"miner": miner.fingerprint, "precision": mining_precision().value, "exact_limit": config.exact_limit}
+    params["seed"] = config.seed
+    return params, artifact_key("indexes", VERSIONS["indexes"], params, [raw])
+
+
+def candidate_index(
+    raw: ArtifactRef, config: strategies.MiningConfig, miner: ResolvedModel, data_dir: str
+) -> ArtifactRef:
+    """The miner's FAISS index over the source's candidates (``indexes``): built once per miner, precision and
+    source, and a parent of every triplets artifact mined with it, whatever its rank window or margins."""
+
+    def build(folder) -> Built:
+        progress = StageProgress(f"encoding candidates with {miner.name}").update
+        nli = labels.as_nli(read_table(raw, catalog.RAW_FILE))
+        built, encoded = strategies.candidate_index(nli, miner, data_dir, config, progress)
+        write_index(built, folder / catalog.INDEX_FILE)
+        return Built(len(built.vectors), {"index": built.kind, "encoded_texts": encoded})
+
+    facts = {"miner_model": asdict(miner)}  # by location: gc keeps a store model that mines
+    params, _ = index_key(raw, config, miner)
+    return logged(materialize(data_dir, "indexes", VERSIONS["indexes"], params, [raw], build, facts=facts))
+
+
+@task(name="mine-negatives", cache_policy=NO_CACHE)
+def mine_negatives(
+    pairs: ArtifactRef,
+    raw: ArtifactRef,
+    config: strategies.MiningConfig,
+    miner: ResolvedModel | None,
+    data_dir: str,
+) -> ArtifactRef:
+    """Triplets (or n-tuples) with negatives, a diagnostics table, a sample to eyeball, a histogram. Semi-hard
+    mining searches the candidates' index (``candidate_index``), one of the triplets' parents."""
+    config.check()
+    params, parents = unless_off(asdict(config), relative_margin=0.0), [pairs, raw]
+    if config.strategy == "semi-hard":
+        assert miner is not None
+        params["miner"] = miner.fingerprint
+        key = index_key(raw, config, miner)[1]
+        parents.append(ArtifactRef("indexes", key, str(artifacts_root(data_dir) / "indexes" / key)))
+
+    def build(folder) -> Built:
+        index = None
+        if config.strategy == "semi-hard":
+            kept = candidate_index(raw, config, miner, data_dir)
+            assert kept.key == parents[-1].key, (kept.key, parents[-1].key)
+            index = StoredIndex(kept.folder / catalog.INDEX_FILE, (read_manifest(kept.folder) or {})["index"])
+        progress = StageProgress(f"encoding texts with {miner.name}").update if miner is not None else None
+        pair_rows, nli = read_table(pairs, catalog.PAIRS_FILE), labels.as_nli(read_table(raw, catalog.RAW_FILE))
+        triplets, facts = mining.mine(pair_rows, nli, config, miner, data_dir, progress, index)
+        if config.strategy == "semi-hard" and "negative_score" in triplets:
+            plots.similarity_histogram(triplets, folder / catalog.SIMILARITIES_PLOT)
+        write_parquet(triplets.sample(min(200, len(triplets)), random_state=config.seed), folder / catalog.SAMPLE_FILE)
+        return Built(write_parquet(triplets, folder / catalog.TRIPLETS_FILE), facts)
+
+    facts = None if miner is None else {"miner_model": asdict(miner)}  # by location: gc keeps a store model that mines
+    ref = materialize(data_dir, "triplets", VERSIONS["triplets"], params, parents, build, facts=facts)
+    diagnostics = (read_manifest(ref.folder) or {}).get("diagnostics", {})
+    create_table_artifact(
+        key="mining-diagnostics",
+        table=[{"measure": k, "value": v} for k, v in diagnostics.items()],
+        description=f"negatives: {config.strategy} ({ref.stage}/{ref.key})",
+    )
+    return logged(ref)
+
+
+@task(name="tokenize", cache_policy=NO_CACHE)
+def tokenize(data: ArtifactRef, base: ResolvedModel, loss: str, data_dir: str) -> ArtifactRef:
+    """Token ids of the training data, made once with the model's own preprocessing (``training/tokens.py``).
+
+    Keyed by its parent, the tokenizer's fingerprint and max_seq_length, so another learning rate or
+    epoch count re-uses it, and another tokenizer or length never does.
+    """
+    model = load_model(base, device="cpu")
+    spec = tokens.tokenizer_spec(model)
+
+    def build(folder) -> Built:
+        path = data.folder / (catalog.TRIPLETS_FILE if data.stage == "triplets" else catalog.PAIRS_FILE)
+        progress = StageProgress(f"tokenizing with {base.name}")
+        table = tokens.tokenize_file(path, loss, model, progress=progress.update)  # Arrow columns, never pandas
+        tokens.lengths_histogram(table, folder / catalog.LENGTHS_PLOT)
+        return Built(tokens.write_tokens(table, folder), {"columns": tokens.describe(table, spec)})
+
+    params = {"tokenizer": spec.fingerprint, "max_seq_length": spec.max_seq_length, "loss": loss}
+    facts = {"tokenizer": spec.as_dict(), "base_model": asdict(base)}
+    return logged(materialize(data_dir, "tokens", VERSIONS["tokens"], params, [data], build, facts=facts))

@@ -201,6 +201,62 @@ def test_the_bootstrap_is_deterministic_and_resamples_spearman_as_scipy_does(sim
     assert _row_spearman(rankdata(gold, axis=1), values) == pytest.approx(expected)
 
 
+def _hand_written_interval(
+    gold, challenger, champion, resamples: int = 1000, seed: int = 0, paired: bool = True
+) -> tuple[float, float]:
+    """The reference: the paired bootstrap as bootstrap.py hand-wrote it before scipy.stats.bootstrap did it
+    (``paired=False``: the champion on pairs drawn apart from the challenger's, the mistake to tell apart)."""
+    import numpy as np
+    from scipy.stats import rankdata
+
+    from tasks.evaluation.bootstrap import _row_spearman
+
+    rng = np.random.default_rng(seed)
+    gains = np.empty(resamples)
+    for start in range(0, resamples, 250):
+        rows = rng.integers(0, len(gold), size=(min(250, resamples - start), len(gold)))
+        theirs = rows if paired else rng.integers(0, len(gold), size=rows.shape)
+        gains[start : start + len(rows)] = _row_spearman(
+            rankdata(gold[rows], axis=1), challenger[rows]
+        ) - _row_spearman(rankdata(gold[theirs], axis=1), champion[theirs])
+    low, high = np.nanpercentile(gains, [2.5, 97.5])
+    return float(low), float(high)
+
+
+# Two bootstrap intervals of the same data differ by resampling alone: on this data (1,500 pairs, two near-equal
+# models), 30 seeds give endpoints with sd 0.00043 (the gain's interval is 0.022 wide), so two independent
+# streams differ by sd 0.0006. 0.005 is 8 of those, and under a quarter of the interval's width; a bootstrap
+# that resamples the two models' pairs independently (unpaired) misses by 0.025 (/work/scratch/tolerance.py).
+STREAM_TOLERANCE = 0.005
+
+
+def test_scipys_paired_bootstrap_agrees_with_the_hand_written_one(similarities):
+    import numpy as np
+
+    from tasks.evaluation.bootstrap import bootstrap_gain, gain_interval, paired_similarities
+
+    rng = np.random.default_rng(7)
+    gold = rng.uniform(0, 5, 1500)
+    shared = gold + rng.normal(0, 1.5, 1500)
+    champion, challenger = shared + rng.normal(0, 0.4, 1500), shared + rng.normal(0, 0.4, 1500) + 0.05 * gold
+    scipys = gain_interval(gold, challenger, champion)
+    assert (scipys.resamples, scipys.seed) == (1000, 0) and scipys.high - scipys.low > 3 * STREAM_TOLERANCE
+    for seed in (0, 1, 2):  # seed 0: today scipy draws the same indices; 1, 2: other streams altogether
+        low, high = _hand_written_interval(gold, challenger, champion, seed=seed)
+        assert scipys.low == pytest.approx(low, abs=STREAM_TOLERANCE), seed
+        assert scipys.high == pytest.approx(high, abs=STREAM_TOLERANCE), seed
+    low, high = _hand_written_interval(gold, challenger, champion, paired=False)  # the tolerance can tell it
+    assert abs(low - scipys.low) > 2 * STREAM_TOLERANCE and abs(high - scipys.high) > 2 * STREAM_TOLERANCE
+
+    # the fixture's decisions (kept by chance, promoted when clear) are the hand-written bootstrap's too
+    for name, promoted in (("chance", False), ("clear", True)):
+        interval = bootstrap_gain(similarities[name], similarities["champion"], METRIC)
+        low, high = _hand_written_interval(*paired_similarities(similarities[name], similarities["champion"], METRIC))
+        assert (interval.low > 0, low > 0) == (promoted, promoted), name
+        assert interval.low == pytest.approx(low, abs=STREAM_TOLERANCE)
+        assert interval.high == pytest.approx(high, abs=STREAM_TOLERANCE)
+
+
 def test_without_both_per_pair_files_min_gain_decides_and_says_so(tmp_path, similarities):
     _seed_champion(tmp_path, None)
     no_champion_pairs = promote_if_better(

@@ -5,8 +5,15 @@ cache's layout: nothing leaves the machine)."""
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
 from fnmatch import fnmatch
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -30,24 +37,59 @@ SHA = "c9" * 20
 EARLIER_DOWNLOADS = {"onnx/model.onnx": b"an ONNX export", "pytorch_model.bin": b"the same weights, pickled"}
 
 
-@pytest.fixture()
-def environment_decides(monkeypatch):
-    """huggingface_hub's import-time flag off (conftest sets HF_HUB_OFFLINE=1 before it loads), so only the
-    variables as they are now decide; a probe of the hub's host answers without touching the network."""
-    probes = []
+@dataclass
+class Endpoint:
+    """A stand-in of the hub's endpoint on loopback: every request answered ``status``, each recorded as
+    (method, request target: a path, or a whole URL when it came through as a proxy's request)."""
 
-    class Connection:
-        def close(self) -> None:
+    url: str = ""
+    status: int = 200
+    seen: list[tuple[str, str]] = field(default_factory=list)
+
+
+@pytest.fixture()
+def endpoint():
+    state = Endpoint()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
             pass
 
-    def connect(address, timeout=None):
-        probes.append(address)
-        return Connection()
+        def _answer(self) -> None:
+            state.seen.append((self.command, self.path))
+            self.send_response(state.status)
+            self.send_header("Content-Length", "0")
+            self.send_header("Location", state.url + "/elsewhere")  # read only on a 3xx
+            self.end_headers()
 
+        do_GET = do_HEAD = _answer
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield state
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:  # a port nothing listens on any more
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture()
+def environment_decides(monkeypatch, endpoint):
+    """huggingface_hub's import-time flag off (conftest sets HF_HUB_OFFLINE=1 before it loads), so only the
+    variables as they are now decide; its endpoint (HF_ENDPOINT, read by it at import) the loopback stand-in,
+    whose requests are returned."""
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
-    monkeypatch.setattr(socket, "create_connection", connect)
-    return probes
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint.url)
+    return endpoint.seen
 
 
 @pytest.mark.parametrize("value", ["1", "on", "ON", "yes", "Yes", "true", "TRUE"])
@@ -65,7 +107,7 @@ def test_every_value_huggingface_hub_reads_as_offline_is_offline_for_every_layer
 def test_other_values_are_online_for_every_layer(environment_decides, monkeypatch, value):
     monkeypatch.setenv("HF_HUB_OFFLINE", value)
     assert not hub_offline() and not hub.hub_offline()
-    assert hub_reachable() and environment_decides == [(resolve.HUB_HOST, 443)]
+    assert hub_reachable() and environment_decides == [("HEAD", "/")]  # the endpoint, one request
 
 
 def test_the_offline_policy_is_huggingface_hubs(environment_decides, monkeypatch):
@@ -77,6 +119,51 @@ def test_the_offline_policy_is_huggingface_hubs(environment_decides, monkeypatch
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     assert hub_offline() and not hub_reachable() and environment_decides == []
     assert hub.hub_offline is resolve.hub_offline  # one definition, the datasets' reader uses the models'
+
+
+@pytest.mark.parametrize("status", [200, 302, 401, 404, 503])
+def test_any_http_answer_of_the_endpoint_is_reachable(environment_decides, endpoint, monkeypatch, status):
+    """A mirror that answers its root with 404, a hub behind a login (401), one in trouble (503): all there."""
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    endpoint.status = status
+    assert hub_reachable()
+    assert environment_decides == [("HEAD", "/")]  # the redirect is not followed: an answer is an answer
+
+
+def test_an_endpoint_that_does_not_answer_is_unreachable(environment_decides, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    assert not hub_reachable()
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts connections (the backlog), never answers
+        monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{silent.getsockname()[1]}")
+        started = time.perf_counter()
+        assert not hub_reachable(timeout=0.3)
+        assert time.perf_counter() - started < 3  # the probe's own timeout, not the shared client's (none)
+
+
+_PROBE = "from tasks.models.resolve import hub_reachable; print(hub_reachable())"
+
+
+def _probe_in_a_fresh_process(**variables: str) -> bool:
+    """hub_reachable in a new interpreter whose environment holds ``variables`` from the start, as a user's
+    shell would: huggingface_hub reads HF_ENDPOINT at import, httpx the proxy variables when its client is made."""
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower() and k != "TRANSFORMERS_OFFLINE"}
+    env |= {"HF_HUB_OFFLINE": "0", **variables}
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", _PROBE], cwd=root, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return {"True": True, "False": False}[done.stdout.strip()]
+
+
+def test_hf_endpoint_and_proxies_are_honoured(endpoint):
+    """The reported case: the probe asked huggingface.co:443 whatever HF_ENDPOINT (a mirror, an enterprise hub)
+    or HTTPS_PROXY said, so behind a proxy or on a mirror the hub was 'unreachable' and models fell back."""
+    assert _probe_in_a_fresh_process(HF_ENDPOINT=endpoint.url + "/")
+    assert endpoint.seen == [("HEAD", "/")]
+    assert not _probe_in_a_fresh_process(HF_ENDPOINT=f"http://127.0.0.1:{_closed_port()}")
+    # a hub only the proxy can reach (the name does not resolve here): the stand-in is the proxy
+    assert _probe_in_a_fresh_process(HF_ENDPOINT="http://hub.mirror.invalid", HTTP_PROXY=endpoint.url)
+    assert endpoint.seen[-1] == ("HEAD", "http://hub.mirror.invalid/")
 
 
 # --- the bundled MiniLM: one fingerprint whatever the connectivity ---

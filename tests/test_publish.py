@@ -1,7 +1,8 @@
 """Publishing to the hub: the real huggingface_hub upload path against a stand-in of the hub on loopback.
 
-The stand-in answers just the hub API that ``HfApi.create_repo`` and ``HfApi.upload_folder`` call for small
-files (repo creation, README metadata validation, preupload, the ndjson commit), over real HTTP on 127.0.0.1.
+The stand-in answers just the hub API that ``HfApi.whoami``, ``HfApi.create_repo`` and ``HfApi.upload_folder``
+call for small files (the token's owner, repo creation, README metadata validation, preupload, the ndjson
+commit), over real HTTP on 127.0.0.1; anything else (the reachability probe's HEAD of the root) gets a 404.
 Every file is answered ``uploadMode: "regular"``, so its bytes travel base64 inside the commit and neither
 LFS nor Xet storage is involved. The stand-in quotes the Authorization header in its error messages, as a
 careless server might, so the tests can check that the token is scrubbed from what reaches the user.
@@ -13,7 +14,11 @@ import base64
 import hashlib
 import json
 import logging
+import os
 import re
+import socket
+import subprocess
+import sys
 import threading
 import traceback
 import types
@@ -27,9 +32,11 @@ import huggingface_hub.constants
 import huggingface_hub.utils._http
 import pytest
 
-from tasks.shipping.publish import PublishError, check_repo_id, files_to_push, hub_token, push_folder
+from tasks.shipping.publish import PublishError, check_repo_id, files_to_push, hub_token, push_folder, ready_to_push
 
 TOKEN = "hf_TESTSECRETdoNotLeak0123456789"
+EXPIRED = "hf_EXPIREDsecretDoNotLeak9876543210"  # a token the stand-in does not know: 401
+READ_ONLY = "hf_READONLYsecretDoNotLeak13579"
 EXPECTED_FILES = ["1_Pooling/config.json", "README.md", "config.json", "modules.json", "onnx/model.onnx"]
 
 
@@ -53,9 +60,13 @@ class StandInHub:
     refuse_create: set[str] = field(default_factory=set)  # 403 on create, as for a namespace the token cannot write
     fail_commit: set[str] = field(default_factory=set)  # 500 on every commit
     unsupported: list[str] = field(default_factory=list)  # commit lines the stand-in does not implement (lfsFile...)
+    roles: dict[str, str] = field(default_factory=lambda: {TOKEN: "write", READ_ONLY: "read"})  # tokens it knows
+    whoami_status: int | None = None  # answer whoami with this status instead (429: the rate limit)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def route(self, method: str, path: str, body: bytes, authorization: str | None) -> tuple[int, dict]:
+        if method == "GET" and path == "/api/whoami-v2":
+            return self.whoami(authorization)
         if method == "POST" and path == "/api/repos/create":
             return self.create(json.loads(body), authorization)
         if method == "POST" and path == "/api/validate-yaml":
@@ -71,6 +82,16 @@ class StandInHub:
                 }
             return self.commit(repo, body, authorization)
         return 404, {"error": f"the stand-in does not implement {method} {path}"}
+
+    def whoami(self, authorization: str | None) -> tuple[int, dict]:
+        """The token's owner and role, as the hub's whoami-v2 answers; 401 (quoting the header) for others."""
+        if self.whoami_status:
+            return self.whoami_status, {"error": "You've hit the rate limit"}
+        token = (authorization or "").removeprefix("Bearer ")
+        if token not in self.roles:
+            return 401, {"error": f"Invalid credentials in Authorization header ({authorization})"}
+        access = {"displayName": "ci", "role": self.roles[token]}
+        return 200, {"type": "user", "name": "tester", "auth": {"type": "access_token", "accessToken": access}}
 
     def create(self, payload: dict, authorization: str | None) -> tuple[int, dict]:
         repo = f"{payload['organization']}/{payload['name']}"
@@ -192,11 +213,11 @@ def assert_no_token_under(root: Path) -> None:
             assert TOKEN.encode() not in path.read_bytes(), path
 
 
-def assert_no_token_in_logs(caplog) -> None:
+def assert_no_token_in_logs(caplog, token: str = TOKEN) -> None:
     assert caplog.records, "nothing was logged: the check below would prove nothing"
     for record in caplog.records:
-        assert TOKEN not in record.getMessage(), record.name
-    assert TOKEN not in caplog.text
+        assert token not in record.getMessage(), record.name
+    assert token not in caplog.text
 
 
 @pytest.fixture()
@@ -357,17 +378,146 @@ def test_hub_token_missing_says_how_to_provide_one(monkeypatch, load):
     assert "prefect block create secret" in message
 
 
+# --- before any stage: the repo id, the hub and the token, shown to the hub (whoami) ---
+
+
+@pytest.fixture()
+def hub_endpoint(hub, online, monkeypatch):
+    """The stand-in as huggingface_hub's endpoint (what HF_ENDPOINT sets at its import), HF_HUB_OFFLINE unset
+    (conftest sets it: the reachability check reads it now), so the real reachability probe and whoami run."""
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", hub.base)
+    return hub
+
+
+def _whoamis(hub: StandInHub) -> list[str | None]:
+    return [seen.authorization for seen in hub.requests if seen.path == "/api/whoami-v2"]
+
+
+def _asked(hub: StandInHub) -> list[tuple[str, str]]:
+    """The requests, but for huggingface_hub's own fetch of its agent registry (once a process, with no token,
+    when it first builds a user agent)."""
+    assert all(seen.authorization is None for seen in hub.requests if seen.path == "/api/agent-harnesses")
+    return [(seen.method, seen.path) for seen in hub.requests if seen.path != "/api/agent-harnesses"]
+
+
+def test_ready_to_push_shows_the_token_to_the_hub_first(hub_endpoint, debug_logs, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    assert ready_to_push("org/name") == TOKEN
+    assert _asked(hub_endpoint) == [("HEAD", "/"), ("GET", "/api/whoami-v2")]
+    assert _whoamis(hub_endpoint) == [f"Bearer {TOKEN}"]
+    assert any("tester's (write)" in r.getMessage() and "HF_TOKEN" in r.getMessage() for r in debug_logs.records)
+    assert_no_token_in_logs(debug_logs)
+
+
+@pytest.mark.parametrize("block", [None, "team-hf-token"], ids=["HF_TOKEN", "secret-block"])
+def test_an_invalid_or_expired_token_fails_before_any_stage_naming_its_source(
+    hub_endpoint, debug_logs, monkeypatch, block
+):
+    from prefect.blocks.system import Secret
+
+    if block is None:
+        monkeypatch.setenv("HF_TOKEN", f"  {EXPIRED}\n")
+    else:
+        monkeypatch.setattr(Secret, "load", lambda name, **kwargs: FakeSecret(EXPIRED if name == block else TOKEN))
+
+    with pytest.raises(PublishError, match="invalid or expired") as caught:
+        ready_to_push("org/name", block or "hf-token")
+
+    message = str(caught.value)
+    source = "the HF_TOKEN environment variable" if block is None else "the Prefect Secret block 'team-hf-token'"
+    assert f"the Hugging Face token from {source} is invalid or expired" in message and "401" in message
+    assert _whoamis(hub_endpoint) == [f"Bearer {EXPIRED}"]  # the stand-in quoted it in its answer
+    assert EXPIRED not in message and EXPIRED not in "".join(traceback.format_exception(caught.value))
+    assert caught.value.__cause__ is None and caught.value.__context__ is None
+    assert_no_token_in_logs(debug_logs, EXPIRED)
+
+
+def test_a_read_token_fails_before_any_stage(hub_endpoint, caplog, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", READ_ONLY)
+    caplog.set_level(logging.INFO)
+    with pytest.raises(PublishError, match="from the HF_TOKEN environment variable is a read token") as caught:
+        ready_to_push("org/name")
+    assert "org/name needs a write token" in str(caught.value) and READ_ONLY not in str(caught.value)
+    assert_no_token_in_logs(caplog, READ_ONLY)
+
+
+def test_a_hub_that_cannot_check_the_token_now_does_not_stop_the_run(hub_endpoint, caplog, monkeypatch):
+    """A rate limit (429) on whoami says nothing about the token: a warning, and the push checks it again."""
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    hub_endpoint.whoami_status = 429
+    assert ready_to_push("org/name") == TOKEN
+    assert any(r.levelno == logging.WARNING and "429" in r.getMessage() for r in caplog.records)
+    assert_no_token_in_logs(caplog)
+
+
+def test_an_unreachable_hub_fails_as_before_and_no_token_is_sent(hub_endpoint, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(PublishError, match="cannot be reached.*nothing was exported or uploaded to org/name"):
+        ready_to_push("org/name")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", closed)
+    with pytest.raises(PublishError, match="cannot be reached"):
+        ready_to_push("org/name")
+    with pytest.raises(PublishError, match="is not <owner>/<name>"):  # the repo id first, before any request
+        ready_to_push("name")
+    assert hub_endpoint.requests == []
+
+
+_READY = """
+from tasks.shipping.publish import PublishError, ready_to_push
+try:
+    ready_to_push("org/name", None)
+except PublishError as exc:
+    print(exc)
+"""
+
+
+def test_hf_endpoint_decides_which_hub_checks_the_token(hub, tmp_path):
+    """As a user sets it: HF_ENDPOINT in the environment before huggingface_hub is imported, HF_TOKEN expired."""
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower() and k != "TRANSFORMERS_OFFLINE"}
+    env |= {"HF_ENDPOINT": hub.base, "HF_HUB_OFFLINE": "0", "HF_TOKEN": EXPIRED, "HF_HOME": str(tmp_path / "home")}
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", _READY], cwd=root, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert f"HF_TOKEN environment variable is invalid or expired (the hub at {hub.base} answered 401" in done.stdout
+    assert EXPIRED not in done.stdout + done.stderr
+    assert _asked(hub) == [("HEAD", "/"), ("GET", "/api/whoami-v2")]
+
+
 @pytest.mark.parametrize("repo", ["org/name", "my-org/model.v2", "a/b", "user_1/all-MiniLM-L6-v2-nli", "o/" + "n" * 96])
 def test_check_repo_id_accepts(repo):
     check_repo_id(repo)
 
 
 @pytest.mark.parametrize(
-    "repo", ["name", "a/b/c", "org/", "/name", "../x", "org/na me", "org/..x", "org/-x", "org/x.", "o/" + "n" * 97]
+    "repo, why",
+    [
+        ("name", "name the user or organisation too, e.g. my-org/name"),  # our rule: huggingface_hub takes it
+        ("a/b/c", "must be in the form"),
+        ("org/", "must use alphanumeric chars"),
+        ("/name", "must use alphanumeric chars"),
+        ("../x", "must use alphanumeric chars"),
+        ("org/na me", "must use alphanumeric chars"),
+        ("org/..x", "must use alphanumeric chars"),
+        ("org/-x", "must use alphanumeric chars"),
+        ("org/x.", "must use alphanumeric chars"),
+        ("o/" + "n" * 97, "the maximum length is 96"),
+        ("org/a--b", "Cannot have -- or .."),
+        ("org/model.git", "cannot end by '.git'"),
+        ("", "must use alphanumeric chars"),
+    ],
 )
-def test_check_repo_id_rejects(repo):
-    with pytest.raises(PublishError, match=r"--repo: .* is not <owner>/<name>"):
+def test_check_repo_id_rejects(repo, why):
+    """huggingface_hub's own rules (its reason quoted), and an owner: the message names the flag and the form."""
+    with pytest.raises(PublishError, match=r"^--repo: .* is not <owner>/<name>: ") as caught:
         check_repo_id(repo)
+    assert why in str(caught.value)
 
 
 def test_files_to_push_leaves_out_run_leftovers(tmp_path):

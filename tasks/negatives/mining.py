@@ -70,11 +70,11 @@ def mine(
     miner: ResolvedModel | None,
     data_dir: str,
     progress: Callable[[float], None] | None = None,
-    index: StoredIndex | None = None,
+    index: Callable[[], StoredIndex] | None = None,
 ) -> tuple[pd.DataFrame, dict]:
     """Triplets for ``pairs`` (anchor, positive) with negatives drawn from ``nli`` (every row of the source),
-    and the facts the manifest keeps: diagnostics, and for semi-hard the miner and the search (``index``: the
-    candidates' kept index)."""
+    and the facts the manifest keeps: diagnostics, and for semi-hard the miner and the search (``index``: gives the
+    candidates' kept index, asked for only once the texts show negatives can be found)."""
     facts: dict = {}
     reason = why_no_negatives(pairs, nli, config.strategy)
     if reason is not None:
@@ -86,7 +86,9 @@ def mine(
     else:
         if miner is None:
             raise ValueError("negatives='semi-hard' needs a miner model")
-        triplets, search = strategies.mine_semi_hard(pairs, nli, miner, data_dir, config, progress, index)
+        triplets, search = strategies.mine_semi_hard(
+            pairs, nli, miner, data_dir, config, progress, None if index is None else index()
+        )
         facts = {"miner": asdict(miner), "encoded_texts": search.pop("encoded_texts"), "search": search}
     if triplets.empty:
         raise ValueError(nothing_found(pairs, config, facts.get("search", {})))

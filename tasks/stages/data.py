@@ -105,14 +105,15 @@ def mine_negatives(
         key = index_key(raw, config, miner)[1]
         parents.append(ArtifactRef("indexes", key, str(artifacts_root(data_dir) / "indexes" / key)))
 
+    def kept_index() -> StoredIndex:  # built (or found) only once the texts show negatives can be found
+        kept = candidate_index(raw, config, miner, data_dir)
+        assert kept.key == parents[-1].key, (kept.key, parents[-1].key)
+        return StoredIndex(kept.folder / catalog.INDEX_FILE, (read_manifest(kept.folder) or {})["index"])
+
     def build(folder) -> Built:
-        index = None
-        if config.strategy == "semi-hard":
-            kept = candidate_index(raw, config, miner, data_dir)
-            assert kept.key == parents[-1].key, (kept.key, parents[-1].key)
-            index = StoredIndex(kept.folder / catalog.INDEX_FILE, (read_manifest(kept.folder) or {})["index"])
         progress = StageProgress(f"encoding texts with {miner.name}").update if miner is not None else None
         pair_rows, nli = read_table(pairs, catalog.PAIRS_FILE), labels.as_nli(read_table(raw, catalog.RAW_FILE))
+        index = kept_index if config.strategy == "semi-hard" else None
         triplets, facts = mining.mine(pair_rows, nli, config, miner, data_dir, progress, index)
         if config.strategy == "semi-hard" and "negative_score" in triplets:
             plots.similarity_histogram(triplets, folder / catalog.SIMILARITIES_PLOT)

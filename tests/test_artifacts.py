@@ -66,6 +66,7 @@ def test_a_failed_build_leaves_nothing_and_keeps_earlier_artifacts(tmp_path):
         materialize(tmp_path, "pairs", 1, {"p": 2}, [], failing)
     stage_dir = tmp_path / "artifacts" / "pairs"
     assert sorted(p.name for p in stage_dir.iterdir()) == [earlier.key]
+    assert list((tmp_path / "artifacts" / ".staging" / "pairs").iterdir()) == []  # its staging folder went too
     assert verify(earlier) == []
 
 
@@ -112,8 +113,8 @@ def test_concurrent_builds_of_one_key_agree_and_never_expose_partial_output(tmp_
     stage = tmp_path / "artifacts" / "pairs"
     deadline = time.monotonic() + 30
     while any(w.is_alive() for w in workers) and time.monotonic() < deadline:
-        for folder in stage.glob("[!.]*") if stage.exists() else []:
-            # a visible artifact folder is always complete: manifest and data together
+        for folder in stage.glob("*/") if stage.exists() else []:
+            # every folder a glob of the stage sees is a complete artifact: manifest and data together
             assert (folder / "manifest.json").exists() and (folder / "data.parquet").exists()
         time.sleep(0.01)
     for worker in workers:
@@ -216,17 +217,18 @@ def test_a_second_run_waits_for_the_one_building_the_key_and_reuses_its_artifact
     child.join()
     assert len(calls.read_text().splitlines()) == 1  # one computation
     assert mine == theirs and (theirs.cached, mine.cached) == (False, True)
-    stage = tmp_path / "artifacts" / "pairs"
-    assert f"{stage}/.tmp-{KEY}-" in caplog.text and f".partial-{KEY}.lock" in caplog.text  # names the other run
-    assert [p.name for p in stage.iterdir()] == [KEY]  # no lock file, no staging folder left behind
+    stage, staging = tmp_path / "artifacts" / "pairs", tmp_path / "artifacts" / ".staging" / "pairs"
+    assert f"{staging}/.tmp-{KEY}-" in caplog.text and f".partial-{KEY}.lock" in caplog.text  # names the other run
+    assert [p.name for p in stage.iterdir()] == [KEY]  # no lock file left behind
+    assert list(staging.iterdir()) == []  # nor any staging folder
 
 
 def test_waiting_past_the_timeout_names_the_other_runs_folder_and_the_lock(tmp_path):
     child, queue, calls = _start_building(tmp_path, seconds=1.5)
-    stage = tmp_path / "artifacts" / "pairs"
+    stage, staging = tmp_path / "artifacts" / "pairs", tmp_path / "artifacts" / ".staging" / "pairs"
     with pytest.raises(TimeoutError) as raised:
         materialize(tmp_path, "pairs", 1, {"same": True}, [], _counted_build(calls, 0, False), wait_seconds=0.2)
-    assert f"{stage}/.tmp-{KEY}-" in str(raised.value) and str(stage / f".partial-{KEY}.lock") in str(raised.value)
+    assert f"{staging}/.tmp-{KEY}-" in str(raised.value) and str(stage / f".partial-{KEY}.lock") in str(raised.value)
     assert not queue.get(timeout=30).cached
     child.join()
     assert len(calls.read_text().splitlines()) == 1
@@ -255,11 +257,27 @@ def test_a_resumable_build_resumes_in_its_partial_folder_and_leaves_no_lock(tmp_
     with pytest.raises(RuntimeError, match="killed"):
         materialize(tmp_path, "models", 1, {}, [], failing, resumable=True)
     key = artifact_key("models", 1, {}, [])
-    stage = tmp_path / "artifacts" / "models"
-    assert sorted(p.name for p in stage.iterdir()) == [f".partial-{key}"]  # the lock went with its holder
+    stage, staging = tmp_path / "artifacts" / "models", tmp_path / "artifacts" / ".staging" / "models"
+    assert list(stage.iterdir()) == []  # the lock went with its holder; a glob of the stage sees nothing
+    assert sorted(p.name for p in staging.iterdir()) == [f".partial-{key}"]
     ref = materialize(tmp_path, "models", 1, {}, [], resuming, resumable=True)
     assert seen == [(f".partial-{key}", "step 10")] and not ref.cached
-    assert sorted(p.name for p in stage.iterdir()) == [key]
+    assert sorted(p.name for p in stage.iterdir()) == [key] and list(staging.iterdir()) == []
+
+
+def test_a_partial_left_beside_its_key_by_an_earlier_version_is_resumed_from(tmp_path):
+    """Before .staging/, a resumable build kept ``.partial-<key>`` in the stage's folder: it is resumed, not lost."""
+    key = artifact_key("models", 1, {}, [])
+    old = tmp_path / "artifacts" / "models" / f".partial-{key}"
+    old.mkdir(parents=True)
+    (old / "checkpoint").write_text("step 10")
+
+    def resuming(folder):
+        assert (folder / "checkpoint").read_text() == "step 10"
+        return write_parquet(FRAME, folder / "data.parquet")
+
+    ref = materialize(tmp_path, "models", 1, {}, [], resuming, resumable=True)
+    assert not old.exists() and sorted(p.name for p in ref.folder.parent.iterdir()) == [key]
 
 
 def test_a_reused_artifact_counts_as_used_now(tmp_path):
@@ -269,3 +287,24 @@ def test_a_reused_artifact_counts_as_used_now(tmp_path):
     os.utime(ref.folder, (1e9, 1e9))
     assert materialize(tmp_path, "pairs", 1, {}, [], _build([])).cached
     assert ref.folder.stat().st_mtime > 1e9 + 1
+
+
+def test_a_stage_folder_on_another_filesystem_fails_the_build_loudly_and_keeps_it(tmp_path, monkeypatch):
+    """.staging/ and the stage's folder must share a filesystem (the rename into place is atomic); a stage folder
+    linked to another disk fails the build, naming both, and a resumable build is kept to resume from."""
+    import errno
+    import os
+
+    rename = os.rename
+
+    def across_disks(src, dst):
+        if ".staging" in str(src) and ".staging" not in str(dst):
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        return rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", across_disks)
+    with pytest.raises(OSError, match="not on one filesystem"):
+        materialize(tmp_path, "models", 1, {}, [], _build([]), resumable=True)
+    key = artifact_key("models", 1, {}, [])
+    assert (tmp_path / "artifacts" / ".staging" / "models" / f".partial-{key}" / "data.parquet").is_file()
+    assert find(tmp_path, "models", key) is None

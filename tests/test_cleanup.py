@@ -15,7 +15,7 @@ from flows import cli
 from tasks.store import cleanup
 from tasks.store.artifacts import ArtifactRef, artifact_key, artifacts_root, materialize, verify
 from tasks.store.champion import ChampionDamaged
-from tasks.store.locks import lock_path, release_lock, try_lock
+from tasks.store.locks import final_of, lock_path, release_lock, staging_dir, try_lock
 from tasks.store.runs import ModelFacts, RunArtifacts, RunRecord, write_run_record
 
 OLD = 100.0  # hours: older than min_age_hours (24) and keep_partial_hours (72)
@@ -57,7 +57,7 @@ def _record(data: Path, **refs: ArtifactRef) -> None:
 
 def _partial(data: Path, key: str = "0123456789abcdef", seal_age: float | None = None, sealed: bool = True) -> Path:
     """An interrupted training's folder, old, with one checkpoint ``seal_age`` hours old (sealed or not)."""
-    partial = artifacts_root(data) / "models" / f".partial-{key}"
+    partial = staging_dir(artifacts_root(data) / "models" / key) / f".partial-{key}"
     checkpoint = partial / "_trainer" / "checkpoint-10"
     checkpoint.mkdir(parents=True)
     (checkpoint / "model.safetensors").write_bytes(b"w" * 100)
@@ -85,7 +85,9 @@ def test_the_seal_is_the_one_checkpoints_write():
 
 def test_a_partial_whose_lock_is_held_survives_gc_even_when_old(tmp_path):
     partial = _partial(tmp_path)
-    lock = lock_path(partial.parent / partial.name.removeprefix(".partial-"))
+    lock = lock_path(final_of(partial, partial.name.removeprefix(".partial-")))
+    assert lock.parent == artifacts_root(tmp_path) / "models"  # the lock stays beside the key's folder
+    lock.parent.mkdir()
     held = try_lock(lock)  # a separate open file description: to flock, another run
     assert held is not None
     try:
@@ -156,7 +158,7 @@ def test_a_live_build_keeps_its_old_inputs_and_its_miners_store(tmp_path):
     try:
         assert started.wait(30)
         key = artifact_key("models", 1, {"miner": "cafe"}, [tokens])
-        partial = _age(artifacts_root(tmp_path) / "models" / f".partial-{key}", OLD)
+        partial = _age(artifacts_root(tmp_path) / ".staging" / "models" / f".partial-{key}", OLD)
         stale = _stale(tmp_path)
         assert not {tokens.folder.resolve(), store.resolve(), partial.resolve()} & stale
     finally:
@@ -166,15 +168,31 @@ def test_a_live_build_keeps_its_old_inputs_and_its_miners_store(tmp_path):
 
 
 def test_stale_temporary_folders_and_stray_locks_go(tmp_path):
+    """In .staging/, and where versions before it left them: beside the key's folder."""
     ref = _artifact(tmp_path, "raw", {})
     _record(tmp_path, raw=ref)
-    stage = ref.folder.parent
-    tmp = _age(_mkdir(stage / f".tmp-{ref.key}-0badf00d"), OLD)
-    trash = _age(_mkdir(stage / f".trash-{ref.key}-0badf00d"), OLD)
+    stage, staging = ref.folder.parent, staging_dir(ref.folder)
+    leftovers = [_age(_mkdir(folder / f".{kind}-{ref.key}-0badf00d"), OLD) for folder in (stage, staging)
+                 for kind in ("tmp", "trash")]  # fmt: skip
+    leftovers += [_age(_mkdir(stage / ".partial-0123456789abcdef"), OLD)]  # no checkpoint: nothing to resume
     stray = _age(_write(stage / ".partial-fedcba9876543210.lock", "{}"), OLD)
-    assert {tmp.resolve(), trash.resolve(), stray.resolve()} == _stale(tmp_path)
+    kept = _age(_write(stage / ".partial-aaaaaaaaaaaaaaaa.lock", "{}"), OLD)  # its build's partial is there
+    _age(_mkdir(staging / ".partial-aaaaaaaaaaaaaaaa"), 1.0)
+    assert {p.resolve() for p in (*leftovers, stray)} == _stale(tmp_path)
     cleanup.remove(cleanup.unreferenced(tmp_path))
-    assert sorted(p.name for p in stage.iterdir()) == [ref.key]
+    assert sorted(p.name for p in stage.iterdir()) == sorted([ref.key, kept.name])
+    assert [p.name for p in staging.iterdir()] == [".partial-aaaaaaaaaaaaaaaa"]
+
+
+def test_gc_sets_an_artifact_aside_outside_its_stage_folder(tmp_path, monkeypatch):
+    """Between gc's rename and its delete, a glob of the stage does not see the doomed artifact as ``.trash-``."""
+    ref = _artifact(tmp_path, "pairs", {})
+    seen: list[list[str]] = []
+    rmtree = cleanup.shutil.rmtree
+    monkeypatch.setattr(cleanup.shutil, "rmtree", lambda p, **kw: (seen.append(os.listdir(ref.folder.parent)),
+                                                                   rmtree(p, **kw)))  # fmt: skip
+    assert cleanup.remove(cleanup.unreferenced(tmp_path)) > 0
+    assert seen == [[]] and not ref.folder.exists() and list(staging_dir(ref.folder).iterdir()) == []
 
 
 def test_the_gc_command_takes_keep_partial_hours(tmp_path, capsys):

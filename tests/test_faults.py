@@ -98,14 +98,14 @@ def reference(server, flow_args, tmp_path_factory):
 # the step that was running (it must be recomputed, not found half-done)
 KILL_POINTS = {
     "after loading": ("raw/*/manifest.json", {"raw"}, None),  # the next step takes milliseconds
-    "inside mining": ("triplets/.tmp-*", {"raw", "pairs"}, "triplets"),
-    "inside tokenizing": ("tokens/.tmp-*", {"raw", "pairs", "triplets"}, "tokens"),
+    "inside mining": (".staging/triplets/.tmp-*", {"raw", "pairs"}, "triplets"),
+    "inside tokenizing": (".staging/tokens/.tmp-*", {"raw", "pairs", "triplets"}, "tokens"),
     "inside training": (
-        "models/.partial-*/_trainer/checkpoint-*/checkpoint.sealed",
+        ".staging/models/.partial-*/_trainer/checkpoint-*/checkpoint.sealed",
         {"raw", "pairs", "triplets", "tokens"},
         "model",
     ),
-    "inside evaluation": ("metrics/.tmp-*", {"raw", "pairs", "triplets", "tokens", "model"}, "base-metrics"),
+    "inside evaluation": (".staging/metrics/.tmp-*", {"raw", "pairs", "triplets", "tokens", "model"}, "base-metrics"),
 }
 
 
@@ -121,9 +121,9 @@ def test_sigkill_then_rerun_completes_reuses_and_matches(server, flow_args, refe
         proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
 
-    # nothing half-written is visible: every artifact folder has its manifest
-    for folder in (data_dir / "artifacts").glob("*/*"):
-        if folder.parent.name not in ("embeddings", "runs", "champion") and not folder.name.startswith("."):
+    # nothing half-written is visible: every folder a glob of a stage sees has its manifest (staging is elsewhere)
+    for folder in (data_dir / "artifacts").glob("*/*/"):
+        if folder.parent.name not in ("embeddings", "runs", "champion", ".staging"):
             assert (folder / "manifest.json").exists(), folder
 
     summary = _finish(server, flow_args, data_dir, log)
@@ -148,7 +148,6 @@ def test_two_runs_at_once_both_complete_and_agree(server, flow_args, reference, 
     assert keys[0] == keys[1]
     assert records[0]["metrics"] == records[1]["metrics"]
     assert _data_bytes(records[0]) == _data_bytes(reference)
-    leftovers = [p for p in (data_dir / "artifacts").glob("*/.tmp-*")] + list(
-        (data_dir / "artifacts").glob("*/.trash-*")
-    )
+    artifacts = data_dir / "artifacts"
+    leftovers = [*artifacts.glob(".staging/*/.tmp-*"), *artifacts.glob(".staging/*/.trash-*"), *artifacts.glob("*/.*/")]
     assert leftovers == []

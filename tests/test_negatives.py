@@ -21,6 +21,7 @@ from tasks.negatives.strategies import (
     relative_ceiling,
     semi_hard_negatives,
     soft_negatives,
+    triplet_columns,
 )
 from tasks.pairs.labels import CONTRADICTION, ENTAILMENT, NEUTRAL, mnr_pairs
 from tasks.pairs.sources import negative_columns
@@ -31,6 +32,16 @@ def _positives_by_anchor(mnr: pd.DataFrame) -> dict[str, set[str]]:
     for anchor, positive in zip(mnr["anchor"], mnr["positive"]):
         out.setdefault(normalise(anchor), set()).add(normalise(positive))
     return out
+
+
+ROWS = ["anchor", "positive", "positive_score", "negative", "negative_score", "negative_rank"]
+
+
+def _assert_unscored(triplets: pd.DataFrame) -> None:
+    """A strategy that picks by no score: its scores and ranks are null (not NaN-as-a-value, not -1), still typed."""
+    unscored = [c for c in triplets.columns if c.endswith(("_score", "_rank"))]
+    assert unscored and triplets[unscored].isna().all().all()
+    assert {str(triplets[c].dtype) for c in unscored} == {"float64", "Int64"}
 
 
 def _assert_never_a_positive(triplets: pd.DataFrame, mnr: pd.DataFrame) -> None:
@@ -44,7 +55,8 @@ def _assert_never_a_positive(triplets: pd.DataFrame, mnr: pd.DataFrame) -> None:
 def test_soft_negatives_are_another_premises_hypothesis(nli_sample):
     mnr = mnr_pairs(nli_sample)
     triplets = soft_negatives(mnr, nli_sample, MiningConfig(seed=7))
-    assert list(triplets.columns) == ["anchor", "positive", "negative"]
+    assert list(triplets.columns) == ROWS
+    _assert_unscored(triplets)
     assert len(triplets) == len(mnr)
     _assert_never_a_positive(triplets, mnr)
     forbidden = forbidden_texts(nli_sample)
@@ -65,8 +77,13 @@ def test_several_soft_negatives_as_rows_or_columns(nli_sample):
     assert len(rows) == 3 * len(mnr)
     assert (rows.groupby(["anchor", "positive"])["negative"].nunique() == 3).all()
     columns = soft_negatives(mnr, nli_sample, MiningConfig(num_negatives=3, layout="columns"))
-    assert list(columns.columns) == ["anchor", "positive", "negative_1", "negative_2", "negative_3"]
-    assert len(columns) == len(mnr)
+    assert list(columns.columns) == [
+        *["anchor", "positive", "positive_score", "negative_1", "negative_2", "negative_3"],
+        *["negative_1_score", "negative_2_score", "negative_3_score", "negative_1_rank", "negative_2_rank"],
+        "negative_3_rank",
+    ]
+    assert list(rows.columns) == ROWS and len(columns) == len(mnr)
+    _assert_unscored(columns)
     _assert_never_a_positive(columns, mnr)
 
 
@@ -83,17 +100,25 @@ def test_a_case_or_space_variant_of_the_positive_is_never_chosen():
     assert soft_negatives(mnr, pairs, MiningConfig(seed=0)).empty
 
 
-def test_contradiction_negatives_come_from_the_same_premise():
+def _contradicted() -> pd.DataFrame:
+    """The bundled sample's rows of premises with both an entailment and a contradiction (90 premises)."""
     from tasks.pairs.sources import DEFAULT_NLI_SAMPLE
 
     full = pd.read_parquet(DEFAULT_NLI_SAMPLE)[["premise", "hypothesis", "label"]]
     labels = full.groupby("premise")["label"].agg(set)
-    both = labels[labels.map(lambda s: {0, 2} <= s)].index  # the bundled subset has 90 such premises
-    sample = full[full["premise"].isin(both)].reset_index(drop=True)
+    both = labels[labels.map(lambda s: {0, 2} <= s)].index
+    return full[full["premise"].isin(both)].reset_index(drop=True)
+
+
+def test_contradiction_negatives_come_from_the_same_premise():
+    sample = _contradicted()
+    both = sample["premise"].unique()
     mnr = mnr_pairs(sample)
     triplets = contradiction_negatives(mnr, sample, MiningConfig(strategy="contradiction"))
     contradicted = set(zip(sample.loc[sample["label"] == 2, "premise"], sample.loc[sample["label"] == 2, "hypothesis"]))
     assert len(triplets) == len(mnr) == len(both)
+    assert list(triplets.columns) == ROWS
+    _assert_unscored(triplets)
     assert all((a, n) in contradicted for a, n in zip(triplets["anchor"], triplets["negative"]))
     _assert_never_a_positive(triplets, mnr)
 
@@ -146,6 +171,39 @@ def test_semi_hard_picks_the_first_admissible_exact_neighbour(nli_sample, mined)
         assert row["negative_rank"] >= 2
 
 
+@pytest.mark.parametrize("layout, num_negatives", [("rows", 1), ("rows", 2), ("columns", 2)])
+def test_every_strategy_writes_one_schema(nli_sample, mined, tmp_path, layout, num_negatives):
+    """Soft, contradiction and semi-hard triplets of one layout: the same Parquet columns, order and types (the
+    scores and ranks soft and contradiction lack: nulls), so DuckDB, polars and datasets read them together."""
+    import pyarrow.parquet as pq
+
+    from tasks.store.artifacts import write_parquet
+
+    mnr, anchors, positives, candidates = mined
+    config = MiningConfig(range_max=20, num_negatives=num_negatives, layout=layout)
+    frames = {
+        "soft": soft_negatives(mnr, nli_sample, config),
+        "contradiction": contradiction_negatives(
+            mnr_pairs(_contradicted()), _contradicted(), replace(config, strategy="contradiction")
+        ),
+        "semi-hard": semi_hard_negatives(
+            mnr, nli_sample, anchors, positives, candidates, replace(config, strategy="semi-hard")
+        )[0],
+    }
+    schemas = {}
+    for strategy, frame in frames.items():
+        assert len(frame) or (strategy, layout) == ("contradiction", "columns"), strategy  # few have 2: empty, typed
+        write_parquet(frame, tmp_path / f"{strategy}.parquet")
+        schemas[strategy] = pq.read_schema(tmp_path / f"{strategy}.parquet").remove_metadata()
+    assert schemas["soft"] == schemas["contradiction"] == schemas["semi-hard"]
+    assert schemas["soft"].names == list(triplet_columns(config))
+    types = {name: str(schemas["soft"].field(name).type) for name in schemas["soft"].names}
+    assert {t for n, t in types.items() if n.endswith("_score")} == {"double"}
+    assert {t for n, t in types.items() if n.endswith("_rank")} == {"int64"}
+    unscored = pq.read_table(tmp_path / "soft.parquet")
+    assert all(unscored.column(n).null_count == len(unscored) for n in types if n.endswith(("_score", "_rank")))
+
+
 def test_semi_hard_several_negatives_random_sampling_and_max_score(nli_sample, mined):
     mnr, anchors, positives, candidates = mined
     config = MiningConfig(
@@ -157,7 +215,9 @@ def test_semi_hard_several_negatives_random_sampling_and_max_score(nli_sample, m
         "negative_2",
         "negative_3",
     ]
-    assert list(triplets.columns[:3]) == ["anchor", "positive", "positive_score"]
+    assert list(triplets.columns) == list(triplet_columns(config))
+    ranks = triplets[["negative_1_rank", "negative_2_rank", "negative_3_rank"]]
+    assert ranks.notna().all().all() and ((ranks >= 0) & (ranks < 30)).all().all()
     scores = triplets[["negative_1_score", "negative_2_score", "negative_3_score"]]
     assert (scores.to_numpy() <= 0.6 + 1e-6).all()
     assert (scores.to_numpy() <= triplets[["positive_score"]].to_numpy() - 0.05 + 1e-6).all()

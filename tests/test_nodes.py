@@ -134,7 +134,8 @@ def test_a_killed_node_fails_the_stage_naming_it_and_the_rerun_resumes(cluster, 
     with prefect_test_harness(server_startup_timeout=120):
         ids = _tokens_artifact(data_dir, base, triplets)
         killed: list = []
-        trainer = data_dir / "artifacts" / "models" / f".partial-{_model_key(ids, base, recipe, runtime)}" / "_trainer"
+        key = _model_key(ids, base, recipe, runtime)
+        trainer = data_dir / "artifacts" / ".staging" / "models" / f".partial-{key}" / "_trainer"
         killer = threading.Thread(target=_kill_second_node_once_sealed, args=(cluster, trainer, killed))
         killer.start()
         with pytest.raises(RuntimeError, match="training across 2 nodes failed") as failed:

@@ -8,7 +8,8 @@ anchor's positive minus ``margin`` (a guard against unlabelled positives) and be
 ``p - |p| * relative_margin`` for a positive scoring ``p`` (``relative_ceiling``: NV-Retriever's
 TopK-PercPos, ``(1 - relative_margin) * p``, where ``p`` >= 0, and still below ``p`` where it is
 negative; a cap that scales with the positive, so near-duplicates of strong positives are skipped).
-Several negatives per anchor come out as extra rows or columns.
+Several negatives per anchor come out as extra rows or columns; every strategy writes the same columns
+(``triplet_columns``: null where it has no score or rank), so SQL and dataframe tools read them together.
 """
 
 from __future__ import annotations
@@ -94,31 +95,35 @@ def candidate_pool(raw_pairs: pd.DataFrame) -> list[str]:
     return pool
 
 
-def _arrange(mnr: pd.DataFrame, picks: list[list[tuple]], config: MiningConfig, scored: bool) -> pd.DataFrame:
-    """Turn per-anchor picks [(text, score, rank), ...] into rows or columns (scores when ``scored``)."""
-    out = _layout(mnr, picks, config)
-    if not scored:
-        out = out.drop(columns=[c for c in out.columns if c.endswith(("_score", "_rank"))])
-    return out
+def triplet_columns(config: MiningConfig) -> dict[str, str]:
+    """triplets.parquet's columns and pandas types (text, float64 scores, Int64 ranks: null where a strategy
+    has none), whatever the strategy. Only the declared layout shapes them, as the trainer reads each text
+    column as an input: ``rows`` holds one ``negative``, ``columns`` ``negative_1`` .. ``negative_<num_negatives>``."""
+    slots = [""] if config.layout == "rows" else [f"_{i + 1}" for i in range(config.num_negatives)]
+    columns = {"anchor": "str", "positive": "str", "positive_score": "float64"}
+    for suffix, dtype in (("", "str"), ("_score", "float64"), ("_rank", "Int64")):
+        columns |= {f"negative{slot}{suffix}": dtype for slot in slots}
+    return columns
 
 
-def _layout(mnr: pd.DataFrame, picks: list[list[tuple]], config: MiningConfig) -> pd.DataFrame:
+def _arrange(mnr: pd.DataFrame, picks: list[list[tuple]], config: MiningConfig,
+             positive_scores: dict[tuple[str, str], float] | None = None) -> pd.DataFrame:  # fmt: skip
+    """Turn per-anchor picks [(text, score, rank), ...] into rows or columns of ``triplet_columns``; the
+    positives' scores by (anchor, positive) from a strategy that scores (None: a score or rank is null)."""
     if config.layout == "rows":
-        rows = [
-            {"anchor": a, "positive": p, "negative": text, "negative_score": score, "negative_rank": rank}
-            for a, p, chosen in zip(mnr["anchor"], mnr["positive"], picks)
-            for text, score, rank in chosen
-        ]
-        columns = ["anchor", "positive", "negative", "negative_score", "negative_rank"]
-        return pd.DataFrame(rows, columns=columns)
-    n = config.num_negatives
-    full = [(a, p, chosen) for a, p, chosen in zip(mnr["anchor"], mnr["positive"], picks) if len(chosen) == n]
-    data: dict[str, list] = {"anchor": [a for a, _, _ in full], "positive": [p for _, p, _ in full]}
-    for i in range(n):
-        data[f"negative_{i + 1}"] = [chosen[i][0] for _, _, chosen in full]
-    for i in range(n):
-        data[f"negative_{i + 1}_score"] = [chosen[i][1] for _, _, chosen in full]
-    return pd.DataFrame(data)
+        rows = [(a, p, *pick) for a, p, chosen in zip(mnr["anchor"], mnr["positive"], picks) for pick in chosen]
+        out = pd.DataFrame(rows, columns=["anchor", "positive", "negative", "negative_score", "negative_rank"])
+    else:
+        n = config.num_negatives
+        full = [(a, p, chosen) for a, p, chosen in zip(mnr["anchor"], mnr["positive"], picks) if len(chosen) == n]
+        out = pd.DataFrame({"anchor": [a for a, _, _ in full], "positive": [p for _, p, _ in full]})
+        for j, suffix in enumerate(("", "_score", "_rank")):
+            for i in range(n):
+                out[f"negative_{i + 1}{suffix}"] = [chosen[i][j] for _, _, chosen in full]
+    scores = positive_scores or {}
+    out["positive_score"] = [scores.get(pair) for pair in zip(out["anchor"], out["positive"])]
+    columns = triplet_columns(config)
+    return out[list(columns)].astype(columns)
 
 
 def soft_negatives(mnr: pd.DataFrame, raw_pairs: pd.DataFrame, config: MiningConfig) -> pd.DataFrame:
@@ -134,12 +139,12 @@ def soft_negatives(mnr: pd.DataFrame, raw_pairs: pd.DataFrame, config: MiningCon
         seen: set[str] = set()
         for index in rng.integers(0, len(candidates), size=100 * config.num_negatives):
             if normalised[index] not in banned and normalised[index] not in seen:
-                chosen.append((candidates[index], float("nan"), -1))
+                chosen.append((candidates[index], None, None))
                 seen.add(normalised[index])
                 if len(chosen) == config.num_negatives:
                     break
         picks.append(chosen)
-    return _arrange(mnr, picks, config, scored=False)
+    return _arrange(mnr, picks, config)
 
 
 def contradiction_negatives(mnr: pd.DataFrame, raw_pairs: pd.DataFrame, config: MiningConfig) -> pd.DataFrame:
@@ -158,8 +163,8 @@ def contradiction_negatives(mnr: pd.DataFrame, raw_pairs: pd.DataFrame, config: 
         options = [h for h in by_premise.get(normalise(anchor), []) if normalise(h) not in positives[normalise(anchor)]]
         if config.sampling == "random" and len(options) > config.num_negatives:
             options = [options[i] for i in sorted(rng.choice(len(options), config.num_negatives, replace=False))]
-        picks.append([(h, float("nan"), -1) for h in options[: config.num_negatives]])
-    return _arrange(mnr, picks, config, scored=False)
+        picks.append([(h, None, None) for h in options[: config.num_negatives]])
+    return _arrange(mnr, picks, config)
 
 
 def semi_hard_negatives(
@@ -226,9 +231,7 @@ def semi_hard_negatives(
                 chosen = sorted(rng.choice(len(admissible), config.num_negatives, replace=False))
                 admissible = [admissible[j] for j in chosen]
             picks.append(admissible[: config.num_negatives])
-    out = _arrange(mnr, picks, config, scored=True)
-    positive_by_anchor = dict(zip(zip(mnr["anchor"], mnr["positive"]), positive_scores.astype("float64")))
-    out.insert(2, "positive_score", [positive_by_anchor[(a, p)] for a, p in zip(out["anchor"], out["positive"])])
+    out = _arrange(mnr, picks, config, dict(zip(zip(mnr["anchor"], mnr["positive"]), positive_scores.tolist())))
     facts = {"index": index.kind, "recall_at_10": recall_at_k(index, anchor_vectors, k=min(10, k))} | counts
     return out, facts
 
@@ -246,7 +249,7 @@ def diagnostics(mnr: pd.DataFrame, triplets: pd.DataFrame, config: MiningConfig)
         "share_short_of_negatives": round(short / max(1, len(mnr)), 4),
     }
     score_columns = [c for c in triplets.columns if c.startswith("negative") and c.endswith("score")]
-    if "positive_score" in triplets and len(triplets):
+    if triplets["positive_score"].notna().any():  # a strategy that scores
         facts["mean_positive_score"] = round(float(triplets["positive_score"].mean()), 4)
         facts["mean_negative_score"] = round(float(triplets[score_columns].stack().mean()), 4)
     return facts

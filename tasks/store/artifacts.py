@@ -3,7 +3,8 @@
 A key is derived from everything that determines an artifact's content (stage, stage
 version, parameters, parents' keys), so the same inputs find the same folder and nothing
 is recomputed, while a changed parameter moves every downstream key. Folders are built
-under a temporary name and renamed into place only when complete, with a manifest that
+under ``artifacts/.staging/<stage>/`` (``locks.py``: out of the stage's folder, so its globs see only
+finished artifacts) and renamed into place only when complete, with a manifest that
 records parameters, parents, rows, schema, file checksums and timings: a folder without a
 valid manifest (``manifests.py``: one that lists every file it holds) is not an artifact, so a crash
 never leaves a half-written one, and a damaged manifest is rebuilt, never trusted.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import hashlib
 import json
 import logging
@@ -35,7 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks.store import environment, leases, object_locks, remote, transfer
-from tasks.store.locks import BUILD_WAIT_SECONDS, exclusive
+from tasks.store.locks import BUILD_WAIT_SECONDS, exclusive, staging_dir
 from tasks.store.manifests import MANIFEST, ManifestError, damaged_files, file_entries, load_manifest, schema_of
 from tasks.store.manifests import file_sha256 as file_sha256  # re-exported: callers import these from here
 from tasks.store.manifests import read_manifest as read_manifest
@@ -127,18 +129,15 @@ def _find_local(folder: Path, stage: str, key: str) -> ArtifactRef | None:
     return ArtifactRef(stage, key, str(folder), manifest.get("rows"), cached=True)
 
 
-def _staging_folder(final: Path, resumable: bool) -> Path:
-    """Where a build writes: ``.partial-<key>`` kept across failures to resume from, else a fresh temporary."""
-    if resumable:
-        return final.parent / f".partial-{final.name}"
-    return final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
-
-
 @contextlib.contextmanager
-def _staging(folder: Path, resumable: bool) -> Iterator[Path]:
-    """A hidden sibling folder, never seen as an artifact; a temporary one is removed on failure,
-    a resumable one stays for the next build of the key to resume from (the caller holds the key's lock)."""
-    folder.mkdir(parents=True, exist_ok=resumable)
+def _staging(folder: Path, resumable: bool, final: Path) -> Iterator[Path]:
+    """A folder under ``.staging/``, never seen as an artifact; a temporary one is removed on failure, a
+    resumable one stays for the next build of the key to resume from (the caller holds the key's lock). A
+    ``.partial-<key>`` left beside the key's folder by a version before ``.staging/`` is resumed from too."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    if resumable and not folder.exists() and (final.parent / folder.name).is_dir():
+        os.rename(final.parent / folder.name, folder)
+    folder.mkdir(exist_ok=resumable)
     try:
         yield folder
     except BaseException:
@@ -147,15 +146,11 @@ def _staging(folder: Path, resumable: bool) -> Iterator[Path]:
         raise
 
 
-def _touch(folder: Path) -> None:
-    """Mark a reused artifact as used now: gc's age is time since last use, so a live run's inputs stay."""
-    with contextlib.suppress(OSError):
-        os.utime(folder)
-
-
 def _reused(ref: ArtifactRef) -> ArtifactRef:
+    """Mark a reused artifact as used now: gc's age is time since last use, so a live run's inputs stay."""
     _warn_if_made_elsewhere(ref)
-    _touch(ref.folder)
+    with contextlib.suppress(OSError):
+        os.utime(ref.folder)
     return ref
 
 
@@ -196,7 +191,8 @@ def _build(final: Path, version: int, params: dict[str, Any], parents: list[dict
            wait_seconds: float) -> ArtifactRef:  # fmt: skip
     """Build under the key's lock, unless the run this one waited for built it; publish it with its manifest."""
     stage, key, data_dir = final.parent.name, final.name, final.parent.parent.parent
-    folder = _staging_folder(final, resumable)
+    # where it writes: .partial-<key> kept across failures to resume from, else a fresh temporary
+    folder = staging_dir(final) / (f".partial-{key}" if resumable else f".tmp-{key}-{uuid.uuid4().hex[:8]}")
     holder = {
         "pid": os.getpid(),
         "host": socket.gethostname(),
@@ -212,7 +208,7 @@ def _build(final: Path, version: int, params: dict[str, Any], parents: list[dict
             log.info("%s/%s was built by the run this one waited for: reusing it", stage, key)
             return _reused(found)
         started = time.perf_counter()
-        with _staging(folder, resumable) as tmp:
+        with _staging(folder, resumable, final) as tmp:
             built = build(tmp)
             built = built if isinstance(built, Built) else Built(built)
             files = file_entries(tmp)
@@ -255,12 +251,14 @@ def _publish(tmp: Path, final: Path, ref: ArtifactRef) -> ArtifactRef:
         shutil.rmtree(tmp, ignore_errors=True)
         return theirs
     if final.exists():  # a damaged copy: move it aside atomically before ours goes in
-        trash = final.parent / f".trash-{final.name}-{uuid.uuid4().hex[:8]}"
+        trash = tmp.parent / f".trash-{final.name}-{uuid.uuid4().hex[:8]}"
         os.rename(final, trash)
         shutil.rmtree(trash, ignore_errors=True)
     try:
         os.rename(tmp, final)
-    except OSError:  # lost a race with a concurrent writer between the check and the rename
+    except OSError as exc:  # lost a race with a concurrent writer between the check and the rename
+        if exc.errno == errno.EXDEV:  # a stage's folder linked to another disk than .staging/: keep the build
+            raise OSError(exc.errno, f"{tmp} cannot be renamed into {final}: not on one filesystem") from exc
         shutil.rmtree(tmp, ignore_errors=True)
         return _find_local(final, ref.stage, ref.key) or ref
     return ref

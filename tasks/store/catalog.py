@@ -44,7 +44,7 @@ STAGES = {
         Stage("raw", 2, (RAW_FILE,), "the source's rows as read and validated (NLI, pairs or triplets)"),
         Stage("pairs", 2, (PAIRS_FILE,), "the rows in the loss's format"),
         Stage("indexes", 1, (INDEX_FILE,), "a miner's FAISS index over a source's candidates (faiss.read_index)"),
-        Stage("triplets", 2, (TRIPLETS_FILE, SAMPLE_FILE, SIMILARITIES_PLOT), "pairs with their negatives"),
+        Stage("triplets", 3, (TRIPLETS_FILE, SAMPLE_FILE, SIMILARITIES_PLOT), "pairs with their negatives"),
         Stage("tokens", 1, (TOKENS_FILE, LENGTHS_PLOT), "token ids of the training data"),
         Stage("models", 3, (MODEL_FOLDER, TRAINING_FILE), "a trained model"),
         Stage("metrics", 3, (METRICS_JSON, METRICS_FILE, STSB_PAIRS_FILE), "a model's scores"),
@@ -58,7 +58,7 @@ STAGES = {
             (COMPARISON_FILE, COMPARISON_MARKDOWN, COMPARISON_PLOT),
             "every export against the PyTorch model",
         ),
-        Stage("releases", 1, (MODEL_FOLDER,), "the model, its card and its exports, to serve or publish"),
+        Stage("releases", 2, (MODEL_FOLDER,), "the model, its card and its exports, to serve or publish"),
         Stage(
             "grids",
             1,

@@ -7,7 +7,7 @@ their parents); the embedding stores (every precision) of the miners of everythi
 a staging folder whose key's lock is held (a live build); an interrupted training's ``.partial-<key>``
 while its last sealed checkpoint is younger than ``keep_partial_hours``; and anything used more recently
 than ``min_age_hours`` (a reused artifact's folder is touched on reuse). What a lease names stays whatever
-its age. Every stage folder under ``artifacts/`` is swept the same way, whatever the stage.
+its age. Every stage folder under ``artifacts/``, and its ``.staging/<stage>/``, is swept the same way.
 
 ``remove`` closes the window between listing and removing: under gc's exclusive lock (the one runs take,
 shared, to add to their leases) it reads the leases, champions and live builds again and moves each folder
@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from tasks.store import leases
+from tasks.store import leases, locks
 from tasks.store.artifacts import MANIFEST, artifacts_root, read_manifest
 from tasks.store.champion import read_champion
 from tasks.store.locks import lock_held, lock_holder, lock_path, release_lock, staging_key, try_lock
@@ -34,7 +34,7 @@ from tasks.store.runs import RUNS, read_run_record, run_records
 
 log = logging.getLogger(__name__)
 
-NOT_STAGES = (RUNS, "champion", "embeddings")
+NOT_STAGES = (RUNS, "champion", "embeddings", locks.STAGING)
 SEAL = "checkpoint.sealed"  # tasks/training/checkpoints.py's seal, not imported: it pulls in transformers
 KEEP_PARTIAL_HOURS = 72.0
 PRECISIONS = ("bf16", "fp16")  # suffixes of GPU embedding stores, tasks/negatives/embeddings.py
@@ -73,11 +73,6 @@ def _model_folders(root: Path, locations: Iterable[str]) -> list[Path]:
         if root in location.parents and len(parts := location.relative_to(root).parts) >= 2:
             folders.append(root / parts[0] / parts[1])
     return folders
-
-
-def _local_models(root: Path, manifest: dict[str, Any]) -> list[Path]:
-    """Artifact folders of models the manifest names by location."""
-    return _model_folders(root, leases.model_locations(manifest))
 
 
 def _champions(root: Path) -> list[Path]:
@@ -139,7 +134,7 @@ def _reachable(root: Path, start: Iterable[Path]) -> set[Path]:
         kept.add(folder)
         manifest = read_manifest(folder) or {}
         todo += [f for f in (_folder_of(root, p) for p in manifest.get("parents", [])) if f is not None]
-        todo += _local_models(root, manifest)
+        todo += _model_folders(root, leases.model_locations(manifest))  # the local models it names
     return kept
 
 
@@ -181,11 +176,12 @@ def young_checkpoint(partial: Path, keep_partial_hours: float) -> bool:
 def _stale_in_stage(path: Path, kept: set[Path], keep_partial_hours: float) -> bool:
     """Whether an entry of a stage folder (already old enough) may go."""
     key = staging_key(path.name)
-    if path.is_file():  # a lock left by a killed run, its folder gone
-        return path.name.endswith(".lock") and not lock_held(path) and not path.with_suffix("").exists()
+    if path.is_file():  # a lock left by a killed run, its folder gone (in .staging/, or beside it as before)
+        gone = not path.with_suffix("").exists() and not (locks.staging_dir(path) / path.stem).exists()
+        return path.name.endswith(".lock") and not lock_held(path) and gone
     if path.name.startswith(".trash-"):
         return True
-    if key is not None and lock_held(lock_path(path.parent / key)):
+    if key is not None and lock_held(lock_path(locks.final_of(path, key))):
         return False  # a live build
     if path.name.startswith(".partial-"):
         return not young_checkpoint(path, keep_partial_hours)
@@ -206,7 +202,7 @@ def unreferenced(
     kept, miners = protected(data_dir, keep_runs)
     stale = [
         path
-        for stage in _stage_dirs(root)
+        for stage in _stage_dirs(root) + sorted((root / locks.STAGING).glob("*/"))  # its staging folders too
         for path in sorted(stage.iterdir())
         if _age_hours(path) >= min_age_hours and _stale_in_stage(path, kept, keep_partial_hours)
     ]
@@ -230,8 +226,11 @@ def _size(path: Path) -> int:
 
 
 def _set_aside(path: Path) -> Path | None:
-    """Rename ``path`` to a ``.trash-`` sibling (instant, so gc's lock is held briefly); None if it is gone."""
-    trash = path.parent / f".trash-{path.name}-{uuid.uuid4().hex[:8]}"
+    """Rename ``path`` to ``.trash-`` in its stage's ``.staging/`` (instant, so gc's lock is held briefly; no glob of
+    the stage sees it); None if it is gone."""
+    folder = path.parent if locks.in_staging(path) else locks.staging_dir(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    trash = folder / f".trash-{path.name}-{uuid.uuid4().hex[:8]}"
     try:
         path.rename(trash)
     except FileNotFoundError:
@@ -242,7 +241,8 @@ def _set_aside(path: Path) -> Path | None:
 def _set_aside_under_lock(path: Path, key: str, keep_partial_hours: float) -> Path | None:
     """Set aside a staging folder (or drop a stray lock file) only while holding its key's lock, looking again
     under it: a run that started (or failed with a fresh checkpoint) since ``unreferenced`` looked keeps it."""
-    lock = lock_path(path.parent / key)
+    lock = lock_path(locks.final_of(path, key))
+    lock.parent.mkdir(parents=True, exist_ok=True)  # a staging entry whose stage's folder is gone still goes
     handle = try_lock(lock, create=path != lock)
     if handle is None:
         if path.exists():
@@ -257,8 +257,8 @@ def _set_aside_under_lock(path: Path, key: str, keep_partial_hours: float) -> Pa
 
 
 def _root_of(path: Path) -> Path:
-    """The artifacts folder an entry listed by ``unreferenced`` lies in (a lease lies two levels deeper)."""
-    return path.parents[2] if path.parent.name == "live" else path.parent.parent
+    """The artifacts folder an entry listed by ``unreferenced`` lies in (a lease, a staging entry: a level deeper)."""
+    return path.parents[2] if path.parent.name == "live" or locks.in_staging(path) else path.parent.parent
 
 
 def _doomed(path: Path, kept: set[Path], miners: set[str], keep_partial_hours: float) -> Path | None:

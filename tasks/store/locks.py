@@ -3,6 +3,10 @@
 An flock on ``.partial-<key>.lock`` beside the key's folder: a dead process lets go by itself. The holder
 writes who it is (pid, host, start, the folder it builds in, its params and parents) into the file, for
 the waiting run's log line and for ``gc``, which never removes what a live build holds or reads.
+
+A build writes in ``artifacts/.staging/<stage>/`` (``.partial-<key>``, ``.tmp-<key>-<hex>``), as do a pull
+from a URL store and gc's ``.trash-`` renames: on the artifacts' filesystem, so the rename into place stays
+atomic, yet outside the stage's folder, so a glob over ``artifacts/<stage>/*/`` sees finished artifacts only.
 """
 
 from __future__ import annotations
@@ -22,6 +26,23 @@ log = logging.getLogger(__name__)
 # How long a run waits for another run building the same key before giving up: a training can take a day.
 BUILD_WAIT_SECONDS = 24 * 3600.0
 LOCK_POLL_SECONDS = 1.0
+STAGING = ".staging"  # under artifacts/: what is not (yet, or any more) an artifact
+
+
+def staging_dir(final: Path) -> Path:
+    """Where the key ``final`` (``artifacts/<stage>/<key>``) is built, pulled or trashed: ``.staging/<stage>/``."""
+    return final.parent.parent / STAGING / final.parent.name
+
+
+def in_staging(path: Path) -> bool:
+    """Whether ``path`` is an entry of a staging folder (``artifacts/.staging/<stage>/<entry>``)."""
+    return path.parent.parent.name == STAGING
+
+
+def final_of(entry: Path, key: str) -> Path:
+    """The folder of the key a staging entry or lock file is for: the entry lies in ``.staging/<stage>/``, or
+    beside that folder (a lock; a staging folder left there by a version before ``.staging/``)."""
+    return entry.parents[2] / entry.parent.name / key if in_staging(entry) else entry.parent / key
 
 
 def lock_path(final: Path) -> Path:
@@ -98,7 +119,8 @@ def describe_holder(path: Path, final: Path) -> str:
     if holder.get("folder"):
         since = f"pid {holder.get('pid')} on {holder.get('host')} since {holder.get('since')}"
         return f"{since}, building in {holder['folder']}"
-    staging = sorted(final.parent.glob(f".tmp-{final.name}-*")) + [final.parent / f".partial-{final.name}"]
+    folder = staging_dir(final)
+    staging = sorted(folder.glob(f".tmp-{final.name}-*")) + [folder / f".partial-{final.name}"]
     return f"a run building in {next((f for f in staging if f.exists()), staging[-1])}"
 
 

@@ -5,6 +5,8 @@ Publishing uploads every file an artifact's manifest lists, then the manifest: t
 without one (a killed upload) are not an artifact. Pulling brings an artifact into the mirror only when
 every file matches its manifest's size and sha256; a damaged one in the store is built again, and its
 upload replaces it. Each function is a no-op for a path outside any store's mirror (a plain data folder).
+A pull is staged, and a replaced copy trashed, in the mirror's ``artifacts/.staging/`` (``locks.py``), which
+is never uploaded: the store holds finished artifacts only.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from tasks.store.locks import STAGING, staging_dir
 from tasks.store.manifests import MANIFEST, damaged_files, problem
-from tasks.store.remote import failed, store_for, unreachable
+from tasks.store.remote import Store, failed, store_for, unreachable
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +74,11 @@ def pull_artifact(folder: Path) -> bool:
     if why is not None:
         log.warning("%s/%s: %s: building it again", remote, MANIFEST, why)
         return False
-    tmp = folder.parent / f".tmp-{folder.name}-{uuid.uuid4().hex[:8]}"  # a staging name: gc knows it
+    tmp = staging_dir(folder) / f".tmp-{folder.name}-{uuid.uuid4().hex[:8]}"  # a staging name: gc knows it
     files = sorted(manifest["files"])
     try:
+        tmp.mkdir(parents=True)
+        folder.parent.mkdir(exist_ok=True)  # renamed into from .staging/: the stage's folder must be there
         for rel in files:
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -100,7 +105,7 @@ def _swap_in(tmp: Path, folder: Path, files: dict[str, dict]) -> None:
     if folder.exists():
         if (folder / MANIFEST).is_file() and not damaged_files(folder, files):
             return
-        trash = folder.parent / f".trash-{folder.name}-{uuid.uuid4().hex[:8]}"
+        trash = staging_dir(folder) / f".trash-{folder.name}-{uuid.uuid4().hex[:8]}"  # tmp's folder: it exists
         with contextlib.suppress(FileNotFoundError):
             os.rename(folder, trash)
         shutil.rmtree(trash, ignore_errors=True)
@@ -126,7 +131,8 @@ def adopt(folder: Path) -> bool:
     """Replace the mirror's copy of an artifact by the store's, if the store has a sound one (True)."""
     if not has_artifact(folder, sizes=False):
         return False
-    aside = folder.parent / f".trash-{folder.name}-{uuid.uuid4().hex[:8]}"
+    aside = staging_dir(folder) / f".trash-{folder.name}-{uuid.uuid4().hex[:8]}"
+    aside.parent.mkdir(parents=True, exist_ok=True)
     os.rename(folder, aside)
     if pull_artifact(folder):
         shutil.rmtree(aside, ignore_errors=True)
@@ -140,6 +146,7 @@ def push_artifact(folder: Path) -> None:
     store = store_for(folder)
     if store is None:
         return
+    _never_staging(store, folder)
     manifest = json.loads((folder / MANIFEST).read_text())
     files = sorted(manifest["files"])
     remote = store.remote(folder)
@@ -151,6 +158,12 @@ def push_artifact(folder: Path) -> None:
     log.info("uploaded %s (%d files)", remote, len(files) + 1)
 
 
+def _never_staging(store: Store, path: Path) -> None:
+    """Refuse to upload what lies in ``artifacts/.staging/``: half-built folders, pulls, trash are never the store's."""
+    if Path(path).resolve().relative_to(store.mirror).parts[1:2] == (STAGING,):
+        raise ValueError(f"{path}: a staging path (under {STAGING}/) is never uploaded to the store")
+
+
 # ---- small files: run records, push records, embedding shards ------------------------------------------------------
 
 
@@ -160,6 +173,7 @@ def push_files(paths: Iterable[Path]) -> None:
         store = store_for(path)
         if store is None:
             continue
+        _never_staging(store, path)
         try:
             store.fs.put_file(str(path), store.remote(path))
         except Exception as exc:  # noqa: BLE001

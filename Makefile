@@ -7,7 +7,9 @@ UV_VERSION := 0.13.8
 
 .PHONY: setup lock run test test-gpu lint bench bench-gpu server deploy worker
 
-setup: $(VENV)/.installed
+JS := tests/js
+
+setup: $(VENV)/.installed $(JS)/node_modules/.installed
 
 # torch first and pinned, outside the lock: on CPU-only machines pip takes the local CPU wheel
 # (a GPU worker installs the CUDA build of the same version before this); then every other
@@ -19,6 +21,14 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	$(VENV)/bin/uv pip install -q --python $(PY) --no-deps -e .
 	$(PY) -m pip check
 	touch $@
+
+# transformers.js for tests/test_stock_runtimes.py, exactly as locked (from the npm registry alone, about 175 MB
+# of tarballs, 475 MB unpacked): --ignore-scripts, as onnxruntime-node's install script only fetches CUDA
+# binaries from NuGet, its CPU ones are in the tarball. Without npm, the test skips where node is absent too,
+# and fails naming this step where node is there.
+$(JS)/node_modules/.installed: $(JS)/package.json $(JS)/package-lock.json
+	@if command -v npm >/dev/null; then set -x; cd $(JS) && npm ci --ignore-scripts --no-audit --no-fund && \
+		touch node_modules/.installed; else echo "npm not found: transformers.js (tests/js) not installed" >&2; fi
 
 # Re-resolve after changing a pin in pyproject.toml. --find-links: against the CPU torch wheel on
 # this disk; without it uv resolves PyPI's CUDA torch and locks its nvidia-* libraries too.

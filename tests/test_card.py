@@ -140,7 +140,7 @@ def test_the_card_shows_text_rows_and_the_loss_trained_never_ids_or_our_classes(
     assert f"finetuned from [{BUNDLED_MINILM}](https://huggingface.co/{BUNDLED_MINILM})" in text
     assert "- **License:** apache-2.0" in text and "- **Language:** en" in text
     assert "`max_steps`: 2" in text and "### Training Logs" in text  # what only the trainer knew stays
-    assert 'SentenceTransformer(path, backend="onnx")' in text and card.SECTION in text
+    assert 'load_export(path, "onnx")' in text and card.SECTION in text
 
 
 def test_a_local_base_and_local_data_state_only_what_is_known(trained, tiny_bert, tmp_path):

@@ -16,9 +16,11 @@ from flows import cli
 from tasks.evaluation.data import stsb_pairs
 from tasks.evaluation.stsb import cosine
 from tasks.models.resolve import bundled_minilm_dir
-from tasks.shipping import card, exports
+from tasks.shipping import card, exports, release
 from tasks.shipping.backends import load_export
 from tasks.shipping.compare import TOLERANCE
+from tasks.store.artifacts import ArtifactRef
+from tasks.store.catalog import MODEL_FOLDER
 from tasks.store.runs import RunRecord
 
 TEXTS = ["A man is playing a guitar.", "A woman slices a tomato on a board.", "Two dogs run through the snow.",
@@ -27,8 +29,9 @@ TEXTS = ["A man is playing a guitar.", "A woman slices a tomato on a board.", "T
 
 @pytest.fixture(scope="module")
 def tiny_exports(tiny_bert, tmp_path_factory) -> dict[str, Path]:
+    """Each format's export folder, ``<fmt>/model`` as in an export artifact."""
     root = tmp_path_factory.mktemp("exports")
-    return {fmt: _export(tiny_bert, fmt, root / fmt) for fmt in exports.FORMATS}
+    return {fmt: _export(tiny_bert, fmt, root / fmt / MODEL_FOLDER) for fmt in exports.FORMATS}
 
 
 def _export(model: Path, fmt: str, out: Path) -> Path:
@@ -71,6 +74,29 @@ def test_an_export_runs_in_sentence_transformers_layout(tiny_exports):
     graph = onnx.load(str(tiny_exports["onnx"] / "onnx" / "model.onnx"))
     assert [i.name for i in graph.graph.input] == ["input_ids", "attention_mask", "token_type_ids"]
     assert [o.name for o in graph.graph.output] == ["last_hidden_state"]
+
+
+def test_a_release_folder_loads_in_every_format_it_holds(tiny_bert, tiny_exports, tmp_path):
+    """lay_out's folder: every export where sentence-transformers looks, the int8 ONNX file also under the ONNX
+    layout's names (one inode), and load_export(release, fmt) the same model as the export folder's."""
+    out = tmp_path / "release"
+    release.lay_out(tiny_bert, out, {f: ArtifactRef("exports", f, str(p.parent)) for f, p in tiny_exports.items()})
+    assert exports.formats_in(out) == list(exports.FORMATS)
+    int8 = out / exports.FORMATS["onnx-int8"].file
+    assert {(out / alias).stat().st_ino for alias in exports.RELEASE_ALIASES["onnx-int8"]} == {int8.stat().st_ino}
+    for fmt, folder in tiny_exports.items():
+        vectors = load_export(out, fmt).encode(TEXTS)
+        assert np.abs(vectors - load_export(folder).encode(TEXTS)).max() < 1e-5, fmt
+
+
+def test_load_export_names_what_a_folder_lacks(tiny_bert, tiny_exports, tmp_path):
+    assert load_export(tiny_exports["onnx"], "onnx").encode(["a sentence"]).shape == (1, 32)
+    with pytest.raises(ValueError, match="an export of onnx, not of onnx-int8"):
+        load_export(tiny_exports["onnx"], "onnx-int8")
+    with pytest.raises(ValueError, match=r"neither an export \(no export.json\) nor a release folder \(no modules"):
+        load_export(tmp_path)
+    with pytest.raises(ValueError, match=r"no static export in this release folder \(static/modules.json missing\)"):
+        load_export(tiny_bert, "static")  # a model folder: no export in it
 
 
 def test_an_unknown_format_or_a_folder_that_is_no_model_fails_clearly(tmp_path):
@@ -123,7 +149,9 @@ def test_card_states_every_lineage_field(tmp_path, tiny_bert):
     assert card.missing_fields(out) == []
     text = (out / card.CARD).read_text()
     assert "sha256 `f00d`" in text and "| stsb_test_spearman | 0.5000 | 0.6000 |" in text
-    assert "not promoted: kept: not better" in text and '"torch": "2.13.0"' in text and 'backend="onnx"' in text
+    assert (
+        "not promoted: kept: not better" in text and '"torch": "2.13.0"' in text and 'load_export(path, "onnx")' in text
+    )
     lineage["source"] = {}
     (out / card.LINEAGE).write_text(json.dumps(lineage))
     assert card.missing_fields(out) == ["source"]

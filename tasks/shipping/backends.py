@@ -4,7 +4,8 @@ with the transformer run by onnxruntime or OpenVINO.
 sentence-transformers' ``backend="onnx"`` / ``"openvino"`` go through optimum, which does not install beside
 transformers 5.23 (``tasks/shipping/exports.py``). ``load_export`` builds the same model from the export's
 folder with its Transformer module swapped for one whose network is an onnxruntime session or an OpenVINO
-compiled model; the torch weights are neither needed nor read. Static exports load as they are.
+compiled model; the torch weights are neither needed nor read. Static exports load as they are. A release
+folder holds every format released (``load_export(release, "onnx-int8")``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.shipping.exports import FORMATS, read_export
+from tasks.shipping.exports import EXPORT_FILE, FORMATS, STATIC_FOLDER, Format, check_formats, formats_in, read_export
 
 
 class ExportedNetwork:
@@ -88,17 +89,37 @@ def _transformer_types(folder: Path) -> set[str]:
     return {m["type"] for m in json.loads((folder / "modules.json").read_text()) if m["type"].endswith("Transformer")}
 
 
-def load_export(folder: str | Path, threads: int | None = None):
-    """The export in ``folder`` (``export.json`` says which), as a SentenceTransformer on the CPU."""
+def export_to_load(folder: Path, fmt: str | None) -> tuple[Format, Path]:
+    """Which format to load and from where: an export folder (``export.json`` says which; ``fmt``, if given, must
+    agree), or a release folder, which holds several (``fmt`` names one). Anything else fails naming what lacks."""
+    record = read_export(folder)
+    if record is not None:
+        if fmt is not None and fmt != record["format"]:
+            raise ValueError(f"{folder}: an export of {record['format']}, not of {fmt}")
+        return FORMATS[record["format"]], folder
+    if not (folder / "modules.json").is_file():
+        raise ValueError(f"{folder}: neither an export (no {EXPORT_FILE}) nor a release folder (no modules.json)")
+    held = formats_in(folder)
+    if fmt is None:
+        raise ValueError(
+            f"{folder}: no {EXPORT_FILE}, so read as a release folder: name the format to load, "
+            f"load_export(folder, fmt), one of {held}; or load the model itself with SentenceTransformer"
+        )
+    spec = FORMATS[check_formats([fmt], "format")[0]]
+    if spec.name not in held:
+        wanted = spec.file or f"{STATIC_FOLDER}/modules.json"
+        raise ValueError(f"{folder}: no {spec.name} export in this release folder ({wanted} missing); it holds {held}")
+    return spec, (folder / STATIC_FOLDER if spec.backend == "torch" else folder)
+
+
+def load_export(folder: str | Path, fmt: str | None = None, threads: int | None = None):
+    """An export as a SentenceTransformer on the CPU: an export folder's, or ``fmt`` of a release folder
+    (``load_export(release, "onnx-int8")``); a release's torch weights are not read for an exported format."""
     import torch
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.base.modules.transformer import Transformer
 
-    folder = Path(folder)
-    record = read_export(folder)
-    if record is None:
-        raise ValueError(f"{folder}: not an export (no export.json); load a model folder with SentenceTransformer")
-    spec = FORMATS[record["format"]]
+    spec, folder = export_to_load(Path(folder), fmt)
     if spec.backend == "torch":
         return SentenceTransformer(str(folder), device="cpu")
     network_file = folder / spec.file
@@ -120,3 +141,26 @@ def load_export(folder: str | Path, threads: int | None = None):
     model = SentenceTransformer._load_with_module_classes(str(folder), classes, device="cpu")
     model.to(torch.device("cpu"))
     return model
+
+
+# How each export loads, as tests/test_stock_runtimes.py runs it from a release folder (``path``); the
+# sentence-transformers backends need optimum, which does not install beside sentence-transformers 6
+JS_USAGE = (
+    'transformers.js: `await pipeline("feature-extraction", "<folder>", {{dtype: "{dtype}"}})`, then'
+    ' `extractor(texts, {{pooling: "mean", normalize: true}})` (the pooling of `1_Pooling/config.json`)'
+)
+FORMAT_USAGE = {
+    "onnx": "onnxruntime: `onnx/model.onnx`, the tokenizer's `tokenizer.json` (`tokenizers`), the pooling of"
+    " `1_Pooling/config.json`; " + JS_USAGE.format(dtype="fp32") + '; this project: `load_export(path, "onnx")`',
+    "onnx-int8": "onnxruntime: `onnx/model_quantized.onnx` (also `onnx/model_qint8.onnx`), as for onnx; "
+    + JS_USAGE.format(dtype="q8")
+    + '; this project: `load_export(path, "onnx-int8")`',
+    "openvino": '`load_export(path, "openvino")`',
+    "openvino-int8": '`load_export(path, "openvino-int8")`',
+    "static": '`SentenceTransformer(path + "/static")` (model2vec StaticEmbedding), or `load_export(path, "static")`',
+}
+
+
+def export_usage_lines(formats: list[str]) -> list[str]:
+    """How to load each export in this folder: the card's usage lines, one place to change them."""
+    return [f"- `{fmt}`: {FORMAT_USAGE[fmt]}" for fmt in formats]

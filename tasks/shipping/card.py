@@ -22,6 +22,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tasks.shipping.backends import export_usage_lines
 from tasks.shipping.references import card_facts
 from tasks.store.runs import RunRecord
 
@@ -34,25 +35,11 @@ SECTION = "## Lineage (train-embeddings)"
 # What every card of a trained model states (tests fail on a missing one)
 REQUIRED = ("source", "recipe", "scores", "champion", "environment")
 AS_TRAINED = ("device", "mixed_precision", "loss_class", "processes", "steps", "train_loss", "seconds")
-FORMAT_USAGE = {
-    "onnx": 'SentenceTransformer(path, backend="onnx")',
-    "onnx-int8": 'SentenceTransformer(path, backend="onnx", model_kwargs={"file_name": "onnx/model_qint8.onnx"})',
-    "openvino": 'SentenceTransformer(path, backend="openvino")',
-    "openvino-int8": (
-        'SentenceTransformer(path, backend="openvino", model_kwargs={"file_name": "openvino/openvino_model_qint8.xml"})'
-    ),
-    "static": 'SentenceTransformer(path + "/static")  # model2vec StaticEmbedding',
-}
 EMPTY_CARD = "---\nlibrary_name: sentence-transformers\npipeline_tag: sentence-similarity\n---\n"
 LOSS_DOCS = "https://sbert.net/docs/package_reference/sentence_transformer/losses.html#"
 BODY_ONLY = ("training_data", "loss", "base_model_on_hub")  # card facts for the body, not the front matter
 SHOWN_CHARS = 300  # a training text in the card is cut at this length
 TRAINING_DATASET = re.compile(r"^### Training Dataset\n.*?(?=^#{2,3} )", re.S | re.M)  # sentence-transformers' section
-
-
-def export_usage_lines(formats: list[str]) -> list[str]:
-    """How to load each export in this folder: the card's usage lines, one place to change them."""
-    return [f"- `{fmt}`: `{FORMAT_USAGE[fmt]}`" for fmt in formats]
 
 
 def champion_facts(model_key: str | None, decision: dict, champion: dict | None) -> dict:
@@ -258,7 +245,7 @@ def lineage_markdown(lineage: dict, formats: list[str], results: list[EvalResult
     environment = lineage.get("environment") or {}
     lines += ["**Environment**:", "", "```json", json.dumps(environment, indent=2, default=str), "```", ""]
     if formats:
-        lines += ["**Exports** in this folder (`tasks/shipping/backends.py` loads them without optimum):", ""]
+        lines += ["**Exports** in this folder, and how the tests run them from it:", ""]
         lines += [*export_usage_lines(formats), ""]
     return "\n".join(lines)
 

@@ -66,6 +66,14 @@ FORMATS = {
     )
 }
 STATIC_DIMS = 256  # model2vec's default PCA dimension
+STATIC_FOLDER = "static"  # where a release holds the static model (a sentence-transformers folder of its own)
+
+# The other names a release gives an ONNX file (hard links to it), for the runtimes that read the ONNX layout
+# themselves: transformers.js loads ``dtype: "q8"`` from, and Optimum's ORTQuantizer writes, model_quantized.onnx;
+# sentence-transformers' own quantizer names this configuration (int8 weights per channel, uint8 activations at
+# run time, full range: optimum's ``AutoQuantizationConfig.avx512_vnni(is_static=False)``) model_qint8_avx512_vnni.
+# fp32's onnx/model.onnx is already the name all of them (and sentence-transformers' ONNX backend) look for.
+RELEASE_ALIASES = {"onnx-int8": ("onnx/model_quantized.onnx", "onnx/model_qint8_avx512_vnni.onnx")}
 
 
 class ExportError(RuntimeError):
@@ -228,6 +236,12 @@ def read_export(folder: Path) -> dict | None:
         return json.loads((folder / EXPORT_FILE).read_text())
     except (OSError, ValueError):
         return None
+
+
+def formats_in(folder: Path) -> list[str]:
+    """The formats a release folder holds, by the files sentence-transformers would load each from."""
+    held = [name for name, spec in FORMATS.items() if spec.file and (folder / spec.file).is_file()]
+    return held + (["static"] if (folder / STATIC_FOLDER / "modules.json").is_file() else [])
 
 
 def folder_bytes(folder: Path, exclude: Callable[[Path], bool] = lambda p: False) -> int:

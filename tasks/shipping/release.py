@@ -4,7 +4,8 @@
 (the ``comparisons`` artifact) and leaves out any whose scores moved beyond its tolerance, then lays out
 the release folder: the model's files (copied, so an edit to a release never touches the model), its card
 (sentence-transformers' README plus the lineage, and ``lineage.json``) and the exports where
-sentence-transformers looks for them (``onnx/``, ``openvino/``; static: ``static/``).
+sentence-transformers looks for them (``onnx/``, ``openvino/``; static: ``static/``), the int8 ONNX file also
+where transformers.js and Optimum look (``onnx/model_quantized.onnx``).
 """
 
 from __future__ import annotations
@@ -86,17 +87,21 @@ def within_tolerance(comparison: ArtifactRef) -> set[str]:
 
 
 def lay_out(model_folder: Path, out: Path, shipped: dict[str, ArtifactRef]) -> None:
-    """The model's files and the exports' files in sentence-transformers' places. Copied, never linked: the
-    model's own files are checked against its manifest, so a release must not share their inodes."""
+    """The model's files and the exports' files in sentence-transformers' places, each ONNX file also under the
+    names other runtimes look for (``exports.RELEASE_ALIASES``). Copied from the model and the exports, never
+    linked: their files are checked against their own manifests, so a release must not share their inodes; an
+    alias is a hard link to the release's own copy (one inode inside one artifact, each name in its manifest)."""
     exports.copy_model_files(model_folder, out, weights=True)
     for fmt, ref in shipped.items():
         source = ref.folder / MODEL_FOLDER
         if fmt == "static":
-            shutil.copytree(source, out / "static")
+            shutil.copytree(source, out / exports.STATIC_FOLDER)
             continue
         for path in (source / exports.FORMATS[fmt].file).parent.iterdir():
             (out / path.parent.name).mkdir(exist_ok=True)
             shutil.copy2(path, out / path.parent.name / path.name)
+        for alias in exports.RELEASE_ALIASES.get(fmt, ()):
+            exports.link_or_copy(out / exports.FORMATS[fmt].file, out / alias)
 
 
 def release_artifact(

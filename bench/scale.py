@@ -128,15 +128,14 @@ def task_runs(since: float, until: float) -> list[dict]:
     return sorted(found, key=lambda r: r["start"])
 
 
-def run_flow(source: Path, model: Path, data_dir: Path, train_pairs: int, extra: list[str],
-             miner: Path | None = None) -> dict:  # fmt: skip
+def run_flow(source: Path, model: Path, data_dir: Path, train_pairs: int, extra: list[str]) -> dict:
     """One ``train-embeddings run``: wall time, per-stage seconds and peak RSS, trained pairs. ``max_steps``
     is at most one epoch of the entailment rows (a third of the source), so no pair trains twice."""
     steps = math.ceil(min(train_pairs, pq.ParquetFile(source).metadata.num_rows // 3) / BATCH)
     from prefect.settings import PREFECT_API_URL
 
     params = {"loss": "mnr", "negatives": "semi-hard", "nli_source": str(source), "max_pairs": None,
-              "base_model": str(model), "miner_model": str(miner or model), "epochs": 1, "batch_size": BATCH,
+              "base_model": str(model), "miner_model": str(model), "epochs": 1, "batch_size": BATCH,
               "warmup_steps": 10, "eval_steps": 0, "checkpoint_steps": 0, "max_steps": steps,
               "batch_sampler": "no_duplicates", "margin": -1.0, "eval_limit": 100, "eval_tasks": [],
               "compare_exports": False, "data_dir": str(data_dir)}  # fmt: skip
@@ -238,28 +237,6 @@ def plot(results: dict[int, dict], path: Path) -> None:
     plt.close(fig)
 
 
-def trained_model(data_dir: Path) -> Path:
-    """The model a run trained (its models artifact's folder)."""
-    (folder,) = (data_dir / "artifacts" / "models").glob("*/")
-    return folder / "model"
-
-
-def trained_miner(results: dict[int, dict], root: Path, model: Path, train_pairs: int) -> list[str]:
-    """The two largest sizes again, each a cold run mined by the model the smallest size trained: a miner whose
-    vectors have the structure trained vectors have (a random BERT's are nearly one direction, cosine ~0.96 to
-    their mean, where no approximate index beats exact search), so IVF's cost is measured as users meet it."""
-    sizes = sorted(results)
-    miner = trained_model(root / f"run-{sizes[0]}")
-    again: dict[int, dict] = {}
-    for size in sizes[-2:]:
-        again[size] = run_flow(root / f"nli-{size}.parquet", model, root / f"trained-{size}", train_pairs, [], miner)
-        print(f"{size:,} pairs, trained miner: {again[size]['wall_s']:.0f} s", flush=True)
-    (RESULTS / "scale-trained-miner.json").write_text(json.dumps(again, indent=2))
-    markdown, checks = table(again)
-    return [f"mined by the model the {sizes[0]:,}-pair run trained ({miner.parent.name}):", "", markdown, "",
-            *[f"- {'PASS' if ok else 'FAIL'}: {text}" for text, ok in checks]]  # fmt: skip
-
-
 def compare_workers(source: Path, model: Path, root: Path, clusters: list[str], texts: int = 40_000) -> list[str]:
     """Encoding alone (``encode_cached``, as mining calls it) of the same ``texts`` distinct texts of the source
     with each ``encode_cluster`` (single-threaded workers), each into an empty cache; the first is the reference."""
@@ -294,8 +271,6 @@ def main() -> int:
     parser.add_argument("--compare-workers", action="store_true", help="encoding with each --encode-cluster")
     parser.add_argument("--encode-cluster", nargs="+", default=["local:1", "local:2"])
     parser.add_argument("--keep", type=Path, default=None, help="work folder to keep (default: a temporary one)")
-    parser.add_argument("--trained-miner", action="store_true",
-                        help="the two largest sizes again, mined by the model the smallest size trained")  # fmt: skip
     args = parser.parse_args()
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from prefect.testing.utilities import prefect_test_harness
@@ -316,8 +291,6 @@ def main() -> int:
         out += [markdown, "", f"training capped at {args.train_pairs:,} pairs (max_steps, batch {BATCH}): its "
                 "cost is per pair trained; the other stages' per source pair", ""]  # fmt: skip
         out += [f"- {'PASS' if ok else 'FAIL'}: {text}" for text, ok in checks]
-        if args.trained_miner:
-            out += ["", *trained_miner(results, root, model, args.train_pairs)]
         if args.compare_workers:
             source = root / f"nli-{max(args.sizes)}.parquet"
             out += ["", *compare_workers(source, model, root, args.encode_cluster)]

@@ -366,6 +366,21 @@ def test_ivf_recall_is_measured_against_exact_search():
     assert recall_at_k(build_index(vectors), vectors[:200]) == 1.0
 
 
+def test_ivf_probes_are_calibrated_on_the_queries_to_the_fewest_that_reach_the_recall():
+    rng = np.random.default_rng(2)
+    centers = rng.normal(size=(40, 16))
+    vectors = (centers[rng.integers(0, 40, 6000)] + 0.3 * rng.normal(size=(6000, 16))).astype(np.float32)
+    queries = (centers[rng.integers(0, 40, 400)] + 0.3 * rng.normal(size=(400, 16))).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    index = build_index(vectors, exact_limit=1000, queries=queries[:200])
+    nprobe = int(index.kind.split("nprobe")[1])
+    assert recall_at_k(index, queries[:200], k=10) >= 0.9  # reached on the calibration queries
+    assert recall_at_k(index, queries[200:], k=10) >= 0.85  # and on others like them
+    index.index.nprobe = nprobe - max(1, nprobe // 16)  # one step fewer (the bisection's resolution) falls short
+    assert recall_at_k(index, queries[:200], k=10) < 0.9
+
+
 @pytest.mark.parametrize("exact_limit", [10_000, 1000])
 def test_a_kept_index_reads_back_and_searches_as_the_one_built(tmp_path, exact_limit):
     rng = np.random.default_rng(1)

@@ -23,6 +23,7 @@ from tasks.cluster.connection import current_cluster
 from tasks.cluster.search import search_on_cluster
 
 EXACT_LIMIT = 200_000
+CALIBRATION_QUERIES = 200  # an IVF's nprobe is calibrated on this many queries
 
 
 @dataclass
@@ -86,13 +87,18 @@ def _to_gpu(index: faiss.Index) -> tuple[faiss.Index, bool]:
 
 
 def build_index(
-    vectors: np.ndarray, exact_limit: int = EXACT_LIMIT, seed: int = 0, target_recall: float = 0.9
+    vectors: np.ndarray,
+    exact_limit: int = EXACT_LIMIT,
+    seed: int = 0,
+    target_recall: float = 0.9,
+    queries: np.ndarray | None = None,
 ) -> SearchIndex:
     """Flat inner-product index for small corpora, IVF (trained on a sample) for large ones.
 
-    The IVF's nprobe is calibrated on a sample of the corpus as queries: doubled from nlist/64
-    until recall@10 against exact search reaches ``target_recall`` (at most nlist/8; beyond that
-    exact search is as fast, which is what uniformly random vectors, the worst case, need).
+    The IVF's nprobe is calibrated on ``queries`` (a sample of what will be searched for; None: of the corpus,
+    each leaving itself out): the fewest probes whose recall@10 against exact search reaches ``target_recall``
+    (doubled, then bisected; at most nlist/8: beyond that exact search is as fast, which is what uniformly
+    random vectors, the worst case, need).
     """
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     n, dim = vectors.shape
@@ -109,15 +115,45 @@ def build_index(
     index.train(vectors[rng.choice(n, size=min(n, 64 * nlist), replace=False)])
     index.add(vectors)
     index, on_gpu = _to_gpu(index)
-    probe = np.ascontiguousarray(vectors[rng.choice(n, size=min(n, 200), replace=False)])
-    truth = _exact_neighbours(vectors, probe, 10)
-    nprobe = max(1, nlist // 64)
-    while True:
-        index.nprobe = nprobe
-        if _overlap(truth, index.search(probe, 10)[1]) >= target_recall or nprobe * 2 > nlist // 8:
-            break
-        nprobe *= 2
+    if queries is None:
+        chosen = rng.choice(n, size=min(n, CALIBRATION_QUERIES), replace=False)
+        probe = np.ascontiguousarray(vectors[chosen])
+    else:
+        chosen = np.full(len(queries), -1)  # no query is a corpus row: none to leave out
+        probe = np.ascontiguousarray(queries, dtype=np.float32)
+    truth = _others(_exact_neighbours(vectors, probe, 11), chosen)
+    nprobe = _calibrated_nprobe(index, probe, chosen, truth, nlist, target_recall)
     return SearchIndex(index, f"ivf{nlist},nprobe{nprobe}" + ("+gpu" if on_gpu else ""), vectors)
+
+
+def _others(found: np.ndarray, own: np.ndarray) -> np.ndarray:
+    """Each row's first 10 neighbours other than the query itself (a corpus vector always finds itself, which
+    the anchors mining searches for do not: counted, it would lift the measured recall by up to 0.1)."""
+    return np.array([[i for i in row if i != me][:10] for row, me in zip(found.tolist(), own.tolist())])
+
+
+def _calibrated_nprobe(
+    index: faiss.Index, probe: np.ndarray, own: np.ndarray, truth: np.ndarray, nlist: int, target: float
+) -> int:
+    """The fewest probes reaching ``target`` recall@10 on ``probe`` (corpus vectors ``own``, each leaving itself
+    out): doubled from nlist/64, then bisected between the last that fell short and the first that reached it
+    (search time grows with nprobe, so overshooting by up to 2x would cost up to 2x), at most nlist/8; the index
+    is left at it."""
+
+    def reaches(nprobe: int) -> bool:
+        index.nprobe = nprobe
+        return _overlap(truth, _others(index.search(probe, 11)[1], own)) >= target
+
+    short, enough = 0, max(1, nlist // 64)  # short: the most probes known to fall short
+    while not reaches(enough):
+        if enough * 2 > nlist // 8:
+            return enough  # the cap: beyond it exact search is as fast
+        short, enough = enough, enough * 2
+    while enough - short > max(1, enough // 16):  # to within 1/16 of it
+        middle = (short + enough) // 2
+        short, enough = (short, middle) if reaches(middle) else (middle, enough)
+    index.nprobe = enough
+    return enough
 
 
 def recall_at_k(index: SearchIndex, queries: np.ndarray, k: int = 10, sample: int = 500, seed: int = 0) -> float:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from tasks.models.resolve import ResolvedModel
 from tasks.negatives import strategies
-from tasks.negatives.index import StoredIndex
+from tasks.negatives.embeddings import encode_cached
+from tasks.negatives.index import CALIBRATION_QUERIES, SearchIndex, StoredIndex, build_index
 from tasks.pairs.labels import CONTRADICTION, ENTAILMENT, normalise
 
 
@@ -94,3 +97,22 @@ def mine(
         raise ValueError(nothing_found(pairs, config, facts.get("search", {})))
     facts["diagnostics"] = strategies.diagnostics(pairs, triplets, config) | facts.get("search", {})
     return triplets, facts
+
+
+def candidate_index(
+    raw_pairs: pd.DataFrame,
+    miner,
+    data_dir: str | Path,
+    config: strategies.MiningConfig,
+    progress: Callable[[float], None] | None = None,
+) -> tuple[SearchIndex, int]:
+    """The search index over the source's candidates, encoded through the cache (and how many texts were
+    encoded now): what every mining run of this miner and source searches, so it is built once and kept. An
+    IVF index is calibrated on a sample of the source's premises, the anchors mining searches for."""
+    pool, premises = strategies.candidate_pool(raw_pairs), list(dict.fromkeys(raw_pairs["premise"]))
+    drawn = np.random.default_rng(config.seed).choice(len(premises), min(len(premises), CALIBRATION_QUERIES), False)
+    sample = [premises[i] for i in sorted(drawn)]
+    vectors, encoded = encode_cached(data_dir, miner, list(dict.fromkeys([*pool, *sample])), progress=progress)
+    row = {t: i for i, t in enumerate(dict.fromkeys([*pool, *sample]))}
+    queries = vectors[[row[t] for t in sample]]
+    return build_index(vectors[: len(pool)], config.exact_limit, config.seed, queries=queries), encoded

@@ -260,19 +260,6 @@ def texts_to_encode(mnr: pd.DataFrame, pool: list[str]) -> list[str]:
     return list(dict.fromkeys([*mnr["anchor"], *mnr["positive"], *pool]))
 
 
-def candidate_index(
-    raw_pairs: pd.DataFrame,
-    miner,
-    data_dir: str | Path,
-    config: MiningConfig,
-    progress: Callable[[float], None] | None = None,
-) -> tuple[SearchIndex, int]:
-    """The search index over the source's candidates, encoded through the cache (and how many texts were
-    encoded now): what every mining run of this miner and source searches, so it is built once and kept."""
-    vectors, encoded = encode_cached(data_dir, miner, candidate_pool(raw_pairs), progress=progress)
-    return build_index(vectors, config.exact_limit, config.seed), encoded
-
-
 def mine_semi_hard(
     mnr: pd.DataFrame,
     raw_pairs: pd.DataFrame,

@@ -78,7 +78,7 @@ def candidate_index(
     def build(folder) -> Built:
         progress = StageProgress(f"encoding candidates with {miner.name}").update
         nli = labels.as_nli(read_table(raw, catalog.RAW_FILE))
-        built, encoded = strategies.candidate_index(nli, miner, data_dir, config, progress)
+        built, encoded = mining.candidate_index(nli, miner, data_dir, config, progress)
         write_index(built, folder / catalog.INDEX_FILE)
         return Built(len(built.vectors), {"index": built.kind, "encoded_texts": encoded})
 

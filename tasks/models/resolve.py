@@ -50,8 +50,8 @@ def hub_offline() -> bool:
 def hub_reachable(timeout: float = 3.0) -> bool:
     """False when offline (``hub_offline``) or the hub gives no HTTP answer within ``timeout`` seconds.
 
-    Asked the way huggingface_hub will then ask: its endpoint (``constants.ENDPOINT``, from HF_ENDPOINT: a
-    mirror, an enterprise hub), read now rather than at import, through its own HTTP client (so HTTPS_PROXY,
+    Asked the way huggingface_hub will then ask: its endpoint (``constants.ENDPOINT``, which huggingface_hub
+    reads from HF_ENDPOINT when imported: a mirror, an enterprise hub), through its own HTTP client (so HTTPS_PROXY,
     HTTP_PROXY, NO_PROXY and a client set with ``set_client_factory`` apply). Any answer, even a 4xx or 5xx,
     means the host is there; only connection failures and timeouts mean it is not."""
     if hub_offline():

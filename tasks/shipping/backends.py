@@ -146,14 +146,15 @@ def load_export(folder: str | Path, fmt: str | None = None, threads: int | None 
 # How each export loads, as tests/test_stock_runtimes.py runs it from a release folder (``path``); the
 # sentence-transformers backends need optimum, which does not install beside sentence-transformers 6
 JS_USAGE = (
-    'transformers.js: `await pipeline("feature-extraction", "<folder>", {{dtype: "{dtype}"}})`, then'
-    ' `extractor(texts, {{pooling: "mean", normalize: true}})` (the pooling of `1_Pooling/config.json`)'
+    'transformers.js: `await pipeline("feature-extraction", "<folder>", {dtype: "{dtype}"})`, then'
+    ' `extractor(texts, {pooling: "{pooling}", normalize: {normalize}})`'
 )
+POOLING_FLAGS = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls", "pooling_mode_max_tokens": "max"}
 FORMAT_USAGE = {
     "onnx": "onnxruntime: `onnx/model.onnx`, the tokenizer's `tokenizer.json` (`tokenizers`), the pooling of"
-    " `1_Pooling/config.json`; " + JS_USAGE.format(dtype="fp32") + '; this project: `load_export(path, "onnx")`',
+    " `1_Pooling/config.json`; " + JS_USAGE.replace("{dtype}", "fp32") + '; this project: `load_export(path, "onnx")`',
     "onnx-int8": "onnxruntime: `onnx/model_quantized.onnx` (also `onnx/model_qint8.onnx`), as for onnx; "
-    + JS_USAGE.format(dtype="q8")
+    + JS_USAGE.replace("{dtype}", "q8")
     + '; this project: `load_export(path, "onnx-int8")`',
     "openvino": '`load_export(path, "openvino")`',
     "openvino-int8": '`load_export(path, "openvino-int8")`',
@@ -161,6 +162,28 @@ FORMAT_USAGE = {
 }
 
 
-def export_usage_lines(formats: list[str]) -> list[str]:
-    """How to load each export in this folder: the card's usage lines, one place to change them."""
-    return [f"- `{fmt}`: {FORMAT_USAGE[fmt]}" for fmt in formats]
+def pooling_of(folder: Path) -> tuple[str, bool]:
+    """The model's pooling (``mean``, ``cls``, ``max``) and whether it normalises, from its own module files: what
+    a runtime that reads the ONNX layout must be told."""
+    try:
+        modules = json.loads((folder / "modules.json").read_text())
+        pooling = next(m["path"] for m in modules if m["type"].endswith("Pooling"))
+        config = json.loads((folder / pooling / "config.json").read_text())
+    except (OSError, ValueError, StopIteration):
+        return "mean", True  # sentence-transformers' default pooling, and MiniLM's normalisation
+    mode = config.get("pooling_mode") or next((m for flag, m in POOLING_FLAGS.items() if config.get(flag)), "mean")
+    return mode, any(m["type"].endswith("Normalize") for m in modules)
+
+
+def export_usage_lines(formats: list[str], pooling: tuple[str, bool] = ("mean", True)) -> list[str]:
+    """How to load each export in this folder, for a model of ``pooling`` (``pooling_of``): the card's usage
+    lines, one place to change them."""
+    mode, normalize = pooling
+    filled = {"{pooling}": mode, "{normalize}": "true" if normalize else "false"}
+    lines = []
+    for fmt in formats:
+        usage = FORMAT_USAGE[fmt]
+        for placeholder, value in filled.items():
+            usage = usage.replace(placeholder, value)
+        lines.append(f"- `{fmt}`: {usage}")
+    return lines

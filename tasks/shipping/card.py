@@ -22,7 +22,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tasks.shipping.backends import export_usage_lines
+from tasks.shipping.backends import export_usage_lines, pooling_of
 from tasks.shipping.references import card_facts
 from tasks.store.runs import RunRecord
 
@@ -221,7 +221,8 @@ def evaluation_note(lineage: dict, results: list[EvalResult]) -> list[str]:
             "validation split it was given (the whole split in the flow).", ""]  # fmt: skip
 
 
-def lineage_markdown(lineage: dict, formats: list[str], results: list[EvalResult] | None = None) -> str:
+def lineage_markdown(lineage: dict, formats: list[str], results: list[EvalResult] | None = None,
+                     pooling: tuple[str, bool] = ("mean", True)) -> str:  # fmt: skip
     """The lineage section of the card."""
     lines = [SECTION, "", f"How train-embeddings made this model (the same facts are in `{LINEAGE}`).", ""]
     lines += [f"**Data source**: {_source_line(lineage.get('source') or {})}", ""]
@@ -246,11 +247,11 @@ def lineage_markdown(lineage: dict, formats: list[str], results: list[EvalResult
     lines += ["**Environment**:", "", "```json", json.dumps(environment, indent=2, default=str), "```", ""]
     if formats:
         lines += ["**Exports** in this folder, and how the tests run them from it:", ""]
-        lines += [*export_usage_lines(formats), ""]
+        lines += [*export_usage_lines(formats, pooling), ""]
     return "\n".join(lines)
 
 
-def model_card(base_card: str, lineage: dict, formats: list[str]) -> str:
+def model_card(base_card: str, lineage: dict, formats: list[str], pooling: tuple[str, bool] = ("mean", True)) -> str:
     """sentence-transformers' card with our front matter, its training-dataset section rendered from the run's
     facts (where the run has them), and the lineage section appended (an earlier one replaced)."""
     from huggingface_hub import ModelCard
@@ -263,7 +264,7 @@ def model_card(base_card: str, lineage: dict, formats: list[str]) -> str:
         body, section = described(body, lineage["card"]), training_data_markdown(lineage["card"])
         body, found = TRAINING_DATASET.subn(lambda _: section, body, count=1)
         body = body if found else body + section
-    return f"---\n{card.data.to_yaml()}\n---\n{body}{lineage_markdown(lineage, formats, results)}"
+    return f"---\n{card.data.to_yaml()}\n---\n{body}{lineage_markdown(lineage, formats, results, pooling)}"
 
 
 def missing_fields(folder: Path) -> list[str]:
@@ -282,5 +283,5 @@ def write_card(model_folder: Path, out: Path, lineage: dict, formats: list[str])
     base = (model_folder / CARD).read_text() if (model_folder / CARD).is_file() else ""
     for name in (CARD, LINEAGE):  # may be hard links to the model's own files: never write through them
         (out / name).unlink(missing_ok=True)
-    (out / CARD).write_text(model_card(base, lineage, formats))
+    (out / CARD).write_text(model_card(base, lineage, formats, pooling_of(model_folder)))
     (out / LINEAGE).write_text(json.dumps(lineage, indent=2, default=str))

@@ -63,9 +63,12 @@ def map_labels(raw: ArtifactRef, loss: str, data_dir: str) -> ArtifactRef:
 
 def index_key(raw: ArtifactRef, config: strategies.MiningConfig, miner: ResolvedModel) -> tuple[dict, str]:
     """What determines the candidates' index: the source, the miner and the precision its vectors are in, and
-    the index's own settings; its key names it before it exists (cached triplets never fetch it)."""
-    params = {"miner": miner.fingerprint, "precision": mining_precision().value, "exact_limit": config.exact_limit}
-    params["seed"] = config.seed
+    for an IVF index (more candidates than ``exact_limit``) the seed of its training sample and calibration
+    queries; a flat index depends on neither. Its key names it before it exists (cached triplets never fetch it)."""
+    params = {"miner": miner.fingerprint, "precision": mining_precision().value, "kind": "flat"}
+    candidates = len(strategies.candidate_pool(labels.as_nli(read_table(raw, catalog.RAW_FILE))))
+    if candidates > config.exact_limit:
+        params |= {"kind": "ivf", "seed": config.seed}
     return params, artifact_key("indexes", VERSIONS["indexes"], params, [raw])
 
 
@@ -107,7 +110,8 @@ def mine_negatives(
 
     def kept_index() -> StoredIndex:  # built (or found) only once the texts show negatives can be found
         kept = candidate_index(raw, config, miner, data_dir)
-        assert kept.key == parents[-1].key, (kept.key, parents[-1].key)
+        if kept.key != parents[-1].key:  # the key the triplets were keyed by before the index existed
+            raise RuntimeError(f"the candidates' index is indexes/{kept.key}, planned as {parents[-1].key}")
         return StoredIndex(kept.folder / catalog.INDEX_FILE, (read_manifest(kept.folder) or {})["index"])
 
     def build(folder) -> Built:

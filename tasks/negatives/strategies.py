@@ -183,7 +183,10 @@ def semi_hard_negatives(
     ``num_negatives``.
 
     Returns the negatives and mining facts: index kind, recall of an approximate index, and how many
-    candidates of the rank window each rule removed. ``index``: the candidates' index, built here when None.
+    candidates of the rank window each rule removed. Not sentence-transformers' ``mine_hard_negatives`` (it
+    has these rules): it encodes and indexes in one call, so it cannot search a kept index on a cluster, read
+    the embedding cache, guard every hypothesis of the same premise, or count what each rule removed.
+    ``index``: the candidates' index, built here when None.
     """
     config.check()
     candidates = candidate_pool(raw_pairs)

@@ -48,7 +48,8 @@ def write_report(folder: Path, table: pd.DataFrame, base: dict[str, float], trai
 
 
 def markdown_table(df: pd.DataFrame) -> str:
-    """A GitHub-style markdown table (pandas' own needs the tabulate package)."""
+    """A GitHub-style markdown table. Not pandas' ``to_markdown``: it needs tabulate, which only nncf (an
+    export's dependency) brings in transitively; four lines here are not worth a direct pin."""
     lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
     lines += ["| " + " | ".join(map(str, row)) + " |" for row in df.itertuples(index=False)]
     return "\n".join(lines) + "\n"

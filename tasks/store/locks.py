@@ -67,6 +67,9 @@ def _same_file(handle: IO, path: Path) -> bool:
     return (mine.st_dev, mine.st_ino) == (now.st_dev, now.st_ino)
 
 
+# Not filelock's FileLock: a lock here holds its holder's JSON (pid, host, since) for the run waiting on it to
+# name, and the holder unlinks it while still holding it (checked by inode, ``_same_file``), which filelock
+# does not do; both are what gc and the messages of a waiting run rely on.
 def try_lock(path: Path, create: bool = True) -> IO | None:
     """The lock at ``path`` if no one holds it now, else None (None too when it is absent and not ``create``).
 

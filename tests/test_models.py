@@ -9,11 +9,10 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -32,6 +31,7 @@ from tasks.models.resolve import (
     resolve_model,
 )
 from tasks.pairs import hub
+from tests.loopback import serving
 
 SHA = "c9" * 20
 EARLIER_DOWNLOADS = {"onnx/model.onnx": b"an ONNX export", "pytorch_model.bin": b"the same weights, pickled"}
@@ -64,15 +64,8 @@ def endpoint():
 
         do_GET = do_HEAD = _answer
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield state
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    with serving(Handler) as state.url:
+        yield state
 
 
 def _closed_port() -> int:

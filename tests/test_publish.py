@@ -23,7 +23,7 @@ import threading
 import traceback
 import types
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -33,6 +33,7 @@ import huggingface_hub.utils._http
 import pytest
 
 from tasks.shipping.publish import PublishError, check_repo_id, files_to_push, hub_token, push_folder, ready_to_push
+from tests.loopback import serving
 
 TOKEN = "hf_TESTSECRETdoNotLeak0123456789"
 EXPIRED = "hf_EXPIREDsecretDoNotLeak9876543210"  # a token the stand-in does not know: 401
@@ -159,15 +160,8 @@ def _handler(hub: StandInHub) -> type[BaseHTTPRequestHandler]:
 def hub():
     """The stand-in hub on an ephemeral loopback port."""
     state = StandInHub()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    server.daemon_threads = True
-    state.base = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield state
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    with serving(_handler(state)) as state.base:
+        yield state
 
 
 @pytest.fixture()

@@ -112,7 +112,8 @@ def candidate_index(
     pool, premises = strategies.candidate_pool(raw_pairs), list(dict.fromkeys(raw_pairs["premise"]))
     drawn = np.random.default_rng(config.seed).choice(len(premises), min(len(premises), CALIBRATION_QUERIES), False)
     sample = [premises[i] for i in sorted(drawn)]
-    vectors, encoded = encode_cached(data_dir, miner, list(dict.fromkeys([*pool, *sample])), progress=progress)
-    row = {t: i for i, t in enumerate(dict.fromkeys([*pool, *sample]))}
+    texts = list(dict.fromkeys([*pool, *sample]))  # the pool first, as its rows
+    vectors, encoded = encode_cached(data_dir, miner, texts, progress=progress)
+    row = {t: i for i, t in enumerate(texts)}
     queries = vectors[[row[t] for t in sample]]
     return build_index(vectors[: len(pool)], config.exact_limit, config.seed, queries=queries), encoded

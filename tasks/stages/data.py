@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 
+import pandas as pd
 from prefect import task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -61,32 +62,32 @@ def map_labels(raw: ArtifactRef, loss: str, data_dir: str) -> ArtifactRef:
     return logged(materialize(data_dir, "pairs", VERSIONS["pairs"], {"loss": loss}, [raw], build))
 
 
-def index_key(raw: ArtifactRef, config: strategies.MiningConfig, miner: ResolvedModel) -> tuple[dict, str]:
+def index_key(raw: ArtifactRef, nli: pd.DataFrame, config: strategies.MiningConfig, miner: ResolvedModel
+              ) -> tuple[dict, str]:  # fmt: skip
     """What determines the candidates' index: the source, the miner and the precision its vectors are in, and
     for an IVF index (more candidates than ``exact_limit``) the seed of its training sample and calibration
     queries; a flat index depends on neither. Its key names it before it exists (cached triplets never fetch it)."""
     params = {"miner": miner.fingerprint, "precision": mining_precision().value, "kind": "flat"}
-    candidates = len(strategies.candidate_pool(labels.as_nli(read_table(raw, catalog.RAW_FILE))))
+    candidates = len(strategies.candidate_pool(nli))  # ``raw``'s rows as NLI
     if candidates > config.exact_limit:
         params |= {"kind": "ivf", "seed": config.seed}
     return params, artifact_key("indexes", VERSIONS["indexes"], params, [raw])
 
 
 def candidate_index(
-    raw: ArtifactRef, config: strategies.MiningConfig, miner: ResolvedModel, data_dir: str
+    raw: ArtifactRef, nli: pd.DataFrame, config: strategies.MiningConfig, miner: ResolvedModel, data_dir: str
 ) -> ArtifactRef:
     """The miner's FAISS index over the source's candidates (``indexes``): built once per miner, precision and
     source, and a parent of every triplets artifact mined with it, whatever its rank window or margins."""
 
     def build(folder) -> Built:
         progress = StageProgress(f"encoding candidates with {miner.name}").update
-        nli = labels.as_nli(read_table(raw, catalog.RAW_FILE))
         built, encoded = mining.candidate_index(nli, miner, data_dir, config, progress)
         write_index(built, folder / catalog.INDEX_FILE)
         return Built(len(built.vectors), {"index": built.kind, "encoded_texts": encoded})
 
     facts = {"miner_model": asdict(miner)}  # by location: gc keeps a store model that mines
-    params, _ = index_key(raw, config, miner)
+    params, _ = index_key(raw, nli, config, miner)
     return logged(materialize(data_dir, "indexes", VERSIONS["indexes"], params, [raw], build, facts=facts))
 
 
@@ -102,23 +103,26 @@ def mine_negatives(
     mining searches the candidates' index (``candidate_index``), one of the triplets' parents."""
     config.check()
     params, parents = unless_off(asdict(config), relative_margin=0.0), [pairs, raw]
+    nli = None  # raw's rows as NLI, read once: semi-hard keys its index by them before anything is built
     if config.strategy == "semi-hard":
         assert miner is not None
         params["miner"] = miner.fingerprint
-        key = index_key(raw, config, miner)[1]
+        nli = labels.as_nli(read_table(raw, catalog.RAW_FILE))
+        key = index_key(raw, nli, config, miner)[1]
         parents.append(ArtifactRef("indexes", key, str(artifacts_root(data_dir) / "indexes" / key)))
 
     def kept_index() -> StoredIndex:  # built (or found) only once the texts show negatives can be found
-        kept = candidate_index(raw, config, miner, data_dir)
+        kept = candidate_index(raw, nli, config, miner, data_dir)
         if kept.key != parents[-1].key:  # the key the triplets were keyed by before the index existed
             raise RuntimeError(f"the candidates' index is indexes/{kept.key}, planned as {parents[-1].key}")
         return StoredIndex(kept.folder / catalog.INDEX_FILE, (read_manifest(kept.folder) or {})["index"])
 
     def build(folder) -> Built:
         progress = StageProgress(f"encoding texts with {miner.name}").update if miner is not None else None
-        pair_rows, nli = read_table(pairs, catalog.PAIRS_FILE), labels.as_nli(read_table(raw, catalog.RAW_FILE))
+        rows = nli if nli is not None else labels.as_nli(read_table(raw, catalog.RAW_FILE))
         index = kept_index if config.strategy == "semi-hard" else None
-        triplets, facts = mining.mine(pair_rows, nli, config, miner, data_dir, progress, index)
+        triplets, facts = mining.mine(read_table(pairs, catalog.PAIRS_FILE), rows, config, miner, data_dir, progress,
+                                      index)  # fmt: skip
         if config.strategy == "semi-hard" and "negative_score" in triplets:
             plots.similarity_histogram(triplets, folder / catalog.SIMILARITIES_PLOT)
         write_parquet(triplets.sample(min(200, len(triplets)), random_state=config.seed), folder / catalog.SAMPLE_FILE)

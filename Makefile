@@ -90,6 +90,7 @@ bench: setup
 	$(PY) bench/export.py
 	$(PY) bench/integrity.py
 	$(PY) bench/store.py
+	$(PY) bench/holdout.py
 	$(PY) bench/scale.py --compare-workers      # 10k, 100k and 1M pairs (about 20 minutes on 2 cores), last
 
 # On a GPU worker: raw PyTorch floor, bare sentence-transformers trainer and the pipeline, side by

@@ -1,5 +1,5 @@
-"""The `train-embeddings` flow: raw rows → pairs (the loss's format) → triplets (negatives) → tokens → model →
-metrics → champion → report → release (model card, exports) → the Hub.
+"""The `train-embeddings` flow: raw rows → held-out split (optional) → pairs (the loss's format) → triplets
+(negatives) → tokens → model → metrics → champion → report → release (model card, exports) → the Hub.
 
 Every stage writes an artifact under ``<data_dir>/artifacts/<stage>/<key>/`` whose key derives
 from all that determines it, so a re-run with the same parameters is served from those
@@ -15,73 +15,24 @@ from dataclasses import asdict, replace
 
 from prefect import flow, get_run_logger
 
+from flows.checks import check_eval_source, check_settings, check_source
 from flows.watchdog import guard_this_process
 from tasks import stages
 from tasks.cluster.connection import connected
 from tasks.evaluation.evaluate import read_metrics
 from tasks.evaluation.settings import DEFAULT_TASKS, EvalSettings
 from tasks.models.miner import resolve_miner
-from tasks.models.resolve import (
-    BUNDLED_MINILM,
-    check_dims,
-    embedding_dimension,
-    hub_reachable,
-    resolve_model,
-)
+from tasks.models.resolve import BUNDLED_MINILM, resolve_model
 from tasks.negatives.strategies import MiningConfig
-from tasks.pairs import sources
-from tasks.pairs.labels import LOSSES, RANKING
-from tasks.promotion import MIN_GAIN, check_min_gain
+from tasks.pairs import holdout, sources
+from tasks.promotion import MIN_GAIN
 from tasks.recipes import Choices, apply_recipe
-from tasks.shipping import exports, publish
+from tasks.shipping import exports
 from tasks.store import placement
 from tasks.store.leases import leased
 from tasks.store.runs import ModelFacts, RunArtifacts, RunRecord, manifest_facts, write_run_record
-from tasks.training.distributed import training_processes
 from tasks.training.nodes import check_nodes
 from tasks.training.recipe import TrainRecipe, TrainRuntime
-
-
-def check_settings(chosen: Choices, max_pairs: int | None, mining: MiningConfig, recipe: TrainRecipe,
-                   runtime: TrainRuntime, settings: EvalSettings, promote_metric: str,
-                   min_gain: float, push_to_hub: str | None = None, token_block: str = "hf-token") -> None:  # fmt: skip
-    """Fail before any data is read or model loaded, naming the parameter (``check_source`` then checks the
-    source's columns, once it is pinned)."""
-    if chosen.loss not in LOSSES:
-        raise ValueError(f"parameter loss: {chosen.loss!r} is not one of {LOSSES}")
-    if chosen.loss not in RANKING and mining.strategy != "none":
-        raise ValueError(
-            f"parameter negatives: {mining.strategy!r} applies to losses {RANKING} only; "
-            f"use 'none' with {chosen.loss!r}"
-        )
-    mining.check()
-    recipe.check()
-    runtime.check()
-    recipe.per_device_batch(training_processes(runtime), runtime.nodes)
-    if max_pairs is not None and max_pairs < 1:
-        raise ValueError(f"parameter max_pairs: must be positive or None, got {max_pairs}")
-    settings.check(hub_reachable)
-    metrics = settings.metric_names()
-    if promote_metric not in metrics:
-        raise ValueError(f"parameter promote_metric: {promote_metric!r} is not one of {metrics}")
-    check_min_gain(min_gain)
-    if push_to_hub:  # offline, or without a token, nothing would be uploaded: say so now rather than after training
-        try:  # the token is only checked here: the push task reads it again (a task's arguments are recorded)
-            publish.ready_to_push(push_to_hub, token_block)
-        except publish.PublishError as exc:
-            message = str(exc).removeprefix("--repo: ")
-            raise ValueError(f"parameter push_to_hub: {message}; run without push_to_hub, or push later with "
-                             "`train-embeddings push`") from None  # fmt: skip
-    if recipe.matryoshka_dims or settings.dims:  # against the base model's dimension, read from its folder
-        dimension = embedding_dimension(resolve_model(chosen.base_model).location)
-        recipe.check_matryoshka(dimension)
-        check_dims(settings.dims, dimension, "eval_dims")
-
-
-def check_source(source: str, loss: str, negatives: str) -> None:
-    """The pinned source's columns (from its schema or header, not its rows) fit the loss: read at the commit
-    the run will read its rows from."""
-    sources.check_loss_fits(sources.source_columns(source), loss, negatives, source=source)
 
 
 @leased(flow(name="train-embeddings"))  # run-long lease; not log_prints: it breaks dill's stdout capture (datasets)
@@ -113,6 +64,9 @@ def train_embeddings(
     matryoshka_dims: list[int] | None = None,
     eval_dims: list[int] | None = None,
     eval_precision: str = "fp32",
+    eval_holdout: float = 0.0,
+    eval_source: str | None = None,
+    eval_distractors: int = holdout.DISTRACTORS,
     precision: str | None = None,
     batch_sampler: str | None = None,
     mini_batch_size: int | None = None,
@@ -146,6 +100,9 @@ def train_embeddings(
     ``miner_model="champion"`` mines (and guides GIST) with the current champion (the base model while none).
     ``eval_tasks``: MTEB task names (default Banking77Classification; STSBenchmark bundled); ``eval_limit``
     caps evaluation rows per split (quick runs); ``max_steps`` caps training.
+    ``eval_holdout``: the fraction of the source's anchors held out of training and scored as retrieval
+    (``holdout_ndcg@10``, ...) against their positives and ``eval_distractors`` training-side texts;
+    ``eval_source``: a file, folder or hub dataset of pairs to score so instead.
     ``eval_precision``: fp32 by default on every device, so scores compare across machines; a GPU may
     evaluate in ``bf16`` or ``fp16`` (faster, its own metrics, compared only with models scored alike).
     The trained model becomes the champion only if it beats the current one on ``promote_metric``,
@@ -219,8 +176,10 @@ def train_embeddings(
         precision=eval_precision,
     )
     formats = exports.check_formats(export_formats or [])
+    holdout.check_holdout(eval_holdout, eval_source, eval_distractors)
+    held_out = holdout.holding_out(eval_holdout, eval_source)
     check_settings(chosen, max_pairs, mining, train_recipe, runtime, settings, promote_metric, min_gain, push_to_hub,
-                   hub_token_block)  # fmt: skip
+                   hub_token_block, held_out)  # fmt: skip
     os.environ.setdefault("WANDB_DISABLED", "true")
     data_dir = placement.settle(data_dir)  # a URL store reachable, no temporary folder, a sound champion record
     with connected(encode_cluster, data_dir) as cluster:  # checked now: encoding, search, training nodes go to it
@@ -228,31 +187,42 @@ def train_embeddings(
         # 1. The rows, checked before any model loads; a hub source pinned to a commit (which keys the rows)
         source = sources.pin_source(chosen.nli_source)
         check_source(source, chosen.loss, mining.strategy)
+        scored = None if eval_source is None else sources.pin_source(eval_source)
+        if scored is not None:
+            check_eval_source(scored)
         raw = stages.load_pairs(source, max_pairs, data_dir)
-        # 2. Map labels to the loss's format
-        pairs = stages.map_labels(raw, chosen.loss, data_dir)
-        # 3. Negatives for MNR and GIST
+        # 2. The held-out split: anchors kept out of training (its rows stand in for raw's), to judge models on
+        split = None
+        if held_out:
+            scored_rows = None if scored is None else stages.load_pairs(scored, None, data_dir)
+            split = stages.hold_out(raw, eval_holdout, scored_rows, eval_distractors, data_dir)
+            settings = replace(settings, holdout=split.key)
+        rows = split or raw
+        # 3. Map labels to the loss's format
+        pairs = stages.map_labels(rows, chosen.loss, data_dir)
+        # 4. Negatives for MNR and GIST, never a held-out text
         needs_miner = mining.strategy == "semi-hard" or chosen.loss == "gist"
         miner = resolve_miner(miner_model, chosen.base_model, data_dir) if needs_miner else None
-        triplets = stages.mine_negatives(pairs, raw, mining, miner, data_dir) if mining.strategy != "none" else None
-        # 4. Token ids, once per data and tokenizer
+        triplets = stages.mine_negatives(pairs, rows, mining, miner, data_dir) if mining.strategy != "none" else None
+        # 5. Token ids, once per data and tokenizer
         base = resolve_model(chosen.base_model)
         ids = stages.tokenize(triplets or pairs, base, chosen.loss, data_dir)
-        # 5. Train (GIST: the miner model guides the in-batch negatives)
+        # 6. Train (GIST: the miner model guides the in-batch negatives)
         guide = miner if chosen.loss == "gist" else None
         model = stages.train(ids, base, train_recipe, runtime, data_dir, guide=guide)
-        # 6. Evaluate the base and the trained model
+        # 7. Evaluate the base and the trained model
         base_metrics = stages.evaluate(base, [], settings, data_dir)
         trained_metrics = stages.evaluate(stages.trained_model(model), [model], settings, data_dir)
-        # 7. Promote to champion only if it beats the current one, evaluated the same way
+        # 8. Promote to champion only if it beats the current one, evaluated the same way
         promotion = stages.promote(model, trained_metrics, settings, promote_metric, min_gain, data_dir)
     base_scores, trained_scores = read_metrics(base_metrics.folder), read_metrics(trained_metrics.folder)
-    made = RunArtifacts(raw=raw, pairs=pairs, triplets=triplets, tokens=ids, model=model,
+    made = RunArtifacts(raw=raw, holdout=split, pairs=pairs, triplets=triplets, tokens=ids, model=model,
                         base_metrics=base_metrics, trained_metrics=trained_metrics)  # fmt: skip
     record = RunRecord(
         parameters=asdict(chosen)
         | {"recipe": recipe, "max_pairs": max_pairs, "miner_model": miner_model}
-        | {"license": license, "language": language},
+        | {"license": license, "language": language}
+        | {"eval_holdout": eval_holdout, "eval_source": eval_source, "eval_distractors": eval_distractors},
         source=source,
         mining=asdict(mining),
         train_recipe=asdict(train_recipe),
@@ -261,19 +231,19 @@ def train_embeddings(
         miner_model=None if miner is None else ModelFacts.of(miner),
         artifacts=made,
         metrics={m: {"base": base_scores[m], "trained": trained_scores[m]} for m in base_scores},
-        evaluation=settings.record(),
+        evaluation=settings.record() | stages.held_out_sizes(split),
         champion=promotion.decision,
         **manifest_facts(raw, model),
     )
-    # 8. Report
+    # 9. Report
     report = stages.report(record, promotion.champion, settings.dims, data_dir)
     record = replace(record, artifacts=replace(record.artifacts, report=report))
-    # 9. The release: the exports (each measured against the model), the card (lineage), one folder
-    shipment = stages.release_model(record, promotion.champion, formats, settings if compare_exports else None,
-                                    data_dir)  # fmt: skip
+    # 10. The release: the exports (each measured against the model), the card (lineage), one folder
+    compared_on = replace(settings, holdout=None) if compare_exports else None  # exports: STS-B and MTEB only
+    shipment = stages.release_model(record, promotion.champion, formats, compared_on, data_dir)
     record = replace(record, artifacts=replace(record.artifacts, exports=shipment.exports,
                                                comparison=shipment.comparison, release=shipment.release))  # fmt: skip
-    # 10. Published when a new champion
+    # 11. Published when a new champion
     if push_to_hub:
         pushed = stages.push(shipment, model, promotion.champion, push_to_hub, push_private, hub_token_block, data_dir)
         record = replace(record, pushed=pushed)

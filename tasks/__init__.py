@@ -1,11 +1,12 @@
 """The pipeline's library, one folder per step of the journey, the Prefect tasks above them.
 
-    pairs/       raw → pairs        NLI sources (hub, local), input validation, label maps
+    pairs/       raw → pairs        NLI sources (hub, local), input validation, label maps, the held-out split
     negatives/   pairs → triplets   soft / contradiction / semi-hard negatives, FAISS, embedding cache
     training/    triplets → tokens → model
                                     token ids, the recipe and its runtime, batches, sampler, losses,
                                     devices, attention kernels, memory, checkpoints, throughput, the trainer, torchrun
-    evaluation/  model → metrics    bundled data, settings, STS-B, MTEB through mteb
+    evaluation/  model → metrics    bundled data, settings, STS-B, MTEB through mteb, held-out retrieval,
+                                    the bootstrap, which scores compare alike
     promotion.py metrics → champion a challenger replaces the champion only by a real gain, evaluated alike
     report/      metrics → report   tables and plots
     shipping/    model → release    the release path (exports, their comparison, the folder), the card, the Hub

@@ -1,13 +1,14 @@
 """Promotion: the champion is replaced only by a model that really beats it, evaluated alike.
 
 Scheduled retraining promotes a new model only when it beats the champion by a real gain: at least
-``min_gain``, and for STS-B metrics a paired bootstrap interval of the gain above 0 (the champion's
-per-pair similarities are kept beside its record for that). Both models stay in the artifact store,
-and the pointer file records the decision's history. The record keeps how the champion was evaluated
-(tasks, row limit, dimensions, the data's fingerprints): a challenger evaluated otherwise is
-re-evaluated the champion's way first, or the decision says why it cannot be. Reading, comparing and
-writing happen under one lock, so two runs finishing together end with the better one as champion; on a URL
-store, across machines, the write is a compare-and-swap and a run that loses it compares again.
+``min_gain``, and for STS-B and held-out metrics a paired bootstrap interval of the gain above 0 (the
+champion's per-pair similarities and per-query scores are kept beside its record for that). Both models
+stay in the artifact store, and the pointer file records the decision's history. The record keeps how the
+champion was evaluated (tasks, row limit, dimensions, the data's fingerprints, the held-out split): a
+challenger evaluated otherwise is compared like with like first (``evaluation/alike.py``), or the decision
+says why it cannot be. Reading, comparing and writing happen under one lock, so two runs finishing together end with the
+better one as champion; on a URL store, across machines, the write is a compare-and-swap and a run that
+loses it compares again.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from tasks.evaluation.settings import EvalSettings
+from tasks.evaluation.alike import CannotCompare, ChampionOn, Compared, Reevaluate, Scores, comparable_scores
+from tasks.evaluation.alike import reevaluation as reevaluation  # callers' name for it, here since before alike.py
 from tasks.store import remote, transfer
 from tasks.store.artifacts import ArtifactRef, file_sha256
 from tasks.store.champion import (
@@ -42,15 +43,6 @@ MIN_GAIN = 0.003
 COMPARE_ATTEMPTS = 5
 log = logging.getLogger(__name__)
 
-Scores = dict[str, float]
-# A champion's settings -> the challenger's scores on them, and (optionally) that evaluation's per-pair file.
-Reevaluated = Scores | tuple[Scores, str | Path | None]
-Reevaluate = Callable[[dict], Reevaluated]
-
-
-class CannotCompare(Exception):
-    """The challenger cannot be scored the way the champion was; the message says why."""
-
 
 @dataclass(frozen=True)
 class Verdict:
@@ -64,14 +56,16 @@ class Verdict:
     interval: Interval | None = None
 
 
-def decide(champion: dict | None, model_key: str, metric: str, score: float, min_gain: float = MIN_GAIN) -> Verdict:
+def decide(champion: dict | None, model_key: str, metric: str, score: float, min_gain: float = MIN_GAIN,
+           rescored: Scores | None = None) -> Verdict:  # fmt: skip
     """Promote when there is no champion, or the candidate gains at least ``min_gain`` (and more than
-    nothing: a tie never promotes) on the same metric."""
+    nothing: a tie never promotes) on the same metric: the champion's recorded score, or ``rescored`` (its
+    scores re-evaluated on the challenger's settings)."""
     if champion is None:
         return Verdict(True, "promoted: no champion yet", "no champion")
     if champion["model_key"] == model_key:
         return Verdict(False, "kept: this model is already the champion", "already champion")
-    theirs = champion_score(champion, metric)
+    theirs = champion_score(champion, metric) if rescored is None else rescored.get(metric)
     if theirs is None:
         why = f"the champion has no {metric!r} score (it was promoted on {champion['metric']!r})"
         return Verdict(False, f"not compared: {why}", "not compared")
@@ -82,16 +76,21 @@ def decide(champion: dict | None, model_key: str, metric: str, score: float, min
     return Verdict(False, f"kept: {why}", "min_gain", gain)
 
 
+BOOTSTRAPPED = {"stsb_": "per-pair", "holdout_": "per-query"}  # a metric's prefix -> the file it is resampled from
+
+
 def confirm_by_bootstrap(
     verdict: Verdict, metric: str, challenger_pairs: str | Path | None, champion_pairs: str | Path | None
 ) -> Verdict:
-    """A min_gain promotion on an STS-B metric stands only if the gain's 95% bootstrap interval is above 0;
-    without both per-pair files it stands on min_gain alone, and the reason says so."""
-    if not (verdict.promoted and verdict.rule == "min_gain" and metric.startswith("stsb_")):
+    """A min_gain promotion on an STS-B or held-out metric stands only if the gain's 95% bootstrap interval is
+    above 0 (``*_pairs``: the metric's per-pair or per-query files); without both files it stands on min_gain
+    alone, and the reason says so."""
+    kind = next((name for prefix, name in BOOTSTRAPPED.items() if metric.startswith(prefix)), None)
+    if not (verdict.promoted and verdict.rule == "min_gain" and kind):
         return verdict
     if challenger_pairs is None or champion_pairs is None:
         side = "challenger" if challenger_pairs is None else "champion"
-        return _without_bootstrap(verdict, f"the {side} has no per-pair file")
+        return _without_bootstrap(verdict, f"the {side} has no {kind} file")
     from tasks.evaluation.bootstrap import NoBootstrap, bootstrap_gain  # here: cleanup and the CLI need none of it
 
     try:
@@ -122,43 +121,6 @@ class Promotion(NamedTuple):
     champion: dict | None
 
 
-class Compared(NamedTuple):
-    """The challenger's scores on the settings compared on, and that evaluation's per-pair file (or None)."""
-
-    scores: Scores
-    settings: dict
-    note: str | None
-    pairs: Path | None
-
-
-def comparable_scores(
-    current: dict | None,
-    model_key: str,
-    metrics: Scores,
-    evaluation: dict,
-    reevaluate: Reevaluate | None,
-    pairs: str | Path | None = None,
-) -> Compared:
-    """The challenger's scores on the champion's evaluation settings: its own when they match, else a
-    re-evaluation on the champion's tasks, limits and dimensions. Raises CannotCompare when neither works."""
-    own = Compared(metrics, evaluation, None, None if pairs is None else Path(pairs))
-    if current is None or current["model_key"] == model_key:
-        return own
-    theirs = current.get("evaluation")
-    if theirs is None:
-        raise CannotCompare(
-            "the champion's record has no evaluation settings (promoted by an older version); "
-            f"remove {current.get('model_key')!r} as champion (delete its pointer file) to start afresh"
-        )
-    if theirs == evaluation:
-        return own
-    if reevaluate is None:
-        raise CannotCompare(f"evaluated differently: champion {theirs}, challenger {evaluation}")
-    result = reevaluate(theirs)
-    scores, again = result if isinstance(result, tuple) else (result, None)
-    return Compared(scores, theirs, "re-evaluated on the champion's settings", None if again is None else Path(again))
-
-
 def keep_pairs(data_dir: str | Path, slot: str, model_key: str, pairs: Path | None) -> str | None:
     """A copy of the new champion's per-pair file beside its record, out of reach of artifact cleanup
     (which keeps the champion's model, not its metrics artifact)."""
@@ -184,26 +146,28 @@ def judge(
     slot: str,
     min_gain: float,
     pairs: str | Path | None,
+    queries: str | Path | None = None,
+    champion_on: ChampionOn | None = None,
 ) -> Promotion:
     """Read the champion, compare, and write the new pointer when promoted (the caller holds the lock)."""
     current = read_champion(data_dir, slot)
     compared = Compared(metrics, evaluation, None, None)
     try:
-        compared = comparable_scores(current, model.key, metrics, evaluation, reevaluate, pairs)
+        compared = comparable_scores(current, model.key, metrics, evaluation, reevaluate, pairs, queries, champion_on)
     except CannotCompare as exc:
         verdict = Verdict(False, f"not compared: {exc}", "not compared")
     else:
         if metric not in compared.scores:
             verdict = Verdict(False, f"not compared: the champion's evaluation has no {metric!r}", "not compared")
         else:
-            verdict = decide(current, model.key, metric, compared.scores[metric], min_gain)
-            theirs = None if current is None else current.get("pairs")
-            verdict = confirm_by_bootstrap(verdict, metric, compared.pairs, theirs)
+            verdict = decide(current, model.key, metric, compared.scores[metric], min_gain, compared.champion)
+            verdict = confirm_by_bootstrap(verdict, metric, *item_files(metric, compared, current))
     reason = f"{verdict.reason} ({compared.note})" if compared.note else verdict.reason
     decision = {
         "metric": metric,
         "candidate": {"model_key": model.key, "score": compared.scores.get(metric, metrics[metric])},
         "champion_before": None if current is None else {k: current[k] for k in ("model_key", "score")},
+        "champion_rescored": None if compared.champion is None else compared.champion.get(metric),
         "compared_on": compared.settings,
         "promoted": verdict.promoted,
         "reason": reason,
@@ -221,6 +185,7 @@ def judge(
             "metrics": compared.scores,
             "evaluation": compared.settings,
             "pairs": keep_pairs(data_dir, slot, model.key, compared.pairs),
+            "queries": keep_pairs(data_dir, slot, model.key, compared.queries),
             "promoted_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "previous": _predecessor(current),
         }
@@ -230,6 +195,17 @@ def judge(
         None if champion is None else {k: champion[k] for k in ("model_key", "score", "model_path")}
     )
     return Promotion(decision, champion)
+
+
+def item_files(metric: str, compared: Compared, current: dict | None) -> tuple[Path | None, Path | None]:
+    """The challenger's and the champion's files that ``metric`` is resampled from: STS-B's per-pair files, or
+    the held-out per-query ones (the champion's from its re-evaluation, else those kept beside its record)."""
+    name = "queries" if metric.startswith("holdout_") else "pairs"
+    mine = compared.queries if name == "queries" else compared.pairs
+    if compared.champion is not None:
+        return mine, compared.champion_queries if name == "queries" else compared.champion_pairs
+    theirs = None if current is None else current.get(name)
+    return mine, None if theirs is None else Path(theirs)
 
 
 def _predecessor(current: dict | None) -> dict | None:
@@ -252,20 +228,24 @@ def challenge(
     slot: str = "champion",
     min_gain: float = MIN_GAIN,
     pairs: str | Path | None = None,
+    queries: str | Path | None = None,
+    champion_on: ChampionOn | None = None,
 ) -> Promotion:
     """Compare with the champion on ``metric``, like with like, under the champion's lock; write the new
     pointer atomically when promoted. Returns the decision and the champion's record after it.
 
-    ``evaluation``: how ``metrics`` were computed (``EvalSettings.record()``); ``pairs``: that evaluation's
-    per-pair file. A champion evaluated otherwise is compared through ``reevaluate(its settings)`` (scores,
-    or scores and their per-pair file), or not at all, and the reason says so."""
+    ``evaluation``: how ``metrics`` were computed (``EvalSettings.record()``); ``pairs``, ``queries``: that
+    evaluation's STS-B per-pair and held-out per-query files. A champion evaluated otherwise is compared
+    through ``reevaluate(its settings)`` (scores, or scores and their files), through ``champion_on(its record,
+    these settings)`` when this run holds out a split it was not scored on, or not at all, and the reason says so."""
     if metric not in metrics:
         raise ValueError(f"parameter promote_metric: {metric!r} is not one of {sorted(metrics)}")
     check_min_gain(min_gain)
     for _ in range(COMPARE_ATTEMPTS):  # a compare-and-swap on a URL store: lost only to another promotion
         with champion_lock(data_dir, slot):
             try:
-                return judge(data_dir, model, metrics, metric, evaluation or {}, reevaluate, slot, min_gain, pairs)
+                return judge(data_dir, model, metrics, metric, evaluation or {}, reevaluate, slot, min_gain, pairs,
+                             queries, champion_on)  # fmt: skip
             except ChampionChanged as exc:
                 log.warning("%s: comparing again with the new champion", exc)
     raise RuntimeError(f"the champion of {data_dir} changed {COMPARE_ATTEMPTS} times while this run compared")
@@ -275,26 +255,3 @@ def check_min_gain(min_gain: float) -> None:
     """0 or more, and a number (NaN compares false with everything, so it would promote nothing, silently)."""
     if isinstance(min_gain, bool) or not isinstance(min_gain, int | float) or not min_gain >= 0:
         raise ValueError(f"parameter min_gain: must be a number, 0 or more, got {min_gain!r}")
-
-
-def reevaluation(evaluate: Callable[[EvalSettings], tuple[Scores, Path]]) -> Reevaluate:
-    """How to score a challenger the champion's way: ``evaluate`` under the champion's recorded settings, when
-    this machine can repeat them (the same data and the same encoding precision)."""
-
-    def reevaluate(record: dict) -> tuple[Scores, Path]:
-        try:
-            settings = EvalSettings.from_record(record)
-            now = settings.fingerprints
-        except ValueError as exc:
-            raise CannotCompare(f"the champion's evaluation cannot be repeated: {exc}") from exc
-        if settings.effective_precision != record.get("precision", "fp32"):
-            raise CannotCompare(
-                f"the champion was evaluated in {record.get('precision', 'fp32')}, which this machine encodes in "
-                f"{settings.effective_precision}"
-            )
-        changed = sorted(k for k in record.get("data", {}) if record["data"][k] != now.get(k))
-        if changed:
-            raise CannotCompare(f"the champion was evaluated on other data for {changed} than this checkout has")
-        return evaluate(settings)
-
-    return reevaluate

@@ -258,6 +258,9 @@ def test_bad_parameters_are_refused(run):
         ({"relative_margin": 1.0}, "parameter relative_margin"),
         ({"relative_margin": -0.1}, "parameter relative_margin"),
         ({"promote_metric": "stsb_test_spearman_dim16"}, "parameter promote_metric"),
+        ({"eval_holdout": 0.7}, r"parameter eval_holdout: must be a fraction in \[0, 0.5\], got 0.7"),
+        ({"promote_metric": "holdout_ndcg@10"}, "parameter promote_metric: 'holdout_ndcg@10' is scored on a held-out"),
+        ({"eval_holdout": 0.1, "eval_source": "x.csv"}, "parameter eval_holdout: 0.1 with an eval_source"),
     ],
 )
 def test_bad_new_options_fail_before_anything_is_read(run, tmp_path, overrides, message):
@@ -583,3 +586,62 @@ def test_min_gain_nan_is_refused_before_any_stage(run, tmp_path):
         with pytest.raises(ValueError, match="parameter min_gain"):
             run(min_gain=bad, data_dir=str(tmp_path / "data"))
     assert not (tmp_path / "data").exists()  # no stage ran
+
+
+def _texts(frame: pd.DataFrame) -> set[str]:
+    from tasks.pairs.labels import normalise
+
+    return {normalise(t) for column in ("premise", "hypothesis") for t in frame[column]}
+
+
+def test_a_held_out_split_judges_and_promotes_on_the_users_data_as_its_source_grows(run, tmp_path):
+    """eval_holdout: a tenth of the anchors kept out of training and mining, scored as retrieval for base and
+    trained model, promoting on holdout_ndcg@10; when the folder grows, old rows keep their side, the split's
+    key moves, and the champion is scored on the new split before the next challenger is compared with it."""
+    from tasks.evaluation.retrieval import metric_names
+    from tasks.pairs.labels import normalise
+    from tasks.pairs.tables import SAMPLES
+
+    rows = pd.read_parquet(SAMPLES / "mnli" / "train.parquet")[["premise", "hypothesis", "label"]]
+    folder, data_dir = tmp_path / "source", str(tmp_path / "data")
+    folder.mkdir()
+    rows.iloc[:1600].to_parquet(folder / "a.parquet")
+    held_out = dict(nli_source=str(folder), max_pairs=None, eval_holdout=0.1, eval_distractors=300, data_dir=data_dir)
+    first = run(promote_metric="holdout_ndcg@10", **held_out)
+
+    split = Path(first["artifacts"]["holdout"]["path"])
+    held, trained_on = pd.read_parquet(split / "holdout.parquet"), pd.read_parquet(split / "raw.parquet")
+    assert 0.05 < held["premise"].nunique() / rows.iloc[:1600]["premise"].nunique() < 0.15
+    assert not _texts(held) & _texts(trained_on)  # no anchor, and none of its hypotheses, on both sides
+    triplets = pd.read_parquet(Path(first["artifacts"]["triplets"]["path"]) / "triplets.parquet")
+    assert not _texts(held) & {normalise(t) for t in triplets["negative"]}  # never mined as a negative
+    for metric in metric_names():
+        assert 0 <= first["metrics"][metric]["base"] <= 1 and 0 <= first["metrics"][metric]["trained"] <= 1, metric
+    metrics = Path(first["artifacts"]["trained-metrics"]["path"])
+    assert set(metric_names()) <= set(pd.read_parquet(metrics / "metrics.parquet")["metric"])
+    queries = pd.read_parquet(metrics / "holdout_queries.parquet")
+    assert len(queries) == first["evaluation"]["holdout_set"]["queries"] >= 50
+    champion = json.loads((Path(data_dir) / "artifacts" / "champion" / "champion.json").read_text())
+    assert first["champion"]["promoted"] and champion["evaluation"]["holdout"] == split.name
+    assert champion["queries"] and Path(champion["queries"]).is_file()
+    card = (Path(first["artifacts"]["release"]["path"]) / "model" / "README.md").read_text()
+    assert f"split `holdout/{split.name}`" in card and "queries against a corpus of" in card
+
+    rows.iloc[1600:2000].to_parquet(folder / "b.parquet")  # the source grows
+    second = run(promote_metric="holdout_ndcg@10", learning_rate=1e-4, **held_out)
+    grown = Path(second["artifacts"]["holdout"]["path"])
+    assert grown.name != split.name
+    still = set(pd.read_parquet(grown / "holdout.parquet")["premise"])
+    assert set(held["premise"]) <= still  # every old held-out anchor is still held out
+    assert not still & set(rows.iloc[:1600]["premise"]) - set(held["premise"])  # and no old training one is
+    decision = second["champion"]
+    assert f"the champion re-evaluated on the held-out split holdout/{grown.name}" in decision["reason"]
+    assert f"(it had been scored on holdout/{split.name})" in decision["reason"]
+    assert decision["champion_rescored"] is not None and decision["rule"] in ("min_gain", "bootstrap")
+
+
+def test_a_split_with_too_few_queries_fails_before_training(run, tmp_path):
+    data_dir = tmp_path / "data"
+    with pytest.raises(DataError, match=r"parameter eval_holdout: 0.01 of .* holds out \d+ queries .* fewer than 50"):
+        run(eval_holdout=0.01, data_dir=str(data_dir))
+    assert not (data_dir / "artifacts" / "models").exists()

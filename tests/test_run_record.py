@@ -79,16 +79,20 @@ def test_a_record_round_trips_and_an_unknown_artifact_is_not_a_record(tmp_path):
 
 def test_the_source_columns_are_checked_at_the_commit_the_rows_are_read_from(monkeypatch):
     """check_source runs on what pin_source returned, not on the revision the user named."""
-    from flows import train_embeddings as flow
+    from flows import checks
 
     seen = []
-    monkeypatch.setattr(flow.sources, "source_columns", lambda source: seen.append(source) or ["anchor", "positive"])
+    monkeypatch.setattr(checks.sources, "source_columns", lambda source: seen.append(source) or ["anchor", "positive"])
     with pytest.raises(ValueError, match="needs NLI labels"):
-        flow.check_source("org/data@" + "a" * 40, "softmax", "none")
+        checks.check_source("org/data@" + "a" * 40, "softmax", "none")
     assert seen == ["org/data@" + "a" * 40]
     source = (ROOT / "flows" / "train_embeddings.py").read_text()
     assert source.index("source = sources.pin_source(") < source.index("check_source(source,")
-    assert "source_columns" not in source.split("def check_settings")[1].split("def check_source")[0]
+    assert source.index("scored = None if eval_source is None else sources.pin_source(") < source.index(
+        "check_eval_source(scored)"
+    )
+    checked = (ROOT / "flows" / "checks.py").read_text()
+    assert "source_columns" not in checked.split("def check_settings")[1].split("def check_source")[0]
 
 
 def test_a_flow_called_from_python_waits_for_prefects_server_as_the_cli_does():

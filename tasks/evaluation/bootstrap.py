@@ -1,10 +1,12 @@
-"""Is a challenger's STS-B gain real? A paired bootstrap over the evaluation pairs.
+"""Is a challenger's gain real? A paired bootstrap over STS-B's pairs, or over the held-out split's queries.
 
 Both models' per-pair cosine similarities on the same pairs (``stsb_pairs.parquet``) are resampled
 together, pairs with replacement, and each resample's Spearman gain (challenger minus champion, each
 against gold) is kept; the 2.5th and 97.5th percentiles are the gain's 95% interval. The resampling and
 the percentiles are scipy's (``scipy.stats.bootstrap``, paired); the statistic is ours, vectorised over
-resamples. A gain whose interval reaches 0 could be the luck of which pairs STS-B happens to hold.
+resamples. A gain whose interval reaches 0 could be the luck of which pairs STS-B happens to hold. A held-out metric is
+a mean over queries (``holdout_queries.parquet``): the queries are resampled together, and the statistic is
+the mean of the per-query differences.
 
 The per-pair file's layout is stated here, where it is read, and ``stsb.py`` writes it: this module
 stays light (numpy, pandas, scipy), for the champion decision that imports it.
@@ -128,6 +130,43 @@ def gain_interval(
     return Interval(float(low), float(high), resamples, seed)
 
 
+def paired_queries(challenger: Path, champion: Path, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """(challenger's, champion's) per-query scores of a held-out metric (``holdout_ndcg@10``), query by query;
+    the two files must score the same queries."""
+    import pandas as pd
+
+    column = metric.removeprefix("holdout_")
+    sides = []
+    for name, path in (("challenger", challenger), ("champion", champion)):
+        try:
+            frame = pd.read_parquet(path)
+        except (OSError, ValueError) as exc:
+            raise NoBootstrap(f"the {name}'s per-query file cannot be read ({path}): {exc}") from exc
+        if column not in frame or "query" not in frame:
+            raise NoBootstrap(f"the {name}'s per-query file has no {column!r} or no 'query'")
+        sides.append(frame.sort_values("query").reset_index(drop=True))
+    mine, theirs = sides
+    if len(mine) < 3:
+        raise NoBootstrap(f"the per-query files hold {len(mine)} queries, too few to resample")
+    if not mine["query"].equals(theirs["query"]):
+        raise NoBootstrap("the two per-query files do not score the same held-out queries")
+    return mine[column].to_numpy(float), theirs[column].to_numpy(float)
+
+
+def mean_gain_interval(challenger: np.ndarray, champion: np.ndarray, resamples: int = RESAMPLES,
+                       seed: int = SEED) -> Interval:  # fmt: skip
+    """The 95% percentile interval of mean(challenger - champion) over queries resampled together."""
+    from scipy.stats import bootstrap
+
+    result = bootstrap((challenger - champion,), np.mean, n_resamples=resamples, batch=250, vectorized=True,
+                       method="percentile", confidence_level=0.95, rng=np.random.default_rng(seed))  # fmt: skip
+    low, high = result.confidence_interval
+    return Interval(float(low), float(high), resamples, seed)
+
+
 def bootstrap_gain(challenger: Path, champion: Path, metric: str, resamples: int = RESAMPLES) -> Interval:
-    """The gain's interval on ``metric`` from the two models' per-pair files; NoBootstrap says why not."""
+    """The gain's interval on ``metric`` from the two models' per-pair (STS-B) or per-query (held-out) files;
+    NoBootstrap says why not."""
+    if metric.startswith("holdout_"):
+        return mean_gain_interval(*paired_queries(challenger, champion, metric), resamples=resamples)
     return gain_interval(*paired_similarities(challenger, champion, metric), resamples=resamples)

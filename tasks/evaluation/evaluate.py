@@ -10,18 +10,23 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 from tasks.cluster.encoding import encoding_pool
 from tasks.evaluation import mteb_tasks
 from tasks.evaluation.data import bundled_task_data, stsb_pairs
+from tasks.evaluation.retrieval import retrieval_scores
 from tasks.evaluation.settings import STSB_SPLITS, EvalSettings, dimension_metric
 from tasks.evaluation.stsb import spearman_scores, stsb_similarities
-from tasks.models.encoding import encoding_batch_size
+from tasks.models.encoding import encode_in_token_order, encoding_batch_size
 from tasks.models.resolve import ResolvedModel, check_dims
+from tasks.pairs.holdout import RetrievalSet
 from tasks.store.artifacts import write_parquet
-from tasks.store.catalog import METRICS_FILE, METRICS_JSON, STSB_PAIRS_FILE
+from tasks.store.catalog import HOLDOUT_QUERIES_FILE, METRICS_FILE, METRICS_JSON, STSB_PAIRS_FILE
+
+Encode = Callable[[list[str]], np.ndarray]  # texts -> their vectors (the embedding cache's, for the held-out set)
 
 
 class _Fraction:
@@ -36,10 +41,12 @@ class _Fraction:
             self.report(min(0.99, self.done / self.expected))  # 1.0 only when the evaluation ends
 
 
-def texts_expected(stsb: dict[str, pd.DataFrame], tasks: dict[str, dict[str, pd.DataFrame] | None]) -> int:
-    """About how many texts the evaluation encodes: STS-B exactly; for Banking77, its test split and the
-    undersampled train split mteb keeps (about 1.5x the test); a guess of 10,000 per hub task."""
+def texts_expected(stsb: dict[str, pd.DataFrame], tasks: dict[str, dict[str, pd.DataFrame] | None],
+                   retrieval: RetrievalSet | None = None) -> int:  # fmt: skip
+    """About how many texts the evaluation encodes: STS-B and the held-out set exactly; for Banking77, its test
+    split and the undersampled train split mteb keeps (about 1.5x the test); a guess of 10,000 per hub task."""
     count = sum(2 * len(pairs) for pairs in stsb.values())
+    count += 0 if retrieval is None else len(retrieval.queries) + len(retrieval.corpus)
     for name, data in tasks.items():
         if data is None:
             count += 10_000
@@ -56,9 +63,13 @@ def evaluate_model(
     out_dir: Path,
     progress: Callable[[float], None] | None = None,
     resolved: ResolvedModel | None = None,
+    retrieval: RetrievalSet | None = None,
+    cached: Encode | None = None,
 ) -> dict[str, float]:
     """All metrics for one model; mteb's raw results are kept beside them under ``out_dir/mteb``, and
     STS-B's per-pair cosine similarities in ``out_dir/stsb_pairs.parquet`` (for the champion's bootstrap).
+    With the held-out split's ``retrieval`` set, its metrics too, and each query's scores in
+    ``out_dir/holdout_queries.parquet``; its texts are encoded by ``cached`` (the embedding cache) if given.
 
     ``progress(fraction)`` is told after each batch of texts, for a Prefect progress artifact. With the run's
     cluster and ``resolved`` (where ``model`` was loaded from), STS-B and mteb's tasks encode on its workers.
@@ -66,13 +77,15 @@ def evaluate_model(
     check_dims(settings.dims, model.get_embedding_dimension(), parameter="eval_dims")
     stsb = {split: stsb_pairs(split, settings.limit) for split in STSB_SPLITS}  # each file read once
     tasks = {name: bundled_task_data(name, settings.limit) for name in settings.tasks}
-    fraction = _Fraction(texts_expected(stsb, tasks), progress)
+    fraction = _Fraction(texts_expected(stsb, tasks, retrieval), progress)
     with encoding_pool(model, resolved, settings.effective_precision) as pool:  # the precision the metrics key holds
         with tqdm(desc="evaluating: STS-B", unit="text", total=sum(2 * len(p) for p in stsb.values())) as bar:
             similarities = stsb_similarities(model, stsb, settings.dims, mteb_tasks.Tally(bar, fraction.update), pool)
         out_dir.mkdir(parents=True, exist_ok=True)
         similarities.to_parquet(out_dir / STSB_PAIRS_FILE, index=False)
         metrics = spearman_scores(similarities, settings.dims)
+        if retrieval is not None:
+            metrics |= held_out_scores(model, retrieval, settings.dims, out_dir, fraction.update, pool, cached)
         remote = pool if hasattr(pool, "map_shards") else None  # mteb's tasks: the cluster, not a local GPU pool
         for name, data in tasks.items():
             metrics[mteb_tasks.metric_name(name)] = mteb_tasks.evaluate_task(
@@ -81,6 +94,30 @@ def evaluate_model(
     if progress:
         progress(1.0)
     return metrics
+
+
+def held_out_scores(
+    model,
+    retrieval: RetrievalSet,
+    dims: tuple[int, ...],
+    out_dir: Path,
+    tally: Callable[[int], None],
+    pool=None,
+    cached: Encode | None = None,
+) -> dict[str, float]:
+    """Retrieval metrics on the held-out split; every query's scores are written for the bootstrap."""
+    texts = [*retrieval.queries, *retrieval.corpus]
+    if cached is not None:
+        vectors = cached(texts)
+        tally(len(texts))
+    else:
+        with tqdm(desc="evaluating: held-out", unit="text", total=len(texts)) as bar:
+            vectors = encode_in_token_order(model, texts, encoding_batch_size(str(model.device)),
+                                            mteb_tasks.Tally(bar, tally), pool=pool, convert_to_numpy=True)  # fmt: skip
+    queries = len(retrieval.queries)
+    scores, table = retrieval_scores(vectors[:queries], vectors[queries:], retrieval, dims)
+    table.to_parquet(out_dir / HOLDOUT_QUERIES_FILE, index=False)
+    return scores
 
 
 def write_metrics(folder: Path, metrics: dict[str, float], dims: tuple[int, ...]) -> int:

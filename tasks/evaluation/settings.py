@@ -30,6 +30,7 @@ class EvalSettings:
     limit: int | None = None
     dims: tuple[int, ...] = ()  # STS-B also at these truncated dimensions (Matryoshka)
     precision: str = "fp32"  # what a GPU encodes in ("bf16", "fp16": faster, not the anchors'); the CPU: fp32
+    holdout: str | None = None  # the held-out split's key (``holdout/<key>``): retrieval on the user's data
 
     @property
     def effective_precision(self) -> Precision:
@@ -40,7 +41,12 @@ class EvalSettings:
     def metric_names(self) -> list[str]:
         names = [f"stsb_{split}_spearman" for split in STSB_SPLITS]
         names += [dimension_metric(m, d) for m in names[:2] for d in self.dims]
-        return names + [mteb_tasks.metric_name(t) for t in self.tasks]
+        names += [mteb_tasks.metric_name(t) for t in self.tasks]
+        if self.holdout is not None:
+            from tasks.evaluation.retrieval import metric_names  # it imports this module
+
+            names += metric_names(self.dims)
+        return names
 
     @functools.cached_property
     def fingerprints(self) -> dict[str, str]:
@@ -49,20 +55,22 @@ class EvalSettings:
         return {name: mteb_tasks.data_fingerprint(name, BUNDLED_FILES) for name in ("stsb", *self.tasks)}
 
     def record(self) -> dict:
-        """What the champion keeps: the settings and the data's fingerprints."""
-        return {
+        """What the champion keeps: the settings and the data's fingerprints (and the held-out split's key, when
+        there is one: records from before it compare equal to runs without one)."""
+        record = {
             "tasks": list(self.tasks),
             "limit": self.limit,
             "dims": list(self.dims),
             "precision": self.effective_precision.value,
             "data": self.fingerprints,
         }
+        return record | ({"holdout": self.holdout} if self.holdout is not None else {})
 
     @classmethod
     def from_record(cls, record: dict) -> EvalSettings:
         """The settings a record was evaluated with (records from before precision was kept: fp32, the CPU's)."""
         dims, precision = tuple(record.get("dims", ())), record.get("precision", "fp32")
-        return cls(tuple(record["tasks"]), record["limit"], dims, precision)
+        return cls(tuple(record["tasks"]), record["limit"], dims, precision, record.get("holdout"))
 
     def check(self, hub_reachable: Callable[[], bool]) -> None:
         if self.limit is not None and self.limit < 1:

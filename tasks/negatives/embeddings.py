@@ -195,7 +195,7 @@ def _encode_missing(store: Path, data_dir: str | Path, model: ResolvedModel, pre
     """Encode the ``missing`` texts (hash → text) and write them to ``store`` a shard every ``chunk`` texts:
     in this process (on every local GPU at once when there are several), or on the run's cluster."""
     cluster = current_cluster()
-    encoder = load_model(model, device="cpu" if cluster else None)  # on a cluster: only its tokenizer is used here
+    encoder = load_model(model, device="cpu" if cluster else None, precision=precision)  # a cluster: its tokenizer
     batch_size = batch_size or (encoding_batch_size("cuda") if cluster and cluster.gpu_workers() else
                                 encoding_batch_size(str(encoder.device)))  # fmt: skip
     todo_hashes, todo = list(missing), list(missing.values())
@@ -237,6 +237,7 @@ def encode_cached(
     batch_size: int | None = None,
     progress: Callable[[float], None] | None = None,
     chunk: int = 4096,
+    precision: Precision | None = None,
 ) -> tuple[np.ndarray, int]:
     """Normalised embeddings for ``texts`` (in order) and how many distinct texts were encoded now.
 
@@ -244,8 +245,9 @@ def encode_cached(
     None), on every GPU at once when there are several or on the run's cluster (``encode_cluster``), and
     written as a shard every ``chunk`` texts, so an interrupted run keeps what it encoded and
     ``progress(fraction)`` can report as it goes. Only the vectors of ``texts`` are read from the cache.
+    ``precision``: mining's (``mining_precision``) unless given (evaluation's: fp32 by default).
     """
-    precision = mining_precision()
+    precision = precision or mining_precision()
     store = _store(data_dir, model, precision)
     hashes = [text_hash(t) for t in texts]
     index, matrix = _cached(store, hashes)

@@ -55,8 +55,21 @@ def markdown_table(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def lineage_markdown(refs: dict[str, ArtifactRef], decision: dict) -> str:
-    """Each step's artifact, key, rows, whether it was cached, and the time it took to build."""
+def held_out_line(evaluation: dict | None) -> str | None:
+    """What the ``holdout_*`` metrics were measured on (the run record's ``evaluation``), or None without them."""
+    facts = (evaluation or {}).get("holdout_set")
+    if not facts:
+        return None
+    source = facts.get("eval_source")
+    where = f"the rows of `{source}`" if source else f"{facts['fraction']} of the anchors"
+    return (f"Held-out metrics (`holdout_*`) on split `holdout/{facts['key']}` ({where}, {facts['held_out_rows']:,} "
+            f"rows kept out of training): {facts['queries']:,} queries against a corpus of {facts['corpus']:,} "
+            f"texts, {facts['distractors']:,} of them distractors.")  # fmt: skip
+
+
+def lineage_markdown(refs: dict[str, ArtifactRef], decision: dict, evaluation: dict | None = None) -> str:
+    """Each step's artifact, key, rows, whether it was cached, and the time it took to build; what the held-out
+    metrics were measured on."""
     lines = ["| step | stage/key | rows | cached | build seconds | path |", "|---|---|---|---|---|---|"]
     for step, ref in refs.items():
         seconds = (read_manifest(ref.folder) or {}).get("seconds")
@@ -71,7 +84,15 @@ def lineage_markdown(refs: dict[str, ArtifactRef], decision: dict) -> str:
         )
         + decision_rule_text(decision)
     )
-    return "# train-embeddings lineage\n\n" + "\n".join(lines) + "\n\n" + verdict + "\n"
+    held_out = held_out_line(evaluation)
+    return (
+        "# train-embeddings lineage\n\n"
+        + "\n".join(lines)
+        + "\n\n"
+        + verdict
+        + "\n"
+        + (f"\n{held_out}\n" if held_out else "")
+    )
 
 
 def decision_rule_text(decision: dict) -> str:

@@ -9,7 +9,15 @@ shared with the CLI, is ``shipping/release.py``; re-evaluating the champion's wa
 """
 
 from tasks.stages.common import unless_off
-from tasks.stages.data import candidate_index, load_pairs, map_labels, mine_negatives, tokenize
+from tasks.stages.data import (
+    candidate_index,
+    held_out_sizes,
+    hold_out,
+    load_pairs,
+    map_labels,
+    mine_negatives,
+    tokenize,
+)
 from tasks.stages.model import evaluate, evaluate_artifact, model_key_params, promote, train, trained_model
 from tasks.stages.shipping import push, release_model, report
 
@@ -17,6 +25,8 @@ __all__ = [
     "candidate_index",
     "evaluate",
     "evaluate_artifact",
+    "held_out_sizes",
+    "hold_out",
     "load_pairs",
     "map_labels",
     "mine_negatives",

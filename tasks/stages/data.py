@@ -1,4 +1,5 @@
-"""The data stages: the source's rows, the loss's format, the candidates' index, the negatives, the token ids."""
+"""The data stages: the source's rows, the held-out split, the loss's format, the candidates' index, the
+negatives, the token ids."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from tasks.models.resolve import ResolvedModel
 from tasks.negatives import mining, strategies
 from tasks.negatives.embeddings import mining_precision
 from tasks.negatives.index import StoredIndex, write_index
-from tasks.pairs import labels, sources
+from tasks.pairs import holdout, labels, sources
 from tasks.progress import StageProgress
 from tasks.report import plots
 from tasks.stages.common import logged, read_table, unless_off
@@ -47,6 +48,47 @@ def load_pairs(source: str, max_pairs: int | None, data_dir: str) -> ArtifactRef
 
     params = {"source": sources.source_fingerprint(source), "max_pairs": max_pairs}
     return logged(materialize(data_dir, "raw", VERSIONS["raw"], params, [], build))
+
+
+@task(name="hold-out", cache_policy=NO_CACHE)
+def hold_out(raw: ArtifactRef, fraction: float, evaluation: ArtifactRef | None, distractors: int, data_dir: str
+             ) -> ArtifactRef:  # fmt: skip
+    """The held-out split (``holdout``): ``fraction`` of the anchors by a hash of their text, or ``evaluation``'s
+    rows (``eval_source``), kept out of training. Its ``raw.parquet`` is the training side in raw's layout, which
+    every later stage reads in raw's place; its queries and corpus are what models are judged on."""
+    origin = (read_manifest(raw.folder) or {}).get("origin", raw.path)
+
+    def build(folder) -> Built:
+        rows = read_table(raw, catalog.RAW_FILE)
+        if evaluation is None:
+            split, where = holdout.split(rows, fraction), f"parameter eval_holdout: {fraction} of {origin}"
+        else:
+            held = (read_manifest(evaluation.folder) or {}).get("origin", evaluation.path)
+            split = holdout.against(rows, read_table(evaluation, catalog.RAW_FILE))
+            where = f"parameter eval_source: {held}"
+        retrieval = holdout.retrieval_set(split, distractors, where)
+        write_parquet(split.held, folder / catalog.HELD_OUT_FILE)
+        holdout.write_retrieval(retrieval, folder)
+        facts = {"origin": origin, "held_out_rows": len(split.held), "dropped_shared": split.dropped}
+        return Built(write_parquet(split.train, folder / catalog.RAW_FILE), facts | {"retrieval": retrieval.sizes()})
+
+    params = {"distractors": distractors} | ({"fraction": fraction} if evaluation is None else {})
+    parents = [raw] if evaluation is None else [raw, evaluation]
+    return logged(materialize(data_dir, "holdout", VERSIONS["holdout"], params, parents, build))
+
+
+def held_out_sizes(split: ArtifactRef | None) -> dict:
+    """What the run record (and so the report and the card) says of the held-out split: its key, fraction or
+    evaluation source, and the sizes of its rows, queries and corpus; nothing without one."""
+    if split is None:
+        return {}
+    manifest = read_manifest(split.folder) or {}
+    params, parents = manifest.get("params", {}), manifest.get("parents", [])
+    facts = {"key": split.key, "fraction": params.get("fraction"), "held_out_rows": manifest.get("held_out_rows"),
+             "dropped_shared": manifest.get("dropped_shared"), **(manifest.get("retrieval") or {})}  # fmt: skip
+    if len(parents) > 1:
+        facts["eval_source"] = parents[1]["path"]
+    return {"holdout_set": facts}
 
 
 @task(name="map-labels", cache_policy=NO_CACHE)

@@ -10,14 +10,16 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks import promotion
 from tasks.evaluation.data import stsb_pairs
-from tasks.evaluation.evaluate import evaluate_model, read_metrics, write_metrics
+from tasks.evaluation.evaluate import Encode, evaluate_model, read_metrics, write_metrics
 from tasks.evaluation.settings import EvalSettings
 from tasks.models.encoding import load_model
 from tasks.models.resolve import ResolvedModel
+from tasks.negatives.embeddings import encode_cached
+from tasks.pairs import holdout
 from tasks.progress import StageProgress, TrainingProgress
 from tasks.stages.common import logged, unless_off
 from tasks.store import catalog
-from tasks.store.artifacts import ArtifactRef, Built, materialize
+from tasks.store.artifacts import ArtifactRef, Built, find, materialize
 from tasks.store.catalog import VERSIONS
 from tasks.training import attention, devices, distributed, nodes, tokens
 from tasks.training.recipe import TrainRecipe, TrainRuntime
@@ -82,19 +84,40 @@ def evaluate_artifact(
 ) -> ArtifactRef:
     """The metrics artifact of ``model`` under ``settings`` (computed once, then served from the store)."""
 
-    def build(folder) -> int:
+    held_out = None if settings.holdout is None else held_out_split(settings.holdout, data_dir)
+
+    def build(folder) -> Built:
         progress = StageProgress(f"evaluating {model.name}")
         loaded = load_model(model, precision=settings.precision)
-        metrics = evaluate_model(loaded, settings, folder, progress.update, resolved=model)  # resolved: for a cluster
-        return write_metrics(folder, metrics, settings.dims)
+        retrieval = None if held_out is None else holdout.read_retrieval(held_out.folder)
+        metrics = evaluate_model(loaded, settings, folder, progress.update, resolved=model,  # resolved: for a cluster
+                                 retrieval=retrieval, cached=cached_encoder(model, settings, data_dir))  # fmt: skip
+        sizes = {} if retrieval is None else {"holdout": retrieval.sizes()}
+        return Built(write_metrics(folder, metrics, settings.dims), sizes)
 
     params = {"model": model.fingerprint, "limit": settings.limit, "tasks": list(settings.tasks)}
     params["dims"] = list(settings.dims)
     params["data"] = settings.fingerprints  # a changed file or pinned revision is evaluated again
     if settings.effective_precision != "fp32":  # scores in half precision (asked for, on a GPU): their own
         params["precision"] = settings.effective_precision.value
+    if held_out is not None:  # only then: metrics from before the split keep their keys
+        params["holdout"], parents = held_out.key, [*parents, held_out]
     facts = {"model": asdict(model), "evaluation": settings.record()}
     return materialize(data_dir, "metrics", VERSIONS["metrics"], params, parents, build, facts=facts)
+
+
+def held_out_split(key: str, data_dir: str) -> ArtifactRef:
+    """The held-out split ``holdout/<key>`` this run made (or found), which its evaluations read."""
+    found = find(data_dir, "holdout", key)
+    if found is None:
+        raise RuntimeError(f"the held-out split holdout/{key} is not in {data_dir}")
+    return found
+
+
+def cached_encoder(model: ResolvedModel, settings: EvalSettings, data_dir: str) -> Encode:
+    """The held-out set's texts through the embedding cache, in the evaluation's precision: the distractors are
+    encoded once per model (the base model's often by mining already)."""
+    return lambda texts: encode_cached(data_dir, model, texts, precision=settings.effective_precision)[0]
 
 
 @task(name="evaluate-model", cache_policy=NO_CACHE)
@@ -109,15 +132,30 @@ def promote(
     model: ArtifactRef, metrics: ArtifactRef, settings: EvalSettings, metric: str, min_gain: float, data_dir: str
 ) -> promotion.Promotion:
     """Make the trained model the champion only if it beats the current one on ``metric``, evaluated alike,
-    by at least ``min_gain`` and, on STS-B, with a paired bootstrap interval of the gain above zero."""
+    by at least ``min_gain`` and, on STS-B and held-out metrics, with a paired bootstrap interval of the gain
+    above zero. On a held-out split the champion was not scored on, the champion is scored on it first."""
 
-    def the_champions_way(theirs: EvalSettings) -> tuple[dict[str, float], Path]:
+    def the_champions_way(theirs: EvalSettings) -> tuple[dict[str, float], Path, Path]:
         get_run_logger().info("re-evaluating %s the champion's way: %s", model.key, theirs.record())
+        if theirs.holdout is not None and find(data_dir, "holdout", theirs.holdout) is None:
+            raise promotion.CannotCompare(f"the champion was scored on the held-out split holdout/{theirs.holdout}, "
+                                          "which is no longer in the store")  # fmt: skip
         ref = evaluate_artifact(trained_model(model), [model], theirs, data_dir)
-        return read_metrics(ref.folder), ref.folder / catalog.STSB_PAIRS_FILE
+        return read_metrics(ref.folder), ref.folder / catalog.STSB_PAIRS_FILE, ref.folder / catalog.HOLDOUT_QUERIES_FILE
+
+    def the_champion_on(champion: dict, record: dict) -> tuple[dict[str, float], Path, Path]:
+        """The champion scored on this run's held-out split (its model is in the store: gc keeps it)."""
+        get_run_logger().info("re-evaluating the champion %s on holdout/%s", champion["model_key"], record["holdout"])
+        found = find(data_dir, "models", champion["model_key"])  # on a URL store: pulled into the mirror
+        if found is None:
+            raise promotion.CannotCompare(f"the champion's model models/{champion['model_key']} is not in the store")
+        ref = evaluate_artifact(trained_model(found), [found], settings, data_dir)
+        return read_metrics(ref.folder), ref.folder / catalog.STSB_PAIRS_FILE, ref.folder / catalog.HOLDOUT_QUERIES_FILE
 
     outcome = promotion.challenge(data_dir, model, read_metrics(metrics.folder), metric, settings.record(),
                                   promotion.reevaluation(the_champions_way), min_gain=min_gain,
-                                  pairs=metrics.folder / catalog.STSB_PAIRS_FILE)  # fmt: skip
+                                  pairs=metrics.folder / catalog.STSB_PAIRS_FILE,
+                                  queries=metrics.folder / catalog.HOLDOUT_QUERIES_FILE,
+                                  champion_on=the_champion_on)  # fmt: skip
     get_run_logger().info("champion on %s: %s", metric, outcome.decision["reason"])
     return outcome

@@ -38,7 +38,7 @@ def report(record: RunRecord, champion: dict | None, dims: tuple[int, ...], data
     )
     create_markdown_artifact(
         key="train-embeddings-lineage",
-        markdown=tables.lineage_markdown(runs.named() | {"report": ref}, record.champion),
+        markdown=tables.lineage_markdown(runs.named() | {"report": ref}, record.champion, record.evaluation),
         description="artifacts of this run and the champion decision",
     )
     return ref

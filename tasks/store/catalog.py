@@ -23,6 +23,10 @@ TRAINING_FILE = "training.json"  # models: the training summary and log history
 METRICS_JSON = "metrics.json"  # metrics: the scores, flat
 METRICS_FILE = "metrics.parquet"  # metrics: one row per metric, a column per dimension
 STSB_PAIRS_FILE = "stsb_pairs.parquet"  # metrics: per-pair similarities, for the champion's bootstrap
+HOLDOUT_QUERIES_FILE = "holdout_queries.parquet"  # metrics: per-query retrieval scores on the held-out split
+HELD_OUT_FILE = "holdout.parquet"  # holdout: the held-out rows, in the source's layout (raw.parquet: the rest)
+QUERIES_FILE = "queries.parquet"  # holdout: each query and its relevant documents' corpus positions
+CORPUS_FILE = "corpus.parquet"  # holdout: the held-out positives, then the distractors
 COMPARISON_FILE = "comparison.parquet"  # reports, comparisons, grids: the table
 COMPARISON_PLOT = "comparison.png"
 COMPARISON_MARKDOWN = "comparison.md"
@@ -42,12 +46,18 @@ STAGES = {
     s.name: s
     for s in (
         Stage("raw", 2, (RAW_FILE,), "the source's rows as read and validated (NLI, pairs or triplets)"),
+        Stage(
+            "holdout",
+            1,
+            (RAW_FILE, HELD_OUT_FILE, QUERIES_FILE, CORPUS_FILE),
+            "the held-out split: training rows (raw.parquet), held-out rows, their queries and corpus",
+        ),
         Stage("pairs", 2, (PAIRS_FILE,), "the rows in the loss's format"),
         Stage("indexes", 1, (INDEX_FILE,), "a miner's FAISS index over a source's candidates (faiss.read_index)"),
         Stage("triplets", 3, (TRIPLETS_FILE, SAMPLE_FILE, SIMILARITIES_PLOT), "pairs with their negatives"),
         Stage("tokens", 1, (TOKENS_FILE, LENGTHS_PLOT), "token ids of the training data"),
         Stage("models", 3, (MODEL_FOLDER, TRAINING_FILE), "a trained model"),
-        Stage("metrics", 3, (METRICS_JSON, METRICS_FILE, STSB_PAIRS_FILE), "a model's scores"),
+        Stage("metrics", 3, (METRICS_JSON, METRICS_FILE, STSB_PAIRS_FILE, HOLDOUT_QUERIES_FILE), "a model's scores"),
         Stage(
             "reports", 1, (COMPARISON_FILE, COMPARISON_PLOT, DIMENSIONS_FILE, DIMENSIONS_PLOT), "base against trained"
         ),

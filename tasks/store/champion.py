@@ -153,10 +153,11 @@ def _localized(record: dict[str, Any], path: Path, slot: str) -> dict[str, Any]:
     root = path.parent.parent
     record = dict(record)
     record["model_path"] = str(root / "models" / record["model_key"] / "model")
-    if isinstance(record.get("pairs"), str):
-        local = path.parent / f"{slot}-pairs" / record["pairs"].rsplit("/", 1)[-1]
-        transfer.pull_folder(local.parent, local.name)
-        record["pairs"] = str(local)
+    for name in ("pairs", "queries"):  # STS-B's per-pair file, the held-out split's per-query file
+        if isinstance(record.get(name), str):
+            local = path.parent / f"{slot}-pairs" / record[name].rsplit("/", 1)[-1]
+            transfer.pull_folder(local.parent, local.name)
+            record[name] = str(local)
     return record
 
 

@@ -59,6 +59,7 @@ class RunArtifacts:
     (written by an older version, or a partial record), and then they are None."""
 
     raw: ArtifactRef | None = None
+    holdout: ArtifactRef | None = None  # the held-out split; its raw.parquet is what the later stages read
     pairs: ArtifactRef | None = None
     tokens: ArtifactRef | None = None
     model: ArtifactRef | None = None
@@ -77,7 +78,8 @@ class RunArtifacts:
 
     def named(self) -> dict[str, ArtifactRef]:
         """The artifacts in the order the journey made them, under the names of the record."""
-        named = {"raw": self.raw, "pairs": self.pairs, "triplets": self.triplets, "tokens": self.tokens}
+        named = {"raw": self.raw, "holdout": self.holdout, "pairs": self.pairs, "triplets": self.triplets}
+        named["tokens"] = self.tokens
         named |= {"model": self.model, "base-metrics": self.base_metrics, "trained-metrics": self.trained_metrics}
         named["report"] = self.report
         named |= {f"export-{fmt}": ref for fmt, ref in self.exports.items()}

@@ -55,20 +55,28 @@ def split_and_column(metric: str) -> tuple[str, str]:
     return match["split"], cosine_column(None if dim is None else int(dim))
 
 
+def _per_item(path: Path, name: str, kind: str, columns: tuple[str, ...]):
+    """One model's per-pair or per-query file, with ``columns``; NoBootstrap says why not."""
+    import pandas as pd
+
+    try:
+        frame = pd.read_parquet(path)
+    except (OSError, ValueError) as exc:
+        raise NoBootstrap(f"the {name}'s {kind} file cannot be read ({path}): {exc}") from exc
+    missing = [c for c in columns if c not in frame]
+    if missing:
+        raise NoBootstrap(f"the {name}'s {kind} file has no {missing[0]!r}")
+    return frame
+
+
 def paired_similarities(challenger: Path, champion: Path, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(gold, challenger's cosine, champion's cosine) on the metric's split, pair by pair; the two files
     must hold the same pairs with the same gold scores."""
-    import pandas as pd
 
     split, column = split_and_column(metric)
     sides = []
     for name, path in (("challenger", challenger), ("champion", champion)):
-        try:
-            frame = pd.read_parquet(path)
-        except (OSError, ValueError) as exc:
-            raise NoBootstrap(f"the {name}'s per-pair file cannot be read ({path}): {exc}") from exc
-        if column not in frame:
-            raise NoBootstrap(f"the {name}'s per-pair file has no {column!r}")
+        frame = _per_item(path, name, "per-pair", (column,))
         sides.append(frame[frame["split"] == split].sort_values("pair").reset_index(drop=True))
     mine, theirs = sides
     if len(mine) < 3:
@@ -133,18 +141,9 @@ def gain_interval(
 def paired_queries(challenger: Path, champion: Path, metric: str) -> tuple[np.ndarray, np.ndarray]:
     """(challenger's, champion's) per-query scores of a held-out metric (``holdout_ndcg@10``), query by query;
     the two files must score the same queries."""
-    import pandas as pd
-
     column = metric.removeprefix("holdout_")
-    sides = []
-    for name, path in (("challenger", challenger), ("champion", champion)):
-        try:
-            frame = pd.read_parquet(path)
-        except (OSError, ValueError) as exc:
-            raise NoBootstrap(f"the {name}'s per-query file cannot be read ({path}): {exc}") from exc
-        if column not in frame or "query" not in frame:
-            raise NoBootstrap(f"the {name}'s per-query file has no {column!r} or no 'query'")
-        sides.append(frame.sort_values("query").reset_index(drop=True))
+    sides = [_per_item(path, name, "per-query", ("query", column)).sort_values("query").reset_index(drop=True)
+             for name, path in (("challenger", challenger), ("champion", champion))]  # fmt: skip
     mine, theirs = sides
     if len(mine) < 3:
         raise NoBootstrap(f"the per-query files hold {len(mine)} queries, too few to resample")

@@ -207,7 +207,7 @@ def stand_in_hub(monkeypatch, home: Path):
     monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", hub.base)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_XET", True)
     monkeypatch.setenv("HF_HOME", str(home))
-    for name in ("tasks.models.resolve.hub_reachable", "flows.train_embeddings.hub_reachable"):
+    for name in ("tasks.models.resolve.hub_reachable", "flows.checks.hub_reachable"):
         monkeypatch.setattr(name, lambda timeout=3.0: True)
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     try:

@@ -75,8 +75,3 @@ def retrieval_scores(
     metrics = {PREFIX + column: float(table[column].mean()) for column in table.columns if column != "query"}
     ordered = {name: metrics[name] for name in metric_names(dims)}
     return ordered, table
-
-
-def query_column(metric: str) -> str:
-    """The per-query column a held-out metric is the mean of (``holdout_ndcg@10_dim64``: ``ndcg@10_dim64``)."""
-    return metric.removeprefix(PREFIX)

@@ -8,7 +8,8 @@ from training, not moved: no held-out text is trained on, and none can be mined 
 mining draws its candidates from the training side only.
 
 The held-out side becomes a retrieval set: each anchor with a positive is a query, its positives the
-relevant documents, and the corpus every held-out positive plus distractor texts from the training side.
+relevant documents, and the corpus every held-out positive, the held-out anchors' other hypotheses and
+distractor texts from the training side.
 With ``eval_source`` the held-out side is that source's rows instead, and the training side loses the rows
 that share a text with them.
 """
@@ -31,7 +32,7 @@ from tasks.store.catalog import CORPUS_FILE, QUERIES_FILE
 
 MAX_FRACTION = 0.5
 MIN_QUERIES = 50  # fewer, and a metric's run-to-run noise swamps any gain
-DISTRACTORS = 2_000  # training-side texts in the corpus beside the held-out positives (README: cost, choice)
+DISTRACTORS = 2_000  # training-side texts in the corpus (README: cost, choice)
 
 
 @dataclass(frozen=True)

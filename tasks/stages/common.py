@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 from prefect import get_run_logger
 
-from tasks.store.artifacts import ArtifactRef
+from tasks.store.artifacts import ArtifactRef, read_manifest
 
 
 def unless_off(params: dict, **off) -> dict:
@@ -15,6 +15,11 @@ def unless_off(params: dict, **off) -> dict:
 
 def read_table(ref: ArtifactRef, name: str) -> pd.DataFrame:
     return pd.read_parquet(ref.folder / name)
+
+
+def origin_of(ref: ArtifactRef) -> str:
+    """Where a raw (or held-out) artifact's rows came from, for errors that name the source's file."""
+    return (read_manifest(ref.folder) or {}).get("origin", ref.path)
 
 
 def logged(ref: ArtifactRef) -> ArtifactRef:

@@ -20,7 +20,7 @@ from tasks.negatives.index import StoredIndex, write_index
 from tasks.pairs import holdout, labels, sources
 from tasks.progress import StageProgress
 from tasks.report import plots
-from tasks.stages.common import logged, read_table, unless_off
+from tasks.stages.common import logged, origin_of, read_table, unless_off
 from tasks.store import catalog
 from tasks.store.artifacts import (
     ArtifactRef,
@@ -56,16 +56,15 @@ def hold_out(raw: ArtifactRef, fraction: float, evaluation: ArtifactRef | None, 
     """The held-out split (``holdout``): ``fraction`` of the anchors by a hash of their text, or ``evaluation``'s
     rows (``eval_source``), kept out of training. Its ``raw.parquet`` is the training side in raw's layout, which
     every later stage reads in raw's place; its queries and corpus are what models are judged on."""
-    origin = (read_manifest(raw.folder) or {}).get("origin", raw.path)
+    origin = origin_of(raw)
 
     def build(folder) -> Built:
         rows = read_table(raw, catalog.RAW_FILE)
         if evaluation is None:
             split, where = holdout.split(rows, fraction), f"parameter eval_holdout: {fraction} of {origin}"
         else:
-            held = (read_manifest(evaluation.folder) or {}).get("origin", evaluation.path)
             split = holdout.against(rows, read_table(evaluation, catalog.RAW_FILE))
-            where = f"parameter eval_source: {held}"
+            where = f"parameter eval_source: {origin_of(evaluation)}"
         retrieval = holdout.retrieval_set(split, distractors, where)
         write_parquet(split.held, folder / catalog.HELD_OUT_FILE)
         holdout.write_retrieval(retrieval, folder)
@@ -96,7 +95,7 @@ def map_labels(raw: ArtifactRef, loss: str, data_dir: str) -> ArtifactRef:
     """The training format for the loss: softmax 3 labels, cosine 1/0 scores, mnr (anchor, positive)."""
 
     def build(folder) -> int:
-        origin = (read_manifest(raw.folder) or {}).get("origin", raw.path)  # errors name the source's file
+        origin = origin_of(raw)  # errors name the source's file
         return write_parquet(
             labels.pairs_for_loss(read_table(raw, catalog.RAW_FILE), loss, origin), folder / catalog.PAIRS_FILE
         )

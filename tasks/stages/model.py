@@ -127,6 +127,12 @@ def evaluate(model: ResolvedModel, parents: list[ArtifactRef], settings: EvalSet
     return logged(evaluate_artifact(model, parents, settings, data_dir))
 
 
+def scored(metrics: ArtifactRef) -> tuple[dict[str, float], Path, Path]:
+    """A metrics artifact's scores and the files its bootstrap resamples: STS-B's per-pair, held-out per-query."""
+    folder = metrics.folder
+    return read_metrics(folder), folder / catalog.STSB_PAIRS_FILE, folder / catalog.HOLDOUT_QUERIES_FILE
+
+
 @task(name="promote-champion", cache_policy=NO_CACHE)
 def promote(
     model: ArtifactRef, metrics: ArtifactRef, settings: EvalSettings, metric: str, min_gain: float, data_dir: str
@@ -140,8 +146,7 @@ def promote(
         if theirs.holdout is not None and find(data_dir, "holdout", theirs.holdout) is None:
             raise promotion.CannotCompare(f"the champion was scored on the held-out split holdout/{theirs.holdout}, "
                                           "which is no longer in the store")  # fmt: skip
-        ref = evaluate_artifact(trained_model(model), [model], theirs, data_dir)
-        return read_metrics(ref.folder), ref.folder / catalog.STSB_PAIRS_FILE, ref.folder / catalog.HOLDOUT_QUERIES_FILE
+        return scored(evaluate_artifact(trained_model(model), [model], theirs, data_dir))
 
     def the_champion_on(champion: dict, record: dict) -> tuple[dict[str, float], Path, Path]:
         """The champion scored on this run's held-out split (its model is in the store: gc keeps it)."""
@@ -149,13 +154,11 @@ def promote(
         found = find(data_dir, "models", champion["model_key"])  # on a URL store: pulled into the mirror
         if found is None:
             raise promotion.CannotCompare(f"the champion's model models/{champion['model_key']} is not in the store")
-        ref = evaluate_artifact(trained_model(found), [found], settings, data_dir)
-        return read_metrics(ref.folder), ref.folder / catalog.STSB_PAIRS_FILE, ref.folder / catalog.HOLDOUT_QUERIES_FILE
+        return scored(evaluate_artifact(trained_model(found), [found], settings, data_dir))
 
-    outcome = promotion.challenge(data_dir, model, read_metrics(metrics.folder), metric, settings.record(),
-                                  promotion.reevaluation(the_champions_way), min_gain=min_gain,
-                                  pairs=metrics.folder / catalog.STSB_PAIRS_FILE,
-                                  queries=metrics.folder / catalog.HOLDOUT_QUERIES_FILE,
-                                  champion_on=the_champion_on)  # fmt: skip
+    scores, pairs, queries = scored(metrics)
+    outcome = promotion.challenge(data_dir, model, scores, metric, settings.record(),
+                                  promotion.reevaluation(the_champions_way), min_gain=min_gain, pairs=pairs,
+                                  queries=queries, champion_on=the_champion_on)  # fmt: skip
     get_run_logger().info("champion on %s: %s", metric, outcome.decision["reason"])
     return outcome

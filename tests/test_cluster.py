@@ -65,6 +65,19 @@ def test_an_unreachable_scheduler_is_refused_before_any_work(tmp_path, monkeypat
             pytest.fail("connected to nothing")
 
 
+def test_the_workers_count_the_tokens_the_flow_would(cluster, miner):
+    """The token counts that order the batches are taken on the workers (left to the flow's process, they are the
+    one serial step of a cluster's encoding), and they are the ones the flow would count."""
+    from tasks.cluster.encoding import model_on_cluster
+    from tasks.models.encoding import text_token_lengths
+
+    texts = [*TEXTS, "", "word " * 400]
+    with model_on_cluster(cluster, miner) as remote, get_task_stream(cluster.client) as stream:
+        counted = remote.token_lengths(texts, chunk=7)
+    assert counted == text_token_lengths(load_model(miner, device="cpu"), texts)
+    assert len({t["worker"] for t in stream.data if t["key"].startswith("_token_lengths")}) == 2
+
+
 def test_workers_encode_the_vectors_one_process_makes_into_the_same_cache(cluster, miner, tmp_path):
     with using(None):
         alone, encoded_alone = encode_cached(str(tmp_path), miner, TEXTS, batch_size=8, chunk=16)

@@ -132,3 +132,33 @@ def test_a_run_reads_only_the_shards_holding_its_texts(tmp_path, tiny_bert, monk
     vectors, encoded = encode_cached(tmp_path, model, corpus[:3])
     assert encoded == 0
     np.testing.assert_array_equal(vectors, matrix[[index[embeddings.text_hash(t)] for t in corpus[:3]]])
+
+
+def test_a_text_held_by_several_shards_is_served_once(tmp_path, tiny_bert):
+    """Concurrent runs may each write a text (and one shard may hold it twice): the first row found serves it, a
+    shard whose wanted texts were all served already is not read whole, and the vectors stay in ``texts``' order."""
+    model = resolve_model(str(tiny_bert))
+    texts = ["a cat", "a dog", "a bird"]
+    vectors, _ = encode_cached(tmp_path, model, texts)
+    store = _store(tmp_path, model)
+    hashes = [embeddings.text_hash(t) for t in texts]
+    embeddings._write_shard(store, [hashes[1], hashes[1], hashes[0]], vectors[[1, 1, 0]])  # a second writer's shard
+    index, matrix = embeddings._cached(store, [hashes[0], hashes[1], hashes[2], hashes[1]])
+    assert sorted(index) == sorted(hashes) and matrix.shape == (3, vectors.shape[1])
+    np.testing.assert_allclose(matrix[[index[h] for h in hashes]], vectors, atol=1e-6)
+    again, encoded = encode_cached(tmp_path, model, [texts[2], texts[1], texts[2]])
+    assert encoded == 0
+    np.testing.assert_allclose(again, vectors[[2, 1, 2]], atol=1e-6)
+
+
+def test_token_lengths_are_the_ones_the_tokenizer_gives_the_model(tiny_bert):
+    """Batches are formed by these lengths, so they must be the model's own: special tokens counted, truncated at
+    ``max_seq_length``, whatever the tokenizer's last call left set on its backend."""
+    encoder = load_model(resolve_model(str(tiny_bert)))
+    texts = ["a cat", "", "   ", "naïve café ☕ 東京", "word " * 300, "a much longer sentence about a dog " * 3]
+    for limit in (encoder.max_seq_length, 8):
+        encoder.max_seq_length = limit
+        encoder.tokenizer(["warm"], truncation=True, max_length=3, padding="max_length")  # leaves settings behind
+        expected = [len(ids) for ids in encoder.tokenizer(texts, truncation=True, max_length=limit)["input_ids"]]
+        assert text_token_lengths(encoder, texts) == expected
+        assert max(expected) == limit

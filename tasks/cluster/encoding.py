@@ -120,6 +120,12 @@ def _encode_shard(plugin: str, batches: list[list[str]], function: str, kwargs: 
     return encode_batches_on_worker(plugin, batches, function, **kwargs)
 
 
+def _token_lengths(plugin: str, texts: list[str]) -> list[int]:
+    from tasks.models.encoding import text_token_lengths
+
+    return text_token_lengths(_encoder(plugin), texts)
+
+
 @dataclass
 class ClusterEncoder:
     """The model loaded on every worker of ``cluster`` (``model_on_cluster``), ready to take shards."""
@@ -146,6 +152,14 @@ class ClusterEncoder:
             left = [future for future in futures if not future.done()]  # an error, or the caller stopped early
             if left:
                 client.cancel(left)
+
+    def token_lengths(self, texts: Sequence[str], chunk: int = 10_000) -> list[int]:
+        """``text_token_lengths`` of ``texts``, counted on the workers a chunk each: left to the flow's process,
+        counting every text's tokens alone is the one step of a cluster's encoding that does not spread."""
+        chunks = [list(texts[i : i + chunk]) for i in range(0, len(texts), chunk)]
+        found: list[list[int]] = [[] for _ in chunks]
+        self.map_shards(_token_lengths, [(c,) for c in chunks], found.__setitem__)
+        return [n for lengths in found for n in lengths]
 
     def encode(self, batches: list[list[str]], bar=None, function: str = "encode", **kwargs) -> np.ndarray:
         """The vectors of ``batches`` (concatenated in their order), encoded on the workers shard by shard."""

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
@@ -118,25 +117,27 @@ def _cached(store: Path, wanted: Sequence[str]) -> tuple[dict[str, int], np.ndar
     transfer.pull_folder(store, SHARDS)
     index: dict[str, int] = {}
     blocks: list[np.ndarray] = []
-    wanted_set = pa.array(sorted(set(wanted)), type=pa.string())
+    wanted_set = set(wanted)  # one hash set for all shards (a set per shard, as pc.is_in builds, costs the work's size)
+
+    def fresh(hashes: list[str]) -> list[int]:  # rows holding a wanted text no earlier shard served
+        return [row for row, h in enumerate(hashes) if h in wanted_set and h not in index]
+
     for shard in sorted(store.glob(SHARDS)):
         if len(index) == len(wanted_set):
             break
         try:
-            hits = pc.is_in(pq.read_table(shard, columns=["text_hash"]).column(0), value_set=wanted_set)
+            hits = fresh(pq.read_table(shard, columns=["text_hash"]).column(0).to_pylist())
         except (FileNotFoundError, pa.ArrowException, OSError):  # set aside by another run, or damaged
             hits = None
-        if hits is not None and not pc.any(hits).as_py():
+        if hits == []:
             continue
         table = _checked_table(shard)  # a shard whose hash column does not read is checked (and set aside) here
         if table is None:
             continue
         hashes = table.column("text_hash").to_pylist()
-        if hits is None:  # the column read failed, the checked bytes parsed: look the hashes up in them
-            hits = pc.is_in(table.column("text_hash"), value_set=wanted_set)
         rows = []
-        for row in np.flatnonzero(hits).tolist():
-            if hashes[row] not in index:  # the first shard holding a text serves it (concurrent runs may repeat one)
+        for row in fresh(hashes):  # the first row holding a text serves it (concurrent runs may repeat one)
+            if hashes[row] not in index:
                 index[hashes[row]] = len(index)
                 rows.append(row)
         if rows:
@@ -195,25 +196,29 @@ def _encode_missing(store: Path, data_dir: str | Path, model: ResolvedModel, pre
     """Encode the ``missing`` texts (hash → text) and write them to ``store`` a shard every ``chunk`` texts:
     in this process (on every local GPU at once when there are several), or on the run's cluster."""
     cluster = current_cluster()
-    encoder = load_model(model, device="cpu" if cluster else None, precision=precision)  # a cluster: its tokenizer
-    batch_size = batch_size or (encoding_batch_size("cuda") if cluster and cluster.gpu_workers() else
-                                encoding_batch_size(str(encoder.device)))  # fmt: skip
     todo_hashes, todo = list(missing), list(missing.values())
-    batches = batches_by_length(todo, text_token_lengths(encoder, todo), batch_size)
-    per_shard = max(1, chunk // batch_size)
-    shards = [batches[first : first + per_shard] for first in range(0, len(batches), per_shard)]
-    with tqdm(total=len(todo), desc="encoding", unit="text") as bar:
+    with contextlib.ExitStack() as loaded, tqdm(total=len(todo), desc="encoding", unit="text") as bar:
         if cluster is not None:
-            with model_on_cluster(cluster, model, precision) as remote:
-                work = [(str(data_dir), asdict(model), precision.value, [todo_hashes[i] for b in shard for i in b],
-                         [[todo[i] for i in b] for b in shard]) for shard in shards]  # fmt: skip
+            remote = loaded.enter_context(model_on_cluster(cluster, model, precision))
+            batch_size = batch_size or encoding_batch_size("cuda" if cluster.gpu_workers() else "cpu")
+            lengths = remote.token_lengths(todo)
+        else:
+            encoder = load_model(model, precision=precision)
+            batch_size = batch_size or encoding_batch_size(str(encoder.device))
+            lengths = text_token_lengths(encoder, todo)
+        batches = batches_by_length(todo, lengths, batch_size)
+        per_shard = max(1, chunk // batch_size)
+        shards = [batches[first : first + per_shard] for first in range(0, len(batches), per_shard)]
+        if cluster is not None:
+            work = [(str(data_dir), asdict(model), precision.value, [todo_hashes[i] for b in shard for i in b],
+                     [[todo[i] for i in b] for b in shard]) for shard in shards]  # fmt: skip
 
-                def done(_: int, count: int) -> None:
-                    bar.update(count)
-                    if progress:
-                        progress(bar.n / len(todo))
+            def done(_: int, count: int) -> None:
+                bar.update(count)
+                if progress:
+                    progress(bar.n / len(todo))
 
-                remote.map_shards(_encode_and_cache, work, done)
+            remote.map_shards(_encode_and_cache, work, done)
             return
         with encoding_pool(encoder) as pool:
             for shard in shards:

@@ -93,7 +93,7 @@ def build_index(
     target_recall: float = 0.9,
     queries: np.ndarray | None = None,
 ) -> SearchIndex:
-    """Flat inner-product index for small corpora, IVF (trained on a sample) for large ones.
+    """Flat inner-product index for small corpora, IVF (trained on a sample, spherical) for large ones.
 
     The IVF's nprobe is calibrated on ``queries`` (a sample of what will be searched for; None: of the corpus,
     each leaving itself out): the fewest probes whose recall@10 against exact search reaches ``target_recall``
@@ -111,6 +111,10 @@ def build_index(
     nlist = int(4 * math.sqrt(n))
     quantizer = faiss.IndexFlatIP(dim)
     index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    # Spherical k-means (unit centroids), as inner product needs: plain k-means' centroids differ in norm, and the
+    # longest draw most vectors; on the scale bench's 1M candidates one list in 69 held most of the corpus, and
+    # searches at the same recall took twice as long.
+    index.cp.spherical = True
     rng = np.random.default_rng(seed)
     index.train(vectors[rng.choice(n, size=min(n, 64 * nlist), replace=False)])
     index.add(vectors)

@@ -135,8 +135,8 @@ def _cached(store: Path, wanted: Sequence[str]) -> tuple[dict[str, int], np.ndar
         if table is None:
             continue
         hashes = table.column("text_hash").to_pylist()
-        rows = []
-        for row in fresh(hashes):  # the first row holding a text serves it (concurrent runs may repeat one)
+        rows = []  # the column's hits are the table's (same bytes); looked up only when the column did not read
+        for row in fresh(hashes) if hits is None else hits:  # the first row holding a text serves it
             if hashes[row] not in index:
                 index[hashes[row]] = len(index)
                 rows.append(row)

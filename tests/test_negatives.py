@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import faiss
 import numpy as np
 import pandas as pd
 import pytest
@@ -376,7 +377,7 @@ def test_ivf_lists_stay_balanced_when_the_vectors_share_a_direction():
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     index = build_index(vectors, exact_limit=1000)
     assert index.kind.startswith("ivf")
-    assert index.index.invlists.imbalance_factor() < 2.0  # 1.0: equal lists; plain k-means here: 10.3
+    assert index.ivf.invlists.imbalance_factor() < 2.0  # 1.0: equal lists; plain k-means here: 10.3
 
 
 def test_ivf_probes_are_calibrated_on_the_queries_to_the_fewest_that_reach_the_recall():
@@ -390,8 +391,24 @@ def test_ivf_probes_are_calibrated_on_the_queries_to_the_fewest_that_reach_the_r
     nprobe = int(index.kind.split("nprobe")[1])
     assert recall_at_k(index, queries[:200], k=10) >= 0.9  # reached on the calibration queries
     assert recall_at_k(index, queries[200:], k=10) >= 0.85  # and on others like them
-    index.index.nprobe = nprobe - max(1, nprobe // 16)  # one step fewer (the bisection's resolution) falls short
+    index.ivf.nprobe = nprobe - max(1, nprobe // 16)  # one step fewer (the bisection's resolution) falls short
     assert recall_at_k(index, queries[:200], k=10) < 0.9
+
+
+def test_an_ivf_scans_8_bit_codes_and_ranks_on_the_exact_vectors():
+    """The lists hold a quarter of the bytes (the scan waits on memory), and the answers come back in the exact
+    order with the exact scores: the negatives' scores are the miner's cosines, not an approximation of them."""
+    rng = np.random.default_rng(4)
+    centers = rng.normal(size=(30, 24))
+    vectors = (centers[rng.integers(0, 30, 5000)] + 0.4 * rng.normal(size=(5000, 24))).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index = build_index(vectors, exact_limit=1000)
+    assert ",sq8,rflat," in index.kind and isinstance(index.ivf, faiss.IndexIVFScalarQuantizer)
+    assert index.ivf.code_size == 24  # one byte a dimension, where an IVFFlat holds four
+    (_, scores, ids), *_ = index.search(vectors[:200], 20, batch_size=200)
+    exact = np.einsum("qd,qkd->qk", vectors[:200], vectors[ids])
+    assert np.allclose(scores, exact, atol=1e-5)  # the exact vectors' scores, not the codes'
+    assert np.all(np.diff(scores, axis=1) <= 1e-6)  # in their order
 
 
 @pytest.mark.parametrize("exact_limit", [10_000, 1000])

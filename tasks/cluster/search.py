@@ -1,7 +1,7 @@
 """FAISS search fanned out: the candidate index goes to every worker once (scattered, as bytes), and the queries
 go in shards of whole batches. Each worker searches its shard batch by batch with the batch size one process
 uses, so exact (flat) search returns exactly the single-process neighbours, and an IVF index the same ones at
-the same nprobe (its recall is measured as before)."""
+the same nprobe, which its serialized bytes carry (its recall is measured as before)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ BATCHES_PER_SHARD = 16
 _loaded: dict[str, object] = {}  # on a worker: the index by its scattered key, deserialized once per search
 
 
-def _search_shard(key: str, serialized, nprobe: int | None, queries: np.ndarray, k: int, batch_size: int):
+def _search_shard(key: str, serialized, queries: np.ndarray, k: int, batch_size: int):
     """On a worker: the shard's (scores, ids), searched in ``batch_size`` batches like one process."""
     import faiss
 
@@ -25,8 +25,6 @@ def _search_shard(key: str, serialized, nprobe: int | None, queries: np.ndarray,
     if index is None:
         _loaded.clear()  # one index at a time
         index = _loaded[key] = faiss.deserialize_index(serialized)
-        if nprobe is not None:
-            index.nprobe = nprobe
     found = [index.search(queries[s : s + batch_size], k) for s in range(0, len(queries), batch_size)]
     return np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found])
 
@@ -44,12 +42,11 @@ def search_on_cluster(
     from distributed import as_completed
 
     client = cluster.client
-    nprobe = getattr(index.index, "nprobe", None)  # IVF: the calibrated probe count travels with it
     shared = client.scatter(index.serialized(), broadcast=True, hash=False)
     step = batch_size * BATCHES_PER_SHARD
     starts = list(range(0, len(queries), step))
     futures = {
-        client.submit(_search_shard, shared.key, shared, nprobe, queries[s : s + step], k, batch_size, pure=False): s
+        client.submit(_search_shard, shared.key, shared, queries[s : s + step], k, batch_size, pure=False): s
         for s in starts
     }
     ready: dict[int, tuple[np.ndarray, np.ndarray]] = {}

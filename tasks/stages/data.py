@@ -107,12 +107,13 @@ def index_key(raw: ArtifactRef, nli: pd.DataFrame, config: strategies.MiningConf
               ) -> tuple[dict, str]:  # fmt: skip
     """What determines the candidates' index: the source, the miner and the precision its vectors are in, and
     for an IVF index (more candidates than ``exact_limit``) the seed of its training sample and calibration
-    queries, and how its lists are clustered; a flat index depends on none of them. Its key names it before it
-    exists (cached triplets never fetch it)."""
+    queries, how its lists are clustered and what codes they hold; a flat index depends on none of them. Its
+    key names it before it exists (cached triplets never fetch it)."""
     params = {"miner": miner.fingerprint, "precision": mining_precision().value, "kind": "flat"}
     candidates = len(strategies.candidate_pool(nli))  # ``raw``'s rows as NLI
     if candidates > config.exact_limit:
-        params |= {"kind": "ivf", "seed": config.seed, "clustering": "spherical"}  # plain k-means made other lists
+        # plain k-means made other lists, and full vectors in them other (equally good) lists
+        params |= {"kind": "ivf", "seed": config.seed, "clustering": "spherical", "codes": "sq8,rflat"}
     return params, artifact_key("indexes", VERSIONS["indexes"], params, [raw])
 
 

@@ -94,6 +94,26 @@ def test_workers_encode_the_vectors_one_process_makes_into_the_same_cache(cluste
     np.testing.assert_allclose(again, alone[:5], atol=1e-5)
 
 
+def test_encodings_inside_a_block_that_holds_the_model_load_it_once(cluster, miner, tmp_path):
+    """Several encodings in a row (a warm-up then the real one, or candidates then anchors) share the workers'
+    copy; the block that loaded it unloads it, and a worker then holds no model."""
+    from tasks.cluster.encoding import model_on_cluster
+
+    def loaded() -> list[list[str]]:
+        return list(cluster.client.run(lambda dask_worker: sorted(dask_worker.plugins)).values())
+
+    before = loaded()
+    with model_on_cluster(cluster, miner) as held:
+        inside = loaded()
+        assert all(held.plugin in names for names in inside)
+        encode_cached(str(tmp_path / "a"), miner, TEXTS[:7], batch_size=4)
+        encode_cached(str(tmp_path / "b"), miner, TEXTS[7:], batch_size=4)
+        assert loaded() == inside and cluster.models[(miner.fingerprint, "fp32")] == held.plugin
+    assert loaded() == before and not cluster.models
+    encode_cached(str(tmp_path / "c"), miner, TEXTS[:3])  # without a block: loaded for the call, then gone
+    assert loaded() == before
+
+
 def test_evaluation_on_the_cluster_scores_as_one_process(cluster, miner, tmp_path):
     settings = EvalSettings(tasks=("Banking77Classification",), limit=40)
     model = load_model(miner, precision=settings.precision)

@@ -14,7 +14,7 @@ import contextvars
 import re
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,7 @@ class Cluster:
     spec: ClusterSpec
     client: Any  # distributed.Client
     data_dir: str
+    models: dict[tuple[str, str], str] = field(default_factory=dict)  # (fingerprint, precision) → its plugin, loaded
 
     def workers(self) -> dict[str, dict]:
         """Worker address → its scheduler info (name, resources, nthreads, host)."""

@@ -180,13 +180,20 @@ def model_on_cluster(
     cluster: Cluster, model: ResolvedModel, precision: str | Precision = Precision.FP32
 ) -> Iterator[ClusterEncoder]:
     """``model`` loaded on every worker for the length of the block (``precision``: as ``load_model`` takes
-    it), then unloaded: a worker holds only the models the run is using."""
+    it), then unloaded: a worker holds only the models the run is using. Inside a block that holds the same model
+    loaded, the workers' copy serves (several encodings in a row load it once)."""
     precision = precision.value if isinstance(precision, Precision) else precision
+    held = (model.fingerprint, precision)
+    if held in cluster.models:
+        yield ClusterEncoder(cluster, cluster.models[held], model)
+        return
     name = f"train-embeddings-model-{model.fingerprint[:16]}-{precision}-{uuid.uuid4().hex[:8]}"
     try:  # registered inside: a worker whose setup fails must not leave the model loaded on the others
         cluster.client.register_plugin(ModelOnWorker(model, precision, cluster.data_dir), name=name)
+        cluster.models[held] = name
         yield ClusterEncoder(cluster, name, model)
     finally:
+        cluster.models.pop(held, None)
         with contextlib.suppress(Exception):  # a worker gone already has nothing to unload
             cluster.client.unregister_worker_plugin(name)
 

@@ -88,6 +88,7 @@ def read_index(path: Path, kind: str, vectors: np.ndarray) -> SearchIndex:
     return SearchIndex(index, kind.removesuffix("+gpu") + ("+gpu" if on_gpu else ""), np.ascontiguousarray(vectors))
 
 
+IVF_CODES = "SQ8,RFlat"  # in faiss's factory terms: what an IVF's lists hold; its kind and its key say it too
 REFINE_FACTOR = 2  # the IVF's codes find 2k candidates, the exact vectors rank the k best of them
 
 
@@ -144,7 +145,7 @@ def build_index(
         index.add(vectors)
         return SearchIndex(index, "flat" + ("+gpu" if on_gpu else ""), vectors)
     nlist = int(4 * math.sqrt(n))
-    index = faiss.index_factory(dim, f"IVF{nlist},SQ8,RFlat", faiss.METRIC_INNER_PRODUCT)
+    index = faiss.index_factory(dim, f"IVF{nlist},{IVF_CODES}", faiss.METRIC_INNER_PRODUCT)
     index.k_factor = REFINE_FACTOR
     # Spherical k-means (unit centroids), as inner product needs: plain k-means' centroids differ in norm, and the
     # longest draw most vectors; on the scale bench's 1M candidates one list in 69 held most of the corpus, and
@@ -162,7 +163,7 @@ def build_index(
         probe = np.ascontiguousarray(queries, dtype=np.float32)
     truth = _others(_exact_neighbours(vectors, probe, 11), chosen)
     nprobe = _calibrated_nprobe(index, probe, chosen, truth, nlist, target_recall)
-    return SearchIndex(index, f"ivf{nlist},sq8,rflat,nprobe{nprobe}" + ("+gpu" if on_gpu else ""), vectors)
+    return SearchIndex(index, f"ivf{nlist},{IVF_CODES.lower()},nprobe{nprobe}" + ("+gpu" if on_gpu else ""), vectors)
 
 
 def _others(found: np.ndarray, own: np.ndarray) -> np.ndarray:

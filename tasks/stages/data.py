@@ -16,7 +16,7 @@ from tasks.models.encoding import load_model
 from tasks.models.resolve import ResolvedModel
 from tasks.negatives import mining, strategies
 from tasks.negatives.embeddings import mining_precision
-from tasks.negatives.index import StoredIndex, write_index
+from tasks.negatives.index import IVF_CODES, StoredIndex, write_index
 from tasks.pairs import holdout, labels, sources
 from tasks.progress import StageProgress
 from tasks.report import plots
@@ -112,8 +112,8 @@ def index_key(raw: ArtifactRef, nli: pd.DataFrame, config: strategies.MiningConf
     params = {"miner": miner.fingerprint, "precision": mining_precision().value, "kind": "flat"}
     candidates = len(strategies.candidate_pool(nli))  # ``raw``'s rows as NLI
     if candidates > config.exact_limit:
-        # plain k-means made other lists, and full vectors in them other (equally good) lists
-        params |= {"kind": "ivf", "seed": config.seed, "clustering": "spherical", "codes": "sq8,rflat"}
+        # plain k-means made other lists, and full vectors in them another index
+        params |= {"kind": "ivf", "seed": config.seed, "clustering": "spherical", "codes": IVF_CODES.lower()}
     return params, artifact_key("indexes", VERSIONS["indexes"], params, [raw])
 
 

@@ -65,17 +65,26 @@ def test_an_unreachable_scheduler_is_refused_before_any_work(tmp_path, monkeypat
             pytest.fail("connected to nothing")
 
 
-def test_the_workers_count_the_tokens_the_flow_would(cluster, miner):
-    """The token counts that order the batches are taken on the workers (left to the flow's process, they are the
-    one serial step of a cluster's encoding), and they are the ones the flow would count."""
-    from tasks.cluster.encoding import model_on_cluster
-    from tasks.models.encoding import text_token_lengths
+def test_each_shard_is_counted_and_batched_on_the_worker_that_encodes_it(cluster, miner, tmp_path, monkeypatch):
+    """The token counts that batch a shard are taken where the shard is encoded: the flow's process counts none
+    (a pass over every text before the first shard is the one step that would not spread over the workers), and
+    the workers' batches are the ones one process makes, so are their vectors."""
+    import tasks.negatives.embeddings as embeddings
 
     texts = [*TEXTS, "", "word " * 400]
-    with model_on_cluster(cluster, miner) as remote, get_task_stream(cluster.client) as stream:
-        counted = remote.token_lengths(texts, chunk=7)
-    assert counted == text_token_lengths(load_model(miner, device="cpu"), texts)
-    assert len({t["worker"] for t in stream.data if t["key"].startswith("_token_lengths")}) == 2
+    with using(None):
+        alone, _ = encode_cached(str(tmp_path / "alone"), miner, texts, batch_size=4, chunk=8)
+
+    def counted_here(*args, **kwargs):
+        raise AssertionError("the flow's process counted tokens")
+
+    monkeypatch.setattr(embeddings, "text_token_lengths", counted_here)
+    with get_task_stream(cluster.client) as stream:
+        spread, encoded = encode_cached(str(tmp_path / "spread"), miner, texts, batch_size=4, chunk=8)
+    assert encoded == len(set(texts))
+    np.testing.assert_allclose(spread, alone, atol=1e-5)
+    shards = [t for t in stream.data if t["key"].startswith("_encode_and_cache")]
+    assert len(shards) == -(-len(set(texts)) // 8) and len({t["worker"] for t in shards}) == 2
 
 
 def test_workers_encode_the_vectors_one_process_makes_into_the_same_cache(cluster, miner, tmp_path):

@@ -2,9 +2,11 @@
 encodes shards of batches exactly as one process would, one ``encode`` call per batch of similar token
 length, so the vectors equal the in-process ones (the same batches, the same kernels).
 
-Shards go out in token order, longest first, a few batches each, so the workers stay busy to the end and
-the progress bar moves as shards come back. A shard that fails is retried once elsewhere by Dask; a worker
-that dies takes only its shard with it.
+The embedding cache sends shards of texts, each counted and batched by token length on the worker that
+encodes it (``negatives.embeddings``): no pass over every text before the first shard. Evaluation sends
+shards of batches already in token order, longest first, a few batches each. Either way the workers stay busy
+to the end and the progress bar moves as shards come back. A shard that fails is retried once elsewhere by
+Dask; a worker that dies takes only its shard with it.
 """
 
 from __future__ import annotations
@@ -93,7 +95,8 @@ class ModelOnWorker(WorkerPlugin):
             torch.cuda.empty_cache()  # the GPU's memory back for what runs next there (training)
 
 
-def _encoder(plugin: str):
+def worker_encoder(plugin: str):
+    """On a worker: the model its ``plugin`` loaded."""
     from distributed import get_worker
 
     return get_worker().plugins[plugin].encoder
@@ -113,17 +116,11 @@ def encode_batches(encoder, batches: Sequence[Sequence[str]], function: str = "e
 
 def encode_batches_on_worker(plugin: str, batches: Sequence[Sequence[str]], function: str = "encode", **kwargs):
     """On a worker: ``encode_batches`` with the model its ``plugin`` loaded."""
-    return encode_batches(_encoder(plugin), batches, function, **kwargs)
+    return encode_batches(worker_encoder(plugin), batches, function, **kwargs)
 
 
 def _encode_shard(plugin: str, batches: list[list[str]], function: str, kwargs: dict) -> np.ndarray:
     return encode_batches_on_worker(plugin, batches, function, **kwargs)
-
-
-def _token_lengths(plugin: str, texts: list[str]) -> list[int]:
-    from tasks.models.encoding import text_token_lengths
-
-    return text_token_lengths(_encoder(plugin), texts)
 
 
 @dataclass
@@ -152,14 +149,6 @@ class ClusterEncoder:
             left = [future for future in futures if not future.done()]  # an error, or the caller stopped early
             if left:
                 client.cancel(left)
-
-    def token_lengths(self, texts: Sequence[str], chunk: int = 10_000) -> list[int]:
-        """``text_token_lengths`` of ``texts``, counted on the workers a chunk each: left to the flow's process,
-        counting every text's tokens alone is the one step of a cluster's encoding that does not spread."""
-        chunks = [list(texts[i : i + chunk]) for i in range(0, len(texts), chunk)]
-        found: list[list[int]] = [[] for _ in chunks]
-        self.map_shards(_token_lengths, [(c,) for c in chunks], found.__setitem__)
-        return [n for lengths in found for n in lengths]
 
     def encode(self, batches: list[list[str]], bar=None, function: str = "encode", **kwargs) -> np.ndarray:
         """The vectors of ``batches`` (concatenated in their order), encoded on the workers shard by shard."""

@@ -165,67 +165,68 @@ def _write_shard(store: Path, hashes: list[str], vectors: np.ndarray) -> None:
     transfer.push_files([sidecar(store / name), store / name])  # a shard in the store always has its checksum
 
 
-def _encode_shard(encoder, texts: list[str], batches: list[list[int]], bar, pool) -> np.ndarray:
+def _encode_shard(encoder, texts: list[str], batches: list[list[int]], pool) -> np.ndarray:
     """One ``encode`` call per batch (given a longer list, it would re-order it by characters), or the whole
     shard, in token order, to the pool's processes."""
     if pool is not None:
         ordered = [texts[i] for batch in batches for i in batch]
         size = max(len(b) for b in batches)
         vectors = encoder.encode(ordered, batch_size=size, normalize_embeddings=True, pool=pool, chunk_size=8 * size)
-        bar.update(len(ordered))
         return np.asarray(vectors)
-    vectors = encode_batches(encoder, [[texts[i] for i in batch] for batch in batches], normalize_embeddings=True)
-    bar.update(sum(len(batch) for batch in batches))
-    return vectors
+    return encode_batches(encoder, [[texts[i] for i in batch] for batch in batches], normalize_embeddings=True)
 
 
-def _encode_and_cache(plugin: str, data_dir: str, model: dict, precision: str, hashes: list[str],
-                      batches: list[list[str]]) -> int:  # fmt: skip
-    """On a cluster worker: a shard of batches encoded with the worker's model, and written by the worker
-    straight into the embedding cache (the store, where it is shared), checksum first."""
-    from tasks.cluster.encoding import encode_batches_on_worker
+def _shard_batches(encoder, texts: list[str], batch_size: int) -> list[list[int]]:
+    """A shard's texts in batches of similar token length, counted where the shard is encoded: no pass over
+    every text before the first shard (on a cluster, the one step that would not spread over the workers)."""
+    return batches_by_length(texts, text_token_lengths(encoder, texts), batch_size)
 
-    vectors = encode_batches_on_worker(plugin, batches, normalize_embeddings=True)
-    _write_shard(_store(data_dir, ResolvedModel(**model), Precision(precision)), hashes, vectors)
+
+def _encode_and_cache(plugin: str, data_dir: str, model: dict, precision: str, batch_size: int,
+                      hashes: list[str], texts: list[str]) -> int:  # fmt: skip
+    """On a cluster worker: a shard of texts batched and encoded with the worker's model as one process would,
+    and written by the worker straight into the embedding cache (the store, where it is shared), checksum first."""
+    from tasks.cluster.encoding import encode_batches_on_worker, worker_encoder
+
+    batches = _shard_batches(worker_encoder(plugin), texts, batch_size)
+    vectors = encode_batches_on_worker(plugin, [[texts[i] for i in b] for b in batches], normalize_embeddings=True)
+    store = _store(data_dir, ResolvedModel(**model), Precision(precision))
+    _write_shard(store, [hashes[i] for b in batches for i in b], vectors)
     return len(hashes)
 
 
 def _encode_missing(store: Path, data_dir: str | Path, model: ResolvedModel, precision: Precision,
                     missing: dict[str, str], batch_size: int | None, progress: Callable[[float], None] | None,
                     chunk: int) -> None:  # fmt: skip
-    """Encode the ``missing`` texts (hash → text) and write them to ``store`` a shard every ``chunk`` texts:
-    in this process (on every local GPU at once when there are several), or on the run's cluster."""
+    """Encode the ``missing`` texts (hash → text) and write them to ``store`` a shard every ``chunk`` texts, each
+    shard in batches of similar token length: in this process (on every local GPU at once when there are
+    several), or on the run's cluster, shards of the same texts batched the same way."""
     cluster = current_cluster()
     todo_hashes, todo = list(missing), list(missing.values())
+    starts = range(0, len(todo), chunk)
     with contextlib.ExitStack() as loaded, tqdm(total=len(todo), desc="encoding", unit="text") as bar:
+
+        def done(_: int, count: int) -> None:
+            bar.update(count)
+            if progress:
+                progress(bar.n / len(todo))
+
         if cluster is not None:
             remote = loaded.enter_context(model_on_cluster(cluster, model, precision))
             batch_size = batch_size or encoding_batch_size("cuda" if cluster.gpu_workers() else "cpu")
-            lengths = remote.token_lengths(todo)
-        else:
-            encoder = load_model(model, precision=precision)
-            batch_size = batch_size or encoding_batch_size(str(encoder.device))
-            lengths = text_token_lengths(encoder, todo)
-        batches = batches_by_length(todo, lengths, batch_size)
-        per_shard = max(1, chunk // batch_size)
-        shards = [batches[first : first + per_shard] for first in range(0, len(batches), per_shard)]
-        if cluster is not None:
-            work = [(str(data_dir), asdict(model), precision.value, [todo_hashes[i] for b in shard for i in b],
-                     [[todo[i] for i in b] for b in shard]) for shard in shards]  # fmt: skip
-
-            def done(_: int, count: int) -> None:
-                bar.update(count)
-                if progress:
-                    progress(bar.n / len(todo))
-
+            work = [(str(data_dir), asdict(model), precision.value, batch_size, todo_hashes[s : s + chunk],
+                     todo[s : s + chunk]) for s in starts]  # fmt: skip
             remote.map_shards(_encode_and_cache, work, done)
             return
+        encoder = load_model(model, precision=precision)
+        batch_size = batch_size or encoding_batch_size(str(encoder.device))
         with encoding_pool(encoder) as pool:
-            for shard in shards:
-                fresh = _encode_shard(encoder, todo, shard, bar, pool)
-                _write_shard(store, [todo_hashes[i] for batch in shard for i in batch], fresh)
-                if progress:
-                    progress(bar.n / len(todo))
+            for first in starts:
+                texts = todo[first : first + chunk]
+                batches = _shard_batches(encoder, texts, batch_size)
+                fresh = _encode_shard(encoder, texts, batches, pool)
+                _write_shard(store, [todo_hashes[first + i] for batch in batches for i in batch], fresh)
+                done(first, len(texts))
 
 
 def mining_precision() -> Precision:

@@ -114,13 +114,9 @@ def encode_batches(encoder, batches: Sequence[Sequence[str]], function: str = "e
     return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
 
 
-def encode_batches_on_worker(plugin: str, batches: Sequence[Sequence[str]], function: str = "encode", **kwargs):
+def _encode_shard(plugin: str, batches: list[list[str]], function: str, kwargs: dict) -> np.ndarray:
     """On a worker: ``encode_batches`` with the model its ``plugin`` loaded."""
     return encode_batches(worker_encoder(plugin), batches, function, **kwargs)
-
-
-def _encode_shard(plugin: str, batches: list[list[str]], function: str, kwargs: dict) -> np.ndarray:
-    return encode_batches_on_worker(plugin, batches, function, **kwargs)
 
 
 @dataclass

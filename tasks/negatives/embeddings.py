@@ -186,10 +186,11 @@ def _encode_and_cache(plugin: str, data_dir: str, model: dict, precision: str, b
                       hashes: list[str], texts: list[str]) -> int:  # fmt: skip
     """On a cluster worker: a shard of texts batched and encoded with the worker's model as one process would,
     and written by the worker straight into the embedding cache (the store, where it is shared), checksum first."""
-    from tasks.cluster.encoding import encode_batches_on_worker, worker_encoder
+    from tasks.cluster.encoding import worker_encoder
 
-    batches = _shard_batches(worker_encoder(plugin), texts, batch_size)
-    vectors = encode_batches_on_worker(plugin, [[texts[i] for i in b] for b in batches], normalize_embeddings=True)
+    encoder = worker_encoder(plugin)
+    batches = _shard_batches(encoder, texts, batch_size)
+    vectors = _encode_shard(encoder, texts, batches, pool=None)
     store = _store(data_dir, ResolvedModel(**model), Precision(precision))
     _write_shard(store, [hashes[i] for b in batches for i in b], vectors)
     return len(hashes)
